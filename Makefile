@@ -1,0 +1,30 @@
+# One entry point for humans and CI: `make check` = format check, lint, types, tests.
+PY ?= .venv/bin/python
+
+.PHONY: install format lint mypy test check bench bench-smoke
+install:
+	python3 -m venv .venv
+	$(PY) -m pip install -q -U pip
+	$(PY) -m pip install -q -e ".[test]"
+
+format:
+	$(PY) -m ruff format crawlq producer workers crawlq_cli tests bench
+	$(PY) -m ruff check --fix crawlq producer workers crawlq_cli tests bench
+
+lint:
+	$(PY) -m ruff format --check crawlq producer workers crawlq_cli tests bench
+	$(PY) -m ruff check crawlq producer workers crawlq_cli tests bench
+
+mypy:
+	$(PY) -m mypy
+
+test:
+	$(PY) -m pytest -q
+
+check: lint mypy test
+
+bench:
+	$(PY) -m bench --full
+
+bench-smoke:
+	$(PY) -m bench --smoke

@@ -1,0 +1,75 @@
+"""Redis connections: one client per process, with retries and one clear sentence when Redis is unreachable."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+from typing import Any, TypeVar
+
+from arq.connections import ArqRedis, RedisSettings, create_pool
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import AuthenticationError, ConnectionError, RedisError, ResponseError, TimeoutError
+
+from crawlq.codec import pack, unpack
+from crawlq.errors import RedisUnavailable
+from crawlq.settings import Settings
+
+__all__ = ["connect", "describe", "redis_settings", "result_of"]
+
+T = TypeVar("T")
+
+
+def describe(url: str) -> str:
+    """The Redis address without credentials."""
+    settings = RedisSettings.from_dsn(url)
+    scheme = "rediss" if settings.ssl else "redis"
+    return f"{scheme}://{settings.host}:{settings.port}/{settings.database}"
+
+
+def redis_settings(settings: Settings, *, ride_out_outages: bool = False) -> RedisSettings:
+    """arq's RedisSettings for our URL; workers ride out Redis outages for `redis_retry_window_s`."""
+    redis = RedisSettings.from_dsn(settings.redis_url)
+    redis.conn_timeout = int(max(1, settings.redis_connect_timeout_s))
+    redis.conn_retries = 0
+    if ride_out_outages and settings.redis_retry_window_s > 0:
+        steps = max(1, int(settings.redis_retry_window_s / 0.5))
+        redis.retry = Retry(ExponentialBackoff(cap=0.5, base=0.05), steps)
+        redis.retry_on_error = [ConnectionError, TimeoutError, OSError]
+    return redis
+
+
+async def connect(settings: Settings, *, ride_out_outages: bool = False) -> ArqRedis:
+    """An arq pool (a redis-py client) using msgpack; raises RedisUnavailable with one sentence on failure."""
+    where = describe(settings.redis_url)
+    try:
+        pool: ArqRedis = await create_pool(
+            redis_settings(settings, ride_out_outages=ride_out_outages),
+            job_serializer=pack,
+            job_deserializer=unpack,
+            default_queue_name=settings.queue_name,
+            retry=0,
+        )
+        await pool.ping()
+    except AuthenticationError as exc:
+        raise RedisUnavailable(f"Redis at {where} refused the credentials: {exc}") from exc
+    except ResponseError as exc:
+        if "NOAUTH" in str(exc) or "WRONGPASS" in str(exc):
+            raise RedisUnavailable(f"Redis at {where} refused the credentials: {exc}") from exc
+        raise RedisUnavailable(f"Redis at {where} answered with an error: {exc}") from exc
+    except (RedisError, OSError) as exc:
+        raise RedisUnavailable(f"cannot reach Redis at {where} ({_reason(exc)}); set CRAWLQ_REDIS_URL") from exc
+    return pool
+
+
+def _reason(exc: BaseException) -> str:
+    text: Any = str(exc) or type(exc).__name__
+    if "SSL" in text or "ssl" in text or "TLS" in text:
+        return f"TLS failed: {text}"
+    return str(text).split("\n")[0]
+
+
+async def result_of(reply: Awaitable[T] | T) -> T:
+    """Await a redis-py asyncio reply (its stubs type replies as `Awaitable[T] | T`)."""
+    if isinstance(reply, Awaitable):
+        return await reply
+    return reply

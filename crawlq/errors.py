@@ -1,0 +1,41 @@
+"""crawlq's exceptions. HTTP and network outcomes are data (`crawlq.models.ErrorClass`), never exceptions.
+
+* CrawlqError
+  + ConfigError              bad settings or arguments
+  + RedisUnavailable         Redis cannot be reached, refused our credentials, or TLS failed
+  + UnknownBatch             no such batch (never submitted, expired, or lost with a Redis restart)
+  + InvalidURL (ValueError)  a URL failed validation; carries the reason
+  + ServerError              the embedded Redis-protocol server could not start
+"""
+
+from __future__ import annotations
+
+__all__ = ["ConfigError", "CrawlqError", "InvalidURL", "RedisUnavailable", "ServerError", "UnknownBatch"]
+
+
+class CrawlqError(Exception):
+    """Base of every crawlq exception."""
+
+
+class ConfigError(CrawlqError):
+    pass
+
+
+class RedisUnavailable(CrawlqError):
+    pass
+
+
+class UnknownBatch(CrawlqError):
+    def __init__(self, batch: str) -> None:
+        super().__init__(f"unknown batch {batch!r}: it was never submitted here, its results expired, or Redis lost it")
+        self.batch = batch
+
+
+class InvalidURL(CrawlqError, ValueError):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class ServerError(CrawlqError):
+    pass

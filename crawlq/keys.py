@@ -1,0 +1,109 @@
+"""The Redis key schema: every key crawlq reads or writes is built here and nowhere else.
+
+Per batch (all expire `result_ttl_s` after the last write of a submit or the completion):
+  crawlq:b:{batch}:meta      hash  counters: total, done, succeeded, failed, latency_sum_ms, bytes_sum,
+                                   attempts_sum, s:<status>, e:<error class>, h:<histogram bucket>,
+                                   created_at, started_at, finished_at (epoch ms)
+  crawlq:b:{batch}:urls      hash  url id -> canonical URL (the manifest)
+  crawlq:b:{batch}:results   hash  url id -> msgpack result record (first write wins)
+  crawlq:b:{batch}:jobs      hash  arq job id -> msgpack list of url ids still owned by that job
+  crawlq:b:{batch}:submitters zset producer token -> lease expiry (ms); a batch cannot complete while one is live
+Global:
+  crawlq:batches             zset  batch -> created_at ms (recent batches, for `status`)
+  crawlq:active              set   batches not yet complete (the reconciler's work list)
+  crawlq:stats:all           hash  the same counters as meta, over every batch
+  crawlq:host:{host}         hash  next_at, cooldown_until, penalty_ms (politeness state)
+  crawlq:host:{host}:leases  zset  lease id -> expiry ms (requests in flight on that host)
+  crawlq:robots:{origin}     string msgpack robots.txt verdict, with a TTL
+  crawlq:worker:{id}         string heartbeat (msgpack), with a TTL
+  crawlq:reconcile:lock      string the reconciler's lock
+  crawlq:events:{batch}      pubsub channel: "complete" when the batch completes
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ACTIVE",
+    "BATCHES",
+    "RECONCILE_LOCK",
+    "STATS_ALL",
+    "WORKER_PREFIX",
+    "arq_in_progress",
+    "arq_job",
+    "arq_result",
+    "arq_retry",
+    "batch_events",
+    "batch_jobs",
+    "batch_meta",
+    "batch_results",
+    "batch_submitters",
+    "batch_urls",
+    "host_leases",
+    "host_state",
+    "robots",
+    "worker",
+]
+
+PREFIX = "crawlq:"
+BATCHES = "crawlq:batches"
+ACTIVE = "crawlq:active"
+STATS_ALL = "crawlq:stats:all"
+RECONCILE_LOCK = "crawlq:reconcile:lock"
+WORKER_PREFIX = "crawlq:worker:"
+
+
+def batch_meta(batch: str) -> str:
+    return f"crawlq:b:{batch}:meta"
+
+
+def batch_urls(batch: str) -> str:
+    return f"crawlq:b:{batch}:urls"
+
+
+def batch_results(batch: str) -> str:
+    return f"crawlq:b:{batch}:results"
+
+
+def batch_jobs(batch: str) -> str:
+    return f"crawlq:b:{batch}:jobs"
+
+
+def batch_submitters(batch: str) -> str:
+    return f"crawlq:b:{batch}:submitters"
+
+
+def batch_events(batch: str) -> str:
+    return f"crawlq:events:{batch}"
+
+
+def host_state(host: str) -> str:
+    return f"crawlq:host:{host}"
+
+
+def host_leases(host: str) -> str:
+    return f"crawlq:host:{host}:leases"
+
+
+def robots(origin: str) -> str:
+    return f"crawlq:robots:{origin}"
+
+
+def worker(worker_id: str) -> str:
+    return f"{WORKER_PREFIX}{worker_id}"
+
+
+# arq's own keys (arq.constants), named here so no other module spells them.
+def arq_job(job_id: str) -> str:
+    return f"arq:job:{job_id}"
+
+
+def arq_in_progress(job_id: str) -> str:
+    return f"arq:in-progress:{job_id}"
+
+
+def arq_result(job_id: str) -> str:
+    return f"arq:result:{job_id}"
+
+
+def arq_retry(job_id: str) -> str:
+    return f"arq:retry:{job_id}"

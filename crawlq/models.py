@@ -1,0 +1,195 @@
+"""What crawlq stores and reports: the error taxonomy, one URL's result, and a batch's statistics."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel
+
+from crawlq import histogram
+
+__all__ = ["BatchStats", "ErrorClass", "UrlResult", "iso_ms", "now_ms"]
+
+
+class ErrorClass(StrEnum):
+    """Why a URL did not succeed. Stored in each result's `error` and counted in `error_counts`."""
+
+    #: the attempt's overall deadline (connect, headers and body) passed
+    TIMEOUT = "timeout"
+    #: connection refused, reset, closed early, or a broken response
+    CONNECT = "connect"
+    #: the host name did not resolve
+    DNS = "dns"
+    #: TLS handshake or certificate failure
+    TLS = "tls"
+    #: the server answered with a non-2xx status (final, or retries exhausted)
+    HTTP_STATUS = "http_status"
+    #: the decompressed body exceeded `max_body_bytes`
+    TOO_LARGE = "too_large"
+    #: a redirect chain looped or exceeded `max_redirects`
+    REDIRECT_LOOP = "redirect_loop"
+    #: a redirect without a usable http(s) Location
+    BAD_REDIRECT = "bad_redirect"
+    #: the address is loopback/private/link-local/... and not allowed (SSRF guard)
+    BLOCKED_ADDRESS = "blocked_address"
+    #: robots.txt disallows the URL for our user agent
+    ROBOTS_DISALLOWED = "robots_disallowed"
+    #: the URL failed validation
+    INVALID_URL = "invalid_url"
+    #: the response could not be decoded
+    DECODE = "decode"
+    #: the fetch was cancelled
+    CANCELLED = "cancelled"
+    #: the job carrying the URL crashed its worker `max_job_tries` times (poison), or arq failed it
+    MAX_TRIES = "max_tries"
+    #: the job carrying the URL was not picked up before `job_expires_s`
+    EXPIRED = "expired"
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def iso_ms(ms: int | None) -> str | None:
+    if ms is None:
+        return None
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds")
+
+
+@dataclass(slots=True)
+class UrlResult:
+    """The outcome of one URL. `latency_ms` is the last attempt's time to the end of the body."""
+
+    url: str
+    ok: bool
+    status: int | None
+    latency_ms: float | None
+    attempts: int
+    bytes: int
+    error: str | None
+    message: str | None
+    final_url: str
+    fetched_at: int  #: epoch ms
+
+    def to_record(self) -> dict[str, Any]:
+        """The compact form stored in Redis (the URL lives in the batch manifest)."""
+        record: dict[str, Any] = {"o": self.ok, "s": self.status, "a": self.attempts, "b": self.bytes}
+        record["t"] = self.fetched_at
+        if self.latency_ms is not None:
+            record["l"] = round(self.latency_ms, 3)
+        if self.error:
+            record["e"] = self.error
+        if self.message:
+            record["m"] = self.message[:300]
+        if self.final_url != self.url:
+            record["f"] = self.final_url
+        return record
+
+    @classmethod
+    def from_record(cls, url: str, record: dict[str, Any]) -> UrlResult:
+        return cls(
+            url=url,
+            ok=bool(record["o"]),
+            status=record.get("s"),
+            latency_ms=record.get("l"),
+            attempts=int(record.get("a", 0)),
+            bytes=int(record.get("b", 0)),
+            error=record.get("e"),
+            message=record.get("m"),
+            final_url=record.get("f", url),
+            fetched_at=int(record.get("t", 0)),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The exported form (`crawlq results`)."""
+        return {
+            "url": self.url,
+            "ok": self.ok,
+            "status": self.status,
+            "latency_ms": self.latency_ms,
+            "attempts": self.attempts,
+            "bytes": self.bytes,
+            "error": self.error,
+            "message": self.message,
+            "final_url": self.final_url,
+            "fetched_at": iso_ms(self.fetched_at),
+        }
+
+
+class BatchStats(BaseModel):
+    """A batch's statistics, computed on read from the counters the workers increment."""
+
+    batch: str
+    state: str  #: "running", "complete" or "unknown"
+    complete: bool
+    total: int
+    done: int
+    pending: int
+    succeeded: int
+    failed: int
+    success_rate: float | None
+    avg_latency_ms: float | None
+    p50_ms: float | None
+    p95_ms: float | None
+    p99_ms: float | None
+    status_counts: dict[str, int]
+    error_counts: dict[str, int]
+    attempts: int
+    bytes: int
+    started_at: str | None
+    finished_at: str | None
+    elapsed_s: float | None
+    pages_per_s: float | None
+
+    @classmethod
+    def from_counters(cls, batch: str, raw: dict[str, str], now: int | None = None) -> BatchStats:
+        """Build from the `meta` hash (decoded field -> value)."""
+
+        def number(name: str) -> float:
+            return float(raw.get(name, 0) or 0)
+
+        total, done = int(number("total")), int(number("done"))
+        succeeded, failed = int(number("succeeded")), int(number("failed"))
+        latency_n = int(number("latency_n"))
+        buckets = {int(k[2:]): int(v) for k, v in raw.items() if k.startswith("h:")}
+        p50, p95, p99 = histogram.percentiles(buckets, (0.50, 0.95, 0.99))
+        created = int(raw["created_at"]) if "created_at" in raw else None
+        finished = int(raw["finished_at"]) if "finished_at" in raw else None
+        end = finished if finished is not None else (now if now is not None else now_ms())
+        elapsed = (end - created) / 1000 if created is not None else None
+        return cls(
+            batch=batch,
+            state="complete" if finished is not None else "running",
+            complete=finished is not None,
+            total=total,
+            done=done,
+            pending=total - done,
+            succeeded=succeeded,
+            failed=failed,
+            success_rate=round(succeeded / done, 6) if done else None,
+            avg_latency_ms=round(number("latency_sum_ms") / latency_n, 3) if latency_n else None,
+            p50_ms=_round(p50),
+            p95_ms=_round(p95),
+            p99_ms=_round(p99),
+            status_counts=_counts(raw, "s:"),
+            error_counts=_counts(raw, "e:"),
+            attempts=int(number("attempts")),
+            bytes=int(number("bytes")),
+            started_at=iso_ms(created),
+            finished_at=iso_ms(finished),
+            elapsed_s=round(elapsed, 3) if elapsed is not None else None,
+            pages_per_s=round(done / elapsed, 2) if elapsed else None,
+        )
+
+
+def _round(value: float | None) -> float | None:
+    return round(value, 3) if value is not None else None
+
+
+def _counts(raw: dict[str, str], prefix: str) -> dict[str, int]:
+    counts = {k[len(prefix) :]: int(v) for k, v in raw.items() if k.startswith(prefix) and int(v)}
+    return dict(sorted(counts.items()))

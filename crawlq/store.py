@@ -1,0 +1,189 @@
+"""The result store: enqueue URL chunks, commit results exactly once, read stats and results back.
+
+Every write goes through one Lua script call (`lua/enqueue.lua`, `lua/commit.lua`), so a URL's result,
+the batch counters, the overall counters and the batch's completion change together or not at all.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from importlib.resources import files
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
+
+from crawlq import histogram, keys
+from crawlq.codec import pack, unpack
+from crawlq.connection import result_of
+from crawlq.errors import UnknownBatch
+from crawlq.jobs import Deferral, Entry, job_payload, new_job_id
+from crawlq.models import BatchStats, UrlResult, now_ms
+from crawlq.settings import Settings
+
+__all__ = ["CommitOutcome", "EnqueueOutcome", "Store"]
+
+SUBMIT_LEASE_MS = 600_000  #: a producer that dies mid-submit stops holding its batch open after this
+
+
+def _script(name: str) -> str:
+    return (files("crawlq") / "lua" / name).read_text()
+
+
+@dataclass(slots=True)
+class EnqueueOutcome:
+    added: int
+    duplicates: int
+    jobs: int
+
+
+@dataclass(slots=True)
+class CommitOutcome:
+    added: int  #: results that were new (the rest were already recorded)
+    completed: bool  #: this commit completed the batch
+    known_batch: bool = True
+    job_still_open: bool = True
+
+
+class Store:
+    """Batch state in Redis. One instance per process; `redis` must decode nothing (bytes in, bytes out)."""
+
+    def __init__(self, redis: Redis, settings: Settings) -> None:
+        self.redis = redis
+        self.settings = settings
+        self._enqueue: AsyncScript = redis.register_script(_script("enqueue.lua"))
+        self._commit: AsyncScript = redis.register_script(_script("commit.lua"))
+
+    # ---- writes
+    async def enqueue(
+        self, batch: str, chunks: Sequence[Sequence[Entry]], *, token: str = "", run_at_ms: int | None = None
+    ) -> EnqueueOutcome:
+        """Register the entries of `chunks` in `batch` and enqueue one job per chunk that has new URLs."""
+        now = now_ms()
+        args: list[Any] = [batch, now, self.settings.result_ttl_s, self.settings.job_expires_s * 1000]
+        args += [token, SUBMIT_LEASE_MS, len(chunks)]
+        for chunk in chunks:
+            args += [new_job_id(batch), job_payload(batch, list(chunk), now), run_at_ms or now, len(chunk)]
+            for entry in chunk:
+                args += [entry.url_id, entry.url]
+        script_keys = [
+            keys.batch_meta(batch),
+            keys.batch_urls(batch),
+            keys.batch_jobs(batch),
+            self.settings.queue_name,
+            keys.batch_submitters(batch),
+            keys.BATCHES,
+            keys.ACTIVE,
+        ]
+        added, duplicates, jobs = await self._enqueue(keys=script_keys, args=args)
+        return EnqueueOutcome(int(added), int(duplicates), int(jobs))
+
+    async def commit(
+        self,
+        batch: str,
+        results: Sequence[tuple[str, UrlResult]] = (),
+        deferrals: Sequence[Deferral] = (),
+        *,
+        done_job: str = "",
+        require_job: bool = False,
+        token: str = "",
+    ) -> CommitOutcome:
+        """Record results (first write wins), enqueue deferrals, close `done_job`, and complete the batch."""
+        now = now_ms()
+        args: list[Any] = [batch, now, self.settings.result_ttl_s, self.settings.job_expires_s * 1000]
+        args += [done_job, "1" if require_job else "0", token, len(results), len(deferrals)]
+        for url_id, result in results:
+            latency = result.latency_ms
+            args += [
+                url_id,
+                pack(result.to_record()),
+                "1" if result.ok else "0",
+                "" if result.status is None else result.status,
+                result.error or "",
+                "" if latency is None else repr(round(latency, 3)),
+                "" if latency is None else histogram.bucket_of(latency),
+                result.bytes,
+                result.attempts,
+            ]
+        for deferral in deferrals:
+            args += [
+                new_job_id(batch),
+                job_payload(batch, deferral.entries, now),
+                max(deferral.run_at_ms, now),
+                ",".join(entry.url_id for entry in deferral.entries),
+            ]
+        script_keys = [
+            keys.batch_meta(batch),
+            keys.batch_urls(batch),
+            keys.batch_results(batch),
+            keys.batch_jobs(batch),
+            self.settings.queue_name,
+            keys.batch_submitters(batch),
+            keys.ACTIVE,
+            keys.STATS_ALL,
+            keys.batch_events(batch),
+        ]
+        added, completed = await self._commit(keys=script_keys, args=args)
+        if added == -1:
+            return CommitOutcome(0, False, known_batch=False)
+        if added == -2:
+            return CommitOutcome(0, False, job_still_open=False)
+        return CommitOutcome(int(added), bool(completed))
+
+    # ---- reads
+    async def stats(self, batch: str) -> BatchStats:
+        raw = await result_of(self.redis.hgetall(keys.batch_meta(batch)))
+        if not raw:
+            raise UnknownBatch(batch)
+        return BatchStats.from_counters(batch, {k.decode(): v.decode() for k, v in raw.items()})
+
+    async def overall(self) -> dict[str, Any]:
+        raw = {k.decode(): v.decode() for k, v in (await result_of(self.redis.hgetall(keys.STATS_ALL))).items()}
+        stats = BatchStats.from_counters("*", raw)
+        return stats.model_dump(
+            include={
+                "done",
+                "succeeded",
+                "failed",
+                "success_rate",
+                "avg_latency_ms",
+                "p50_ms",
+                "p95_ms",
+                "p99_ms",
+                "status_counts",
+                "error_counts",
+                "attempts",
+                "bytes",
+            }
+        )
+
+    async def results_for(self, batch: str, url_ids: Sequence[str]) -> list[bytes | None]:
+        if not url_ids:
+            return []
+        return list(await result_of(self.redis.hmget(keys.batch_results(batch), list(url_ids))))
+
+    async def iter_results(self, batch: str, page: int = 1000) -> AsyncIterator[UrlResult]:
+        """Every recorded result of a batch, streamed (HSCAN), in no particular order."""
+        if not await self.redis.exists(keys.batch_meta(batch)):
+            raise UnknownBatch(batch)
+        cursor = 0
+        while True:
+            cursor, chunk = await self.redis.hscan(keys.batch_results(batch), cursor, count=page)
+            if chunk:
+                ids = list(chunk)
+                urls = await result_of(self.redis.hmget(keys.batch_urls(batch), ids))
+                for url_id, url in zip(ids, urls, strict=True):
+                    yield UrlResult.from_record((url or b"").decode(), unpack(chunk[url_id]))
+            if cursor == 0:
+                return
+
+    async def pending_entries(self, batch: str, url_ids: Sequence[str]) -> list[str]:
+        """The ids among `url_ids` that have no result yet."""
+        have = await self.results_for(batch, url_ids)
+        return [url_id for url_id, value in zip(url_ids, have, strict=True) if value is None]
+
+
+def new_token() -> str:
+    return os.urandom(8).hex()

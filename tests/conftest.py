@@ -1,0 +1,41 @@
+"""Shared fixtures: a private Redis-protocol server on a free loopback port, and clients flushed per test."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+from arq.connections import ArqRedis
+
+from crawlq.connection import connect
+from crawlq.server import EmbeddedServer
+from crawlq.settings import Settings
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[EmbeddedServer]:
+    """One server for the session; tests that stop or restart a server start their own."""
+    with EmbeddedServer() as server:
+        yield server
+
+
+@pytest.fixture
+def settings(redis_server: EmbeddedServer, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    monkeypatch.chdir("/")  # never read a developer's .env
+    return Settings(
+        redis_url=redis_server.url,
+        allow_private=True,
+        robots_enabled=False,
+        per_host_concurrency=50,
+        backoff_base_s=0.05,
+        backoff_max_s=0.2,
+        idle_poll_s=0.05,
+    )
+
+
+@pytest.fixture
+async def redis(settings: Settings) -> AsyncIterator[ArqRedis]:
+    pool = await connect(settings)
+    await pool.flushdb()
+    yield pool
+    await pool.aclose()

@@ -1,0 +1,97 @@
+"""The store's Lua scripts against a real server: exactly-once commits, dedupe, completion."""
+
+from __future__ import annotations
+
+import pytest
+from arq.connections import ArqRedis
+
+from crawlq import keys
+from crawlq.errors import UnknownBatch
+from crawlq.jobs import Deferral, Entry
+from crawlq.models import UrlResult, now_ms
+from crawlq.settings import Settings
+from crawlq.store import Store
+from crawlq.urls import canonical, url_id
+
+
+def entries(urls: list[str]) -> list[Entry]:
+    return [Entry(url_id(canonical(u)), canonical(u)) for u in urls]
+
+
+def ok_result(entry: Entry, latency_ms: float = 10.0, status: int = 200) -> UrlResult:
+    return UrlResult(entry.url, status < 400, status, latency_ms, 1, 100, None, None, entry.url, now_ms())
+
+
+async def test_enqueue_dedupes_within_and_across_calls(redis: ArqRedis, settings: Settings) -> None:
+    store = Store(redis, settings)
+    batch = entries([f"http://a.test/{i}" for i in range(10)])
+    first = await store.enqueue("b1", [batch[:6], batch[6:]], token="t")
+    again = await store.enqueue("b1", [batch[3:]], token="t")
+    assert (first.added, first.duplicates, first.jobs) == (10, 0, 2)
+    assert (again.added, again.duplicates, again.jobs) == (0, 7, 0)
+    assert await redis.zcard(settings.queue_name) == 2
+    assert (await store.stats("b1")).total == 10
+
+
+async def test_commit_is_first_write_wins_and_completes_once(redis: ArqRedis, settings: Settings) -> None:
+    store = Store(redis, settings)
+    batch = entries([f"http://a.test/{i}" for i in range(4)])
+    await store.enqueue("b2", [batch], token="tok")
+    results = [(e.url_id, ok_result(e, latency_ms=10.0 * (i + 1))) for i, e in enumerate(batch)]
+    first = await store.commit("b2", results[:3])
+    assert (first.added, first.completed) == (3, False)
+    twice = await store.commit("b2", results, token="tok")
+    assert (twice.added, twice.completed) == (1, True)
+    again = await store.commit("b2", results)
+    assert (again.added, again.completed) == (0, False)
+    stats = await store.stats("b2")
+    assert (stats.total, stats.done, stats.succeeded, stats.failed) == (4, 4, 4, 0)
+    assert stats.avg_latency_ms == pytest.approx(25.0)
+    assert stats.complete and stats.finished_at is not None
+    assert await redis.sismember(keys.ACTIVE, "b2") == 0
+
+
+async def test_batch_stays_open_while_a_submitter_is_live(redis: ArqRedis, settings: Settings) -> None:
+    store = Store(redis, settings)
+    batch = entries(["http://a.test/x"])
+    await store.enqueue("b3", [batch], token="producer-1")
+    outcome = await store.commit("b3", [(batch[0].url_id, ok_result(batch[0]))])
+    assert outcome.added == 1 and not outcome.completed
+    sealed = await store.commit("b3", token="producer-1")
+    assert sealed.completed
+
+
+async def test_commit_ignores_urls_outside_the_batch_and_unknown_batches(redis: ArqRedis, settings: Settings) -> None:
+    store = Store(redis, settings)
+    inside, outside = entries(["http://a.test/in", "http://a.test/out"])
+    await store.enqueue("b4", [[inside]])
+    outcome = await store.commit("b4", [(outside.url_id, ok_result(outside))])
+    assert outcome.added == 0
+    lost = await store.commit("nope", [(inside.url_id, ok_result(inside))])
+    assert not lost.known_batch
+    with pytest.raises(UnknownBatch):
+        await store.stats("nope")
+
+
+async def test_deferral_enqueues_only_open_urls(redis: ArqRedis, settings: Settings) -> None:
+    store = Store(redis, settings)
+    a, b = entries(["http://a.test/1", "http://a.test/2"])
+    await store.enqueue("b5", [[a, b]])
+    await redis.delete(settings.queue_name)
+    await store.commit("b5", [(a.url_id, ok_result(a))], [Deferral([a, b], now_ms() + 5000)])
+    queued = await redis.zrange(settings.queue_name, 0, -1, withscores=True)
+    assert len(queued) == 1 and queued[0][1] > now_ms()
+    owned = await redis.hget(keys.batch_jobs("b5"), queued[0][0])
+    assert owned == b.url_id.encode()
+    await store.commit("b5", [(b.url_id, ok_result(b))], [Deferral([a, b], now_ms())])
+    assert await redis.zcard(settings.queue_name) == 1
+
+
+async def test_results_stream_back_with_urls(redis: ArqRedis, settings: Settings) -> None:
+    store = Store(redis, settings)
+    batch = entries([f"http://a.test/{i}" for i in range(30)])
+    await store.enqueue("b6", [batch])
+    await store.commit("b6", [(e.url_id, ok_result(e, status=404)) for e in batch])
+    records = [r async for r in store.iter_results("b6", page=7)]
+    assert sorted(r.url for r in records) == sorted(e.url for e in batch)
+    assert all(r.status == 404 and not r.ok for r in records)
