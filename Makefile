@@ -1,5 +1,6 @@
 # One entry point for humans and CI: `make check` = format check, lint, types, tests.
 PY ?= .venv/bin/python
+SRC := $(wildcard crawlq producer workers crawlq_cli tests bench)
 
 .PHONY: install format lint mypy test check bench bench-smoke
 install:
@@ -8,12 +9,12 @@ install:
 	$(PY) -m pip install -q -e ".[test]"
 
 format:
-	$(PY) -m ruff format crawlq producer workers crawlq_cli tests bench
-	$(PY) -m ruff check --fix crawlq producer workers crawlq_cli tests bench
+	$(PY) -m ruff format $(SRC)
+	$(PY) -m ruff check --fix $(SRC)
 
 lint:
-	$(PY) -m ruff format --check crawlq producer workers crawlq_cli tests bench
-	$(PY) -m ruff check crawlq producer workers crawlq_cli tests bench
+	$(PY) -m ruff format --check $(SRC)
+	$(PY) -m ruff check $(SRC)
 
 mypy:
 	$(PY) -m mypy

@@ -41,6 +41,7 @@ __all__ = [
     "host_leases",
     "host_state",
     "robots",
+    "robots_lock",
     "worker",
 ]
 
@@ -86,6 +87,10 @@ def host_leases(host: str) -> str:
 
 def robots(origin: str) -> str:
     return f"crawlq:robots:{origin}"
+
+
+def robots_lock(origin: str) -> str:
+    return f"crawlq:robots:{origin}:lock"
 
 
 def worker(worker_id: str) -> str:

@@ -1,0 +1,108 @@
+"""The per-process URL engine: robots, the host gate, the global fetch semaphore, and the retry decision.
+
+`Engine.process(entry)` takes one URL through one or more attempts and returns either a final
+`UrlResult` or a `Deferral` (a retry after backoff, a long host wait, a hand-back at shutdown). It never
+sleeps while holding a slot of the global semaphore, and waits for a busy host without holding one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+
+from crawlq.jobs import Deferral, Entry
+from crawlq.models import ErrorClass, UrlResult, now_ms
+from crawlq.settings import Settings
+from crawlq.urls import host_of
+from workers.fetcher import Attempt, Fetcher
+from workers.gate import HostGate, host_limits
+from workers.retry import decide
+from workers.robots import RobotsCache
+
+__all__ = ["Engine", "Outcome"]
+
+Outcome = UrlResult | Deferral
+THROTTLE_STATUSES = frozenset({429, 503})
+
+
+class Engine:
+    def __init__(self, settings: Settings, fetcher: Fetcher, gate: HostGate, robots: RobotsCache) -> None:
+        self.settings = settings
+        self.fetcher = fetcher
+        self.gate = gate
+        self.robots = robots
+        self.slots = asyncio.Semaphore(settings.concurrency)
+        self.rng = random.Random()
+        self.draining = asyncio.Event()
+        self.in_flight = 0
+        self.pending = 0  #: URLs accepted by running jobs and not finished
+        self.fetches = 0
+
+    async def process(self, entry: Entry, deadline: float) -> Outcome:
+        """Run `entry` until it has a final result, or hand it back; `deadline` is a monotonic time
+        after which no new attempt starts."""
+        host = host_of(entry.url)
+        crawl_delay: float | None = None
+        if self.settings.robots_enabled:
+            verdict = await self.robots.verdict(entry.url)
+            if not verdict.allowed(entry.url, self.robots.agent):
+                return _final(entry, None, ErrorClass.ROBOTS_DISALLOWED, "disallowed by robots.txt", entry.attempts)
+            crawl_delay = verdict.crawl_delay(self.robots.agent)
+        limit, delay_s = host_limits(self.settings, host, crawl_delay)
+        while True:
+            if self.draining.is_set() or time.monotonic() >= deadline:
+                return Deferral([entry], now_ms())
+            async with self.slots:
+                grant = await self.gate.acquire(host, limit, delay_s)
+                if grant.lease is not None:
+                    attempt = await self._fetch(entry.url, host, grant.lease)
+            if grant.lease is None:
+                if time.monotonic() + grant.wait_s >= deadline:
+                    return Deferral([entry], now_ms() + int(grant.wait_s * 1000))
+                await asyncio.sleep(grant.wait_s * (1 + 0.2 * self.rng.random()))
+                continue
+            return self._after(entry, attempt)
+
+    async def _fetch(self, url: str, host: str, lease: str) -> Attempt:
+        self.in_flight += 1
+        attempt: Attempt | None = None
+        try:
+            attempt = await self.fetcher.fetch(url)
+            return attempt
+        finally:
+            self.in_flight -= 1
+            self.fetches += 1
+            throttled = attempt is not None and attempt.status in THROTTLE_STATUSES
+            outcome = "throttle" if throttled else ("ok" if attempt is not None and attempt.ok else "other")
+            self.gate.release(host, lease, outcome, attempt.retry_after_s if attempt is not None else None)
+
+    def _after(self, entry: Entry, attempt: Attempt) -> Outcome:
+        attempts = entry.attempts + 1
+        decision = decide(
+            status=attempt.status,
+            error=attempt.error,
+            retry_after_s=attempt.retry_after_s,
+            attempt=attempts,
+            settings=self.settings,
+            rng=self.rng,
+        )
+        if decision.retry:
+            retry = Entry(entry.url_id, entry.url, attempts)
+            return Deferral([retry], now_ms() + int(decision.delay_s * 1000))
+        return UrlResult(
+            url=entry.url,
+            ok=attempt.error is None,
+            status=attempt.status,
+            latency_ms=attempt.latency_ms,
+            attempts=attempts,
+            bytes=attempt.size,
+            error=attempt.error.value if attempt.error else None,
+            message=attempt.message,
+            final_url=attempt.final_url,
+            fetched_at=now_ms(),
+        )
+
+
+def _final(entry: Entry, status: int | None, error: ErrorClass, message: str, attempts: int) -> UrlResult:
+    return UrlResult(entry.url, False, status, None, attempts, 0, error.value, message, entry.url, now_ms())

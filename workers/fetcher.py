@@ -1,0 +1,212 @@
+"""One fetch attempt: an aiohttp GET with an overall deadline, checked redirects and a capped body.
+
+`Fetcher.fetch` never raises for HTTP or network trouble: it returns an `Attempt` whose `error` is a
+`crawlq.models.ErrorClass`. This is the only module that catches aiohttp's exceptions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import ssl
+import time
+from dataclasses import dataclass
+
+import aiohttp
+from yarl import URL
+
+from crawlq.models import ErrorClass
+from crawlq.settings import Settings
+from workers.addresses import AddressPolicy, BlockedAddress, GuardedResolver, literal_address
+from workers.retry import parse_retry_after
+
+__all__ = ["Attempt", "Fetcher", "decode_text"]
+
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+READ_CHUNK = 64 * 1024
+
+
+@dataclass(slots=True)
+class Attempt:
+    """What one attempt produced. `latency_ms` runs from the request start to the end of the body."""
+
+    status: int | None
+    error: ErrorClass | None
+    message: str | None
+    latency_ms: float | None
+    size: int
+    final_url: str
+    retry_after_s: float | None = None
+    body: bytes = b""
+    charset: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+class _TooLarge(Exception):
+    def __init__(self, read: int) -> None:
+        self.read = read
+
+
+def decode_text(body: bytes, charset: str | None) -> str:
+    """Decode a body with its declared charset, falling back to UTF-8; bad bytes become U+FFFD."""
+    encoding = "utf-8"
+    if charset:
+        try:
+            encoding = codecs.lookup(charset).name
+        except LookupError:
+            encoding = "utf-8"
+    return body.decode(encoding, errors="replace")
+
+
+class Fetcher:
+    """One aiohttp session per worker process (connection reuse, DNS cache, guarded resolver)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.policy = AddressPolicy(settings)
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        connector = aiohttp.TCPConnector(
+            limit=0, resolver=GuardedResolver(self.policy), ttl_dns_cache=60, enable_cleanup_closed=True
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            headers={"User-Agent": self.settings.user_agent},
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.settings.connect_timeout_s),
+            cookie_jar=aiohttp.DummyCookieJar(),
+            trust_env=False,
+            max_line_size=16 * 1024,
+            max_field_size=16 * 1024,
+        )
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise RuntimeError("Fetcher.start() was not called")
+        return self._session
+
+    async def fetch(self, url: str, *, keep_body: bool = False) -> Attempt:
+        start = time.perf_counter()
+        state = {"url": url}
+        try:
+            async with asyncio.timeout(self.settings.fetch_timeout_s):
+                return await self._follow(url, start, state, keep_body)
+        except TimeoutError:
+            message = f"no complete response within {self.settings.fetch_timeout_s:g} s"
+            return self._failed(ErrorClass.TIMEOUT, message, start, state["url"])
+        except _TooLarge as exc:
+            message = f"body exceeded {self.settings.max_body_bytes} bytes"
+            return self._failed(ErrorClass.TOO_LARGE, message, start, state["url"], read=exc.read)
+        except Exception as exc:  # the taxonomy below; anything else is a bug we still record per URL
+            return self._failed(classify(exc), f"{type(exc).__name__}: {exc}"[:300], start, state["url"])
+
+    async def _follow(self, url: str, start: float, state: dict[str, str], keep_body: bool) -> Attempt:
+        current = URL(url, encoded=True)
+        seen = {str(current)}
+        for _ in range(self.settings.max_redirects + 1):
+            state["url"] = str(current)
+            blocked = self._blocked_literal(current)
+            if blocked:
+                return self._failed(ErrorClass.BLOCKED_ADDRESS, blocked, start, str(current))
+            async with self.session.get(current, allow_redirects=False) as response:
+                if response.status in REDIRECT_STATUSES and "Location" in response.headers:
+                    target = _redirect_target(response)
+                    if isinstance(target, str):
+                        return self._failed(ErrorClass.BAD_REDIRECT, target, start, str(current), response.status)
+                    if str(target) in seen:
+                        return self._failed(ErrorClass.REDIRECT_LOOP, f"redirect loop at {target}", start, str(target))
+                    seen.add(str(target))
+                    current = target
+                    continue
+                body = await self._read_body(response)
+                ok = 200 <= response.status < 300
+                return Attempt(
+                    status=response.status,
+                    error=None if ok else ErrorClass.HTTP_STATUS,
+                    message=None if ok else f"HTTP {response.status} {response.reason or ''}".strip(),
+                    latency_ms=(time.perf_counter() - start) * 1000,
+                    size=len(body),
+                    final_url=str(current),
+                    retry_after_s=parse_retry_after(response.headers.get("Retry-After"), time.time()),
+                    body=body if keep_body else b"",
+                    charset=response.charset,
+                )
+        message = f"more than {self.settings.max_redirects} redirects"
+        return self._failed(ErrorClass.REDIRECT_LOOP, message, start, str(current))
+
+    async def _read_body(self, response: aiohttp.ClientResponse) -> bytes:
+        """Read the decompressed body, stopping as soon as it exceeds the cap."""
+        cap = self.settings.max_body_bytes
+        length = response.content_length
+        if length is not None and length <= cap and "Content-Encoding" not in response.headers:
+            return await response.read()
+        parts: list[bytes] = []
+        total = 0
+        async for chunk in response.content.iter_chunked(READ_CHUNK):
+            total += len(chunk)
+            if total > cap:
+                response.close()
+                raise _TooLarge(total)
+            parts.append(chunk)
+        return b"".join(parts)
+
+    def _blocked_literal(self, url: URL) -> str | None:
+        address = literal_address(url.raw_host or "")
+        if address is None:
+            return None
+        return self.policy.blocked_reason(address)
+
+    @staticmethod
+    def _failed(
+        error: ErrorClass, message: str, start: float, url: str, status: int | None = None, read: int = 0
+    ) -> Attempt:
+        return Attempt(status, error, message, (time.perf_counter() - start) * 1000, read, url)
+
+
+def _redirect_target(response: aiohttp.ClientResponse) -> URL | str:
+    """The next hop, or a message saying why the Location is unusable."""
+    location = response.headers["Location"]
+    try:
+        target = response.url.join(URL(location))
+    except ValueError as exc:
+        return f"unusable Location {location!r}: {exc}"
+    if target.scheme not in ("http", "https"):
+        return f"redirect to a non-http(s) URL {location!r}"
+    if not target.raw_host:
+        return f"redirect without a host {location!r}"
+    return target.with_fragment(None)
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    links: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and all(current is not link for link in links):
+        links.append(current)
+        current = current.__cause__ or current.__context__
+    return links
+
+
+def classify(exc: BaseException) -> ErrorClass:
+    """Map an exception from aiohttp to the error taxonomy."""
+    if any(isinstance(link, BlockedAddress) for link in _chain(exc)):
+        return ErrorClass.BLOCKED_ADDRESS
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return ErrorClass.DNS
+    if isinstance(exc, aiohttp.ClientSSLError | ssl.SSLError | aiohttp.ServerFingerprintMismatch):
+        return ErrorClass.TLS
+    if isinstance(exc, aiohttp.InvalidURL | aiohttp.NonHttpUrlClientError | ValueError):
+        return ErrorClass.INVALID_URL
+    if isinstance(exc, UnicodeError):
+        return ErrorClass.DECODE
+    if isinstance(exc, asyncio.CancelledError):
+        return ErrorClass.CANCELLED
+    return ErrorClass.CONNECT

@@ -1,0 +1,149 @@
+"""The per-host politeness gate, shared by every worker through Redis (`workers/lua/gate.lua`).
+
+At most `limit` requests are in flight per host across the cluster (leases in a sorted set that expire
+if a worker dies), request starts are at least `delay_s` apart, and 429/503 put the host in a cooldown
+that doubles on repeat and halves on success. Requests from all coroutines of a process are coalesced:
+whatever is waiting when the flusher runs goes to Redis in one script call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import itertools
+import logging
+from dataclasses import dataclass, field
+from importlib.resources import files
+from typing import Any
+
+from redis.asyncio import Redis
+
+from crawlq import keys
+from crawlq.models import now_ms
+from crawlq.settings import Settings
+
+__all__ = ["Grant", "HostGate", "host_limits"]
+
+logger = logging.getLogger("crawlq.gate")
+FULL_POLL_S = 0.02  #: how soon to ask again when a host has no free slot
+
+
+@dataclass(slots=True, frozen=True)
+class Grant:
+    lease: str | None  #: None: not granted; ask again after `wait_s`
+    wait_s: float = 0.0
+
+
+@dataclass(slots=True)
+class _Acquire:
+    host: str
+    limit: int
+    delay_ms: int
+    future: asyncio.Future[Grant] = field(repr=False)
+
+
+def host_limits(settings: Settings, host: str, crawl_delay_s: float | None = None) -> tuple[int, float]:
+    """(concurrency, delay_s) for a host: the first matching `host_rules` entry, else the defaults,
+    with the delay raised to robots.txt's Crawl-delay (capped)."""
+    concurrency, delay = settings.per_host_concurrency, settings.per_host_delay_s
+    bare = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    for rule in settings.host_rules:
+        if fnmatch.fnmatch(host, rule.pattern) or fnmatch.fnmatch(bare, rule.pattern):
+            concurrency = rule.concurrency or concurrency
+            delay = rule.delay_s if rule.delay_s is not None else delay
+            break
+    if crawl_delay_s:
+        delay = max(delay, min(crawl_delay_s, settings.robots_max_crawl_delay_s))
+    return concurrency, delay
+
+
+class HostGate:
+    def __init__(self, redis: Redis, settings: Settings, worker_id: str) -> None:
+        self.settings = settings
+        self.worker_id = worker_id
+        self._script = redis.register_script((files("workers") / "lua" / "gate.lua").read_text())
+        self._acquires: list[_Acquire] = []
+        self._releases: list[tuple[str, str, str, int]] = []
+        self._wake = asyncio.Event()
+        self._sequence = itertools.count()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="crawlq-gate")
+
+    async def close(self) -> None:
+        if self._releases:
+            await self._flush()
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def acquire(self, host: str, limit: int, delay_s: float) -> Grant:
+        future: asyncio.Future[Grant] = asyncio.get_running_loop().create_future()
+        self._acquires.append(_Acquire(host, limit, int(delay_s * 1000), future))
+        self._wake.set()
+        return await future
+
+    def release(self, host: str, lease: str, outcome: str = "other", retry_after_s: float | None = None) -> None:
+        """Give a lease back; `outcome` 'throttle' (429/503) starts or extends the host's cooldown."""
+        self._releases.append((host, lease, outcome, int((retry_after_s or 0) * 1000)))
+        self._wake.set()
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            await asyncio.sleep(0)  # let the coroutines woken in this loop iteration queue their requests
+            try:
+                await self._flush()
+            except Exception:  # Redis trouble: every waiter is told to ask again shortly
+                logger.warning("host gate call failed; retrying", exc_info=True)
+                await asyncio.sleep(0.2)
+                self._wake.set()
+
+    async def _flush(self) -> None:
+        acquires, self._acquires = self._acquires, []
+        releases, self._releases = self._releases, []
+        if not acquires and not releases:
+            return
+        hosts: dict[str, int] = {}
+        script_keys: list[str] = []
+
+        def index(host: str) -> int:
+            if host not in hosts:
+                hosts[host] = len(hosts) + 1
+                script_keys.extend((keys.host_state(host), keys.host_leases(host)))
+            return hosts[host]
+
+        grouped: dict[tuple[str, int, int], list[_Acquire]] = {}
+        for request in acquires:
+            grouped.setdefault((request.host, request.limit, request.delay_ms), []).append(request)
+        lease_ttl_ms = int((self.settings.fetch_timeout_s + 5) * 1000)
+        args: list[Any] = [now_ms(), lease_ttl_ms, int(self.settings.cooldown_base_s * 1000)]
+        args += [int(self.settings.cooldown_max_s * 1000), len(releases), len(grouped)]
+        for host, lease, outcome, after_ms in releases:
+            args += [index(host), lease, outcome, after_ms]
+        prefixes: list[str] = []
+        for (host, limit, delay_ms), requests in grouped.items():
+            prefix = f"{self.worker_id}:{next(self._sequence)}"
+            prefixes.append(prefix)
+            args += [index(host), len(requests), limit, delay_ms, prefix]
+        try:
+            reply = await self._script(keys=script_keys, args=args)
+        except BaseException:
+            self._releases = releases + self._releases
+            for request in acquires:
+                if not request.future.done():
+                    request.future.set_result(Grant(None, 0.2))
+            raise
+        self._resolve(list(grouped.values()), prefixes, reply)
+
+    @staticmethod
+    def _resolve(groups: list[list[_Acquire]], prefixes: list[str], reply: list[Any]) -> None:
+        for position, requests in enumerate(groups):
+            granted, wait_ms = int(reply[2 * position]), int(reply[2 * position + 1])
+            wait_s = FULL_POLL_S if wait_ms < 0 else wait_ms / 1000
+            for number, request in enumerate(requests, start=1):
+                grant = Grant(f"{prefixes[position]}:{number}") if number <= granted else Grant(None, wait_s)
+                if not request.future.done():
+                    request.future.set_result(grant)

@@ -1,0 +1,178 @@
+"""The crawlq worker: an arq Worker tuned for chunked jobs, leases with heartbeats and graceful drains.
+
+Differences from a stock arq worker, and why:
+- the in-progress key is a short lease (`lease_s`) refreshed every `lease_s / 3` while a job runs, so a
+  SIGKILLed worker's jobs run again after at most `lease_s`, however long a job may take;
+- jobs are claimed only while the local backlog is below `concurrency + chunk size` (no hoarding);
+- the poll delay is short while busy and `idle_poll_s` when idle (few Redis commands at rest);
+- SIGTERM drains: no new jobs or attempts, in-flight fetches get `shutdown_grace_s`, the rest is handed
+  back to the queue, then the process exits 0;
+- a per-worker heartbeat key and a per-worker arq health key (arq's shared one is deleted by any exit).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import signal
+from typing import Any
+
+from arq import Worker
+from arq.worker import func
+
+from crawlq import keys
+from crawlq.codec import pack, unpack
+from crawlq.connection import redis_settings
+from crawlq.jobs import CRAWL_FUNCTION
+from crawlq.models import now_ms
+from crawlq.reconcile import reconcile_all
+from crawlq.settings import Settings
+from workers.state import WorkerState, new_worker_id
+from workers.tasks import crawl
+
+__all__ = ["CrawlWorker"]
+
+logger = logging.getLogger("crawlq.worker")
+
+
+class CrawlWorker(Worker):
+    def __init__(self, settings: Settings, *, burst: bool = False, worker_id: str | None = None) -> None:
+        self.crawl_settings = settings
+        self.worker_id = worker_id or new_worker_id()
+        self.state: WorkerState | None = None
+        self._background: list[asyncio.Task[None]] = []
+        self._idle_polls = 0
+        job_timeout = int(settings.chunk_max_s + settings.fetch_timeout_s + 60)
+        super().__init__(
+            functions=[func(crawl, name=CRAWL_FUNCTION, max_tries=settings.max_job_tries, timeout=job_timeout)],
+            queue_name=settings.queue_name,
+            redis_settings=redis_settings(settings, ride_out_outages=True),
+            burst=burst,
+            max_jobs=10_000,
+            job_timeout=job_timeout,
+            poll_delay=settings.poll_delay_s,
+            keep_result=86_400,
+            job_serializer=pack,
+            job_deserializer=unpack,
+            on_startup=self._startup,
+            on_shutdown=self._shutdown,
+            job_completion_wait=math.ceil(settings.shutdown_grace_s),
+            health_check_key=f"{settings.queue_name}:health-check:{self.worker_id}",
+            health_check_interval=settings.heartbeat_interval_s,
+            expires_extra_ms=settings.job_expires_s * 1000,
+            log_results=False,
+        )
+        self.in_progress_timeout_s = settings.lease_s
+
+    # ---- lifecycle
+    async def _startup(self, ctx: dict[str, Any]) -> None:
+        self.state = await WorkerState.start(self.crawl_settings, ctx["redis"], self.worker_id)
+        ctx["state"] = self.state
+        for loop in (self._heartbeat_loop, self._lease_loop, self._reconcile_loop):
+            self._background.append(asyncio.create_task(loop()))
+        logger.info("worker %s started (concurrency %d)", self.worker_id, self.crawl_settings.concurrency)
+
+    async def _shutdown(self, ctx: dict[str, Any]) -> None:
+        for task in self._background:
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        if self.state is not None:
+            with contextlib.suppress(Exception):
+                await self.state.redis.delete(keys.worker(self.worker_id))
+            await self.state.close()
+
+    def handle_sig_wait_for_completion(self, signum: signal.Signals) -> None:
+        if self.state is not None:
+            self.state.drain()
+        super().handle_sig_wait_for_completion(signum)
+
+    # ---- polling
+    async def _poll_iteration(self) -> None:
+        state = self.state
+        draining = state is not None and state.engine.draining.is_set()
+        self.allow_pick_jobs = not draining and not (state is not None and state.backlog_full())
+        started = self._jobs_started()
+        await super()._poll_iteration()
+        if self._jobs_started() == started and not self.tasks and not self.burst:
+            self._idle_polls += 1
+            if self._idle_polls > 3:
+                await asyncio.sleep(max(0.0, self.crawl_settings.idle_poll_s - self.poll_delay_s))
+        else:
+            self._idle_polls = 0
+
+    async def start_jobs(self, job_ids: list[bytes]) -> None:
+        for job_id in job_ids:
+            if self.state is not None and self.state.backlog_full():
+                return
+            before = len(self.tasks)
+            await super().start_jobs([job_id])
+            if self.state is not None and len(self.tasks) > before:
+                self.state.claimed += 1
+
+    # ---- background loops
+    async def _heartbeat_loop(self) -> None:
+        interval = self.crawl_settings.heartbeat_interval_s
+        while True:
+            with contextlib.suppress(Exception):
+                await self._heartbeat(int(interval * 3 * 1000))
+            await asyncio.sleep(interval)
+
+    async def _heartbeat(self, ttl_ms: int) -> None:
+        state = self.state
+        assert state is not None
+        beat = {
+            "id": self.worker_id,
+            "host": self.worker_id.split(":")[0],
+            "started_at": state.started_at,
+            "seen_at": now_ms(),
+            "concurrency": self.crawl_settings.concurrency,
+            "in_flight": state.engine.in_flight,
+            "pending": state.engine.pending,
+            "fetches": state.engine.fetches,
+            "urls_done": state.urls_done,
+            "jobs_running": len(self.tasks),
+            "draining": state.engine.draining.is_set(),
+        }
+        await state.redis.set(keys.worker(self.worker_id), pack(beat), px=ttl_ms)
+
+    async def _lease_loop(self) -> None:
+        """Refresh the in-progress key of every running job: the lease a dead worker stops renewing."""
+        lease_ms = int(self.crawl_settings.lease_s * 1000)
+        while True:
+            await asyncio.sleep(self.crawl_settings.lease_s / 3)
+            running = [job_id for job_id, task in self.tasks.items() if not task.done()]
+            if running and self.state is not None:
+                with contextlib.suppress(Exception):
+                    async with self.state.redis.pipeline(transaction=False) as pipe:
+                        for job_id in running:
+                            pipe.pexpire(keys.arq_in_progress(job_id), lease_ms)
+                        await pipe.execute()
+
+    async def _reconcile_loop(self) -> None:
+        interval = self.crawl_settings.reconcile_interval_s
+        while True:
+            await asyncio.sleep(interval)
+            state = self.state
+            if state is None:
+                continue
+            try:
+                locked = await state.redis.set(keys.RECONCILE_LOCK, self.worker_id, nx=True, px=int(interval * 2000))
+                if locked:
+                    resolved = await reconcile_all(state.store)
+                    if resolved:
+                        logger.info("reconciler resolved %d jobs", resolved)
+                    await state.redis.delete(keys.RECONCILE_LOCK)
+            except Exception:
+                logger.warning("reconciler pass failed", exc_info=True)
+
+
+async def live_workers(redis: Any) -> list[dict[str, Any]]:
+    """Every worker whose heartbeat has not expired."""
+    found: list[dict[str, Any]] = []
+    async for key in redis.scan_iter(match=f"{keys.WORKER_PREFIX}*", count=200):
+        raw = await redis.get(key)
+        if raw is not None:
+            found.append(unpack(raw))
+    return found

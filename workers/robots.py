@@ -1,0 +1,111 @@
+"""robots.txt: fetched once per origin across the cluster, parsed with protego, cached in Redis with a TTL.
+
+2xx: the rules apply (and Crawl-delay, capped, raises the host's delay). 4xx: everything is allowed.
+5xx or no answer: everything is disallowed for a while (`ROBOTS_ERROR_TTL_S`), then asked again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from protego import Protego
+from redis.asyncio import Redis
+
+from crawlq import keys
+from crawlq.codec import pack, unpack
+from crawlq.models import ErrorClass
+from crawlq.settings import Settings
+from crawlq.urls import origin_of
+from workers.fetcher import Fetcher, decode_text
+
+__all__ = ["ROBOTS_ERROR_TTL_S", "RobotsCache", "Verdict"]
+
+ROBOTS_ERROR_TTL_S = 300
+LOCK_S = 15
+_LOCAL_TTL_S = 60.0
+
+
+@dataclass(slots=True)
+class Verdict:
+    mode: str  #: "rules", "allow" or "deny"
+    text: str = ""
+    _parser: Any = field(default=None, repr=False)
+
+    def parser(self) -> Any:
+        if self._parser is None:
+            self._parser = Protego.parse(self.text)
+        return self._parser
+
+    def allowed(self, url: str, agent: str) -> bool:
+        if self.mode == "allow":
+            return True
+        if self.mode == "deny":
+            return False
+        return bool(self.parser().can_fetch(url, agent))
+
+    def crawl_delay(self, agent: str) -> float | None:
+        if self.mode != "rules":
+            return None
+        delay = self.parser().crawl_delay(agent)
+        return float(delay) if delay is not None else None
+
+
+class RobotsCache:
+    def __init__(self, redis: Redis, settings: Settings, fetcher: Fetcher) -> None:
+        self.redis = redis
+        self.settings = settings
+        self.fetcher = fetcher
+        self.agent = settings.user_agent.split("/")[0].split()[0] or "crawlq"
+        self._local: dict[str, tuple[Verdict, float]] = {}
+        self._pending: dict[str, asyncio.Future[Verdict]] = {}
+
+    async def verdict(self, url: str) -> Verdict:
+        origin = origin_of(url)
+        cached = self._local.get(origin)
+        if cached is not None and cached[1] > time.monotonic():
+            return cached[0]
+        pending = self._pending.get(origin)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[Verdict] = asyncio.get_running_loop().create_future()
+        self._pending[origin] = future
+        try:
+            verdict = await self._load(origin)
+            self._local[origin] = (verdict, time.monotonic() + _LOCAL_TTL_S)
+            future.set_result(verdict)
+            return verdict
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # mark retrieved
+            raise
+        finally:
+            del self._pending[origin]
+
+    async def _load(self, origin: str) -> Verdict:
+        deadline = time.monotonic() + LOCK_S
+        while True:
+            stored = await self.redis.get(keys.robots(origin))
+            if stored is not None:
+                raw = unpack(stored)
+                return Verdict(raw["m"], raw.get("x", ""))
+            got_lock = await self.redis.set(keys.robots_lock(origin), b"1", nx=True, ex=LOCK_S)
+            if got_lock or time.monotonic() > deadline:
+                verdict = await self._fetch(origin)
+                ttl = ROBOTS_ERROR_TTL_S if verdict.mode == "deny" else self.settings.robots_ttl_s
+                await self.redis.set(keys.robots(origin), pack({"m": verdict.mode, "x": verdict.text}), ex=ttl)
+                await self.redis.delete(keys.robots_lock(origin))
+                return verdict
+            await asyncio.sleep(0.1)
+
+    async def _fetch(self, origin: str) -> Verdict:
+        attempt = await self.fetcher.fetch(f"{origin}/robots.txt", keep_body=True)
+        if attempt.status is not None and 200 <= attempt.status < 300:
+            return Verdict("rules", decode_text(attempt.body[: 512 * 1024], attempt.charset))
+        if attempt.status is not None and 400 <= attempt.status < 500:
+            return Verdict("allow")
+        if attempt.error in (ErrorClass.BLOCKED_ADDRESS, ErrorClass.TOO_LARGE, ErrorClass.REDIRECT_LOOP):
+            return Verdict("allow")
+        return Verdict("deny")

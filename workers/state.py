@@ -1,0 +1,65 @@
+"""What one worker process owns: its Redis pool, store, fetcher, gate, robots cache and engine."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+
+from arq.connections import ArqRedis
+
+from crawlq.models import now_ms
+from crawlq.settings import Settings
+from crawlq.store import Store
+from workers.engine import Engine
+from workers.fetcher import Fetcher
+from workers.gate import HostGate
+from workers.robots import RobotsCache
+
+__all__ = ["WorkerState", "new_worker_id"]
+
+
+def new_worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{os.urandom(2).hex()}"
+
+
+@dataclass
+class WorkerState:
+    settings: Settings
+    redis: ArqRedis
+    worker_id: str
+    store: Store
+    fetcher: Fetcher
+    gate: HostGate
+    engine: Engine
+    started_at: int = field(default_factory=now_ms)
+    claimed: int = 0  #: jobs claimed whose URLs are not yet registered with the engine
+    chunk_estimate: float = 0.0  #: running average of URLs per job
+    drain_deadline: float | None = None  #: monotonic time by which in-flight URLs are handed back
+    urls_done: int = 0
+
+    @classmethod
+    async def start(cls, settings: Settings, redis: ArqRedis, worker_id: str) -> WorkerState:
+        fetcher = Fetcher(settings)
+        await fetcher.start()
+        gate = HostGate(redis, settings, worker_id)
+        gate.start()
+        engine = Engine(settings, fetcher, gate, RobotsCache(redis, settings, fetcher))
+        state = cls(settings, redis, worker_id, Store(redis, settings), fetcher, gate, engine)
+        state.chunk_estimate = float(settings.chunk_size)
+        return state
+
+    async def close(self) -> None:
+        await self.gate.close()
+        await self.fetcher.close()
+
+    def backlog(self) -> float:
+        return self.engine.pending + self.claimed * self.chunk_estimate
+
+    def backlog_full(self) -> bool:
+        return self.backlog() >= self.settings.concurrency + self.chunk_estimate
+
+    def drain(self) -> None:
+        self.engine.draining.set()
+        self.drain_deadline = time.monotonic() + max(0.5, self.settings.shutdown_grace_s - 1.5)

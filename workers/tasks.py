@@ -1,0 +1,149 @@
+"""The arq job: `crawl(ctx, batch, entries)` runs a chunk of URLs and commits their outcomes.
+
+A job whose previous run crashed its worker (`job_try > 1`) does not fetch: it splits into one job
+per URL, so a poison URL exhausts only its own tries. Outcomes are committed in groups (every
+`FLUSH_S` or `FLUSH_N`), and the last commit also closes the job in the batch's job table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from crawlq.jobs import Deferral, Entry
+from crawlq.models import UrlResult, now_ms
+from workers.engine import Outcome
+from workers.state import WorkerState
+
+__all__ = ["crawl"]
+
+logger = logging.getLogger("crawlq.worker")
+FLUSH_S = 0.5
+FLUSH_N = 500
+
+
+async def crawl(ctx: dict[str, Any], batch: str, raw_entries: list[list[Any]]) -> int:
+    state: WorkerState = ctx["state"]
+    job_id: str = ctx["job_id"]
+    state.claimed = max(0, state.claimed - 1)
+    entries = [Entry.from_wire(raw) for raw in raw_entries]
+    state.chunk_estimate = 0.9 * state.chunk_estimate + 0.1 * max(1, len(entries))
+    if ctx["job_try"] > 1 and len(entries) > 1:
+        logger.warning("job %s crashed a worker before; splitting its %d URLs into single jobs", job_id, len(entries))
+        now = now_ms()
+        await state.store.commit(batch, deferrals=[Deferral([e], now) for e in entries], done_job=job_id)
+        return 0
+    open_ids = set(await state.store.pending_entries(batch, [e.url_id for e in entries]))
+    entries = [e for e in entries if e.url_id in open_ids]
+    return await _run(state, batch, job_id, entries)
+
+
+async def _run(state: WorkerState, batch: str, job_id: str, entries: list[Entry]) -> int:
+    engine = state.engine
+    deadline = time.monotonic() + state.settings.chunk_max_s
+    finished: list[tuple[Entry, asyncio.Task[Outcome]]] = []
+    wake = asyncio.Event()
+    running: dict[asyncio.Task[Outcome], Entry] = {}
+
+    def on_done(task: asyncio.Task[Outcome]) -> None:
+        finished.append((running.pop(task), task))
+        wake.set()
+
+    for entry in entries:
+        task = asyncio.create_task(engine.process(entry, deadline))
+        running[task] = entry
+        task.add_done_callback(on_done)
+    engine.pending += len(entries)
+    results: list[tuple[str, UrlResult]] = []
+    deferrals: list[Deferral] = []
+    last_flush = time.monotonic()
+    committed = 0
+    try:
+        while running or finished:
+            if not finished:
+                wake.clear()
+                try:
+                    async with asyncio.timeout(FLUSH_S):
+                        await wake.wait()
+                except TimeoutError:
+                    pass
+            _collect(finished, results, deferrals, engine)
+            if state.drain_deadline is not None and time.monotonic() >= state.drain_deadline and running:
+                await _hand_back(running, finished, deferrals)
+            full = len(results) + len(deferrals) >= FLUSH_N
+            if (results or deferrals) and running and (full or time.monotonic() - last_flush >= FLUSH_S):
+                committed += await _commit(state, batch, results, deferrals)
+                last_flush = time.monotonic()
+    finally:
+        for task in list(running):
+            task.cancel()
+    committed += await _commit(state, batch, results, deferrals, done_job=job_id)
+    return committed
+
+
+def _collect(
+    finished: list[tuple[Entry, asyncio.Task[Outcome]]],
+    results: list[tuple[str, UrlResult]],
+    deferrals: list[Deferral],
+    engine: Any,
+) -> None:
+    while finished:
+        entry, task = finished.pop()
+        engine.pending -= 1
+        if task.cancelled():
+            deferrals.append(Deferral([entry], now_ms()))
+            continue
+        error = task.exception()
+        if error is not None:
+            logger.warning("URL %s failed inside the worker; handing it back", entry.url, exc_info=error)
+            deferrals.append(Deferral([entry], now_ms() + 1000))
+            continue
+        outcome = task.result()
+        if isinstance(outcome, UrlResult):
+            results.append((entry.url_id, outcome))
+        else:
+            deferrals.append(outcome)
+
+
+async def _hand_back(
+    running: dict[asyncio.Task[Outcome], Entry],
+    finished: list[tuple[Entry, asyncio.Task[Outcome]]],
+    deferrals: list[Deferral],
+) -> None:
+    """Shutdown grace is over: cancel what is still in flight; those URLs go to a new job unchanged."""
+    tasks = list(running)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _commit(
+    state: WorkerState,
+    batch: str,
+    results: list[tuple[str, UrlResult]],
+    deferrals: list[Deferral],
+    done_job: str = "",
+) -> int:
+    merged = _merge(deferrals)
+    outcome = await state.store.commit(batch, results, merged, done_job=done_job)
+    if not outcome.known_batch:
+        logger.warning("batch %s is unknown to Redis (expired or lost); dropped %d results", batch, len(results))
+    state.urls_done += len(results)
+    results.clear()
+    deferrals.clear()
+    return outcome.added
+
+
+def _merge(deferrals: list[Deferral]) -> list[Deferral]:
+    """Deferrals due within the same 100 ms share one job."""
+    groups: dict[int, Deferral] = {}
+    for deferral in deferrals:
+        slot = deferral.run_at_ms // 100
+        if slot in groups:
+            groups[slot].entries.extend(deferral.entries)
+            groups[slot].run_at_ms = max(groups[slot].run_at_ms, deferral.run_at_ms)
+        else:
+            groups[slot] = Deferral(list(deferral.entries), deferral.run_at_ms)
+    return list(groups.values())
