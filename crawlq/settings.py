@@ -74,7 +74,7 @@ class Settings(BaseSettings):
     per_host_delay_s: float = Field(default=0.0, ge=0)  #: minimum gap between request starts per host
     host_rules: Annotated[list[HostRule], NoDecode] = Field(default_factory=list)  #: JSON list of overrides
     cooldown_base_s: float = Field(default=1.0, ge=0)  #: first cooldown after a 429/503 without Retry-After
-    cooldown_max_s: float = Field(default=300.0, ge=0)
+    cooldown_max_s: float = Field(default=60.0, ge=0)  #: cap on a host cooldown (a Retry-After may be longer)
     robots_enabled: bool = True  #: obey robots.txt
     robots_ttl_s: int = Field(default=3600, gt=0)  #: robots.txt cache lifetime in Redis
     robots_max_crawl_delay_s: float = Field(default=30.0, ge=0)  #: cap on a robots.txt Crawl-delay

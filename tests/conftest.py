@@ -30,6 +30,8 @@ def settings(redis_server: EmbeddedServer, monkeypatch: pytest.MonkeyPatch) -> S
         backoff_base_s=0.05,
         backoff_max_s=0.2,
         idle_poll_s=0.05,
+        cooldown_base_s=0.05,
+        cooldown_max_s=0.5,
     )
 
 

@@ -14,10 +14,15 @@ for _ = 1, nrel do
   local state, leases = KEYS[2 * h - 1], KEYS[2 * h]
   redis.call('ZREM', leases, lease)
   if outcome == 'throttle' then
-    local penalty = tonumber(redis.call('HGET', state, 'penalty_ms') or '0')
-    penalty = math.min(cap, math.max(base, penalty * 2))
-    local wait = math.max(penalty, math.min(after, cap))
-    local until_ms = tonumber(redis.call('HGET', state, 'cooldown_until') or '0')
+    -- a new throttle event doubles the penalty; more 429/503s during the same cooldown only extend it
+    -- to their Retry-After
+    local st = redis.call('HMGET', state, 'penalty_ms', 'cooldown_until')
+    local penalty, until_ms = tonumber(st[1] or '0'), tonumber(st[2] or '0')
+    local wait = math.min(after, cap)
+    if until_ms <= now then
+      penalty = math.min(cap, math.max(base, penalty * 2))
+      wait = math.max(wait, penalty)
+    end
     redis.call('HSET', state, 'penalty_ms', penalty, 'cooldown_until', math.max(until_ms, now + wait))
     redis.call('PEXPIRE', state, 86400000)
   elseif outcome == 'ok' then

@@ -1,0 +1,3 @@
+from crawlq_cli.main import main
+
+main()

@@ -1,0 +1,128 @@
+"""The Python API: submit a batch, wait for it, read its stats and results, see the cluster's status.
+
+async with await Client.connect(Settings()) as client:
+    report = await client.submit(["https://example.com/"])
+    stats = await client.wait(report.batch, timeout_s=60)
+    async for result in client.results(report.batch):
+        print(result.url, result.status, result.latency_ms)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable, Iterable
+from types import TracebackType
+from typing import Any
+
+from arq.connections import ArqRedis
+
+from crawlq import keys
+from crawlq.codec import unpack
+from crawlq.connection import connect, result_of
+from crawlq.errors import UnknownBatch
+from crawlq.models import BatchStats, UrlResult, now_ms
+from crawlq.settings import Settings
+from crawlq.store import Store
+from producer.submit import SubmitReport, new_batch_id, parse_lines, submit_entries
+
+__all__ = ["Client", "QueueDepth"]
+
+
+class QueueDepth(dict[str, int]):
+    """ready, deferred, in_progress and total jobs in the queue (ready + deferred + in_progress == total)."""
+
+
+class Client:
+    def __init__(self, redis: ArqRedis, settings: Settings) -> None:
+        self.redis = redis
+        self.settings = settings
+        self.store = Store(redis, settings)
+
+    @classmethod
+    async def connect(cls, settings: Settings) -> Client:
+        """Raises `crawlq.errors.RedisUnavailable` (one sentence) when Redis cannot be reached."""
+        return cls(await connect(settings), settings)
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def submit(self, urls: Iterable[str], batch: str | None = None) -> SubmitReport:
+        """Validate, de-duplicate and enqueue `urls` (invalid ones are reported, not queued)."""
+        return await submit_entries(self.store, batch or new_batch_id(), parse_lines(urls))
+
+    async def stats(self, batch: str) -> BatchStats:
+        return await self.store.stats(batch)
+
+    async def wait(
+        self,
+        batch: str,
+        *,
+        timeout_s: float | None = None,
+        poll_s: float = 0.1,
+        on_progress: Callable[[BatchStats], None] | None = None,
+    ) -> BatchStats:
+        """Wait until the batch is complete; raises TimeoutError, or UnknownBatch if Redis lost it."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            stats = await self.store.stats(batch)
+            if on_progress is not None:
+                on_progress(stats)
+            if stats.complete:
+                return stats
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"batch {batch} not complete after {timeout_s:g} s ({stats.done}/{stats.total})")
+            await asyncio.sleep(poll_s)
+
+    def results(self, batch: str) -> AsyncIterator[UrlResult]:
+        return self.store.iter_results(batch)
+
+    async def queue_depth(self) -> QueueDepth:
+        queue = self.settings.queue_name
+        now = now_ms()
+        due = await self.redis.zcount(queue, "-inf", now)
+        deferred = await self.redis.zcount(queue, f"({now}", "+inf")
+        running = 0
+        async for key in self.redis.scan_iter(match=keys.arq_in_progress("*"), count=1000):
+            job_id = key.decode().removeprefix(keys.arq_in_progress(""))
+            if await self.redis.zscore(queue, job_id) is not None:
+                running += 1
+        ready = max(0, due - running)
+        return QueueDepth(ready=ready, deferred=deferred, in_progress=running, total=ready + deferred + running)
+
+    async def workers(self) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = []
+        async for key in self.redis.scan_iter(match=f"{keys.WORKER_PREFIX}*", count=500):
+            raw = await self.redis.get(key)
+            if raw is not None:
+                found.append(unpack(raw))
+        return sorted(found, key=lambda beat: str(beat.get("id")))
+
+    async def recent_batches(self, limit: int = 10) -> list[BatchStats | str]:
+        names = await result_of(self.redis.zrevrange(keys.BATCHES, 0, limit - 1))
+        out: list[BatchStats | str] = []
+        for raw in names:
+            try:
+                out.append(await self.stats(raw.decode()))
+            except UnknownBatch:
+                out.append(raw.decode())
+        return out
+
+    async def status(self) -> dict[str, Any]:
+        batches = await self.recent_batches()
+        return {
+            "queue": dict(await self.queue_depth()),
+            "workers": await self.workers(),
+            "batches": [
+                b.model_dump() if isinstance(b, BatchStats) else {"batch": b, "state": "unknown"} for b in batches
+            ],
+            "overall": await self.store.overall(),
+        }

@@ -1,0 +1,95 @@
+"""A whole crawlq on one machine: an embedded Redis-protocol server (unless one is given) and N worker
+processes, for `crawlq crawl`, `crawlq demo`, the tests and the benchmarks. Everything it started is
+stopped on exit, Ctrl-C included."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+from types import TracebackType
+from typing import IO
+
+from crawlq.server import EmbeddedServer
+from crawlq.settings import Settings
+from producer.client import Client
+
+__all__ = ["LocalCluster"]
+
+
+class LocalCluster:
+    """:param redis_url: use this server instead of starting an embedded one."""
+
+    def __init__(
+        self, settings: Settings, *, workers: int = 1, redis_url: str | None = None, log_dir: str | None = None
+    ) -> None:
+        self.settings = settings
+        self.worker_count = workers
+        self.redis_url = redis_url
+        self.log_dir = log_dir
+        self.server: EmbeddedServer | None = None
+        self.processes: list[subprocess.Popen[bytes]] = []
+        self._client: Client | None = None
+
+    @property
+    def client(self) -> Client:
+        if self._client is None:
+            raise RuntimeError("LocalCluster is not started")
+        return self._client
+
+    async def start(self) -> None:
+        if self.redis_url is None:
+            self.server = EmbeddedServer()
+            await asyncio.to_thread(self.server.start)
+            self.settings = self.settings.model_copy(update={"redis_url": self.server.url})
+        else:
+            self.settings = self.settings.model_copy(update={"redis_url": self.redis_url})
+        self._client = await Client.connect(self.settings)
+        for _ in range(self.worker_count):
+            self.add_worker()
+
+    def add_worker(self) -> subprocess.Popen[bytes]:
+        log: IO[bytes] | int = subprocess.DEVNULL
+        if self.log_dir:
+            log = open(os.path.join(self.log_dir, f"worker-{len(self.processes)}.log"), "ab")
+        process = subprocess.Popen(
+            [sys.executable, "-m", "workers"], env=self.settings.child_env(), stdout=log, stderr=log
+        )
+        self.processes.append(process)
+        return process
+
+    async def stop(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        grace = self.settings.shutdown_grace_s + 5
+        for process in self.processes:
+            try:
+                await asyncio.to_thread(process.wait, grace)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                await asyncio.to_thread(process.wait)
+        self.processes.clear()
+        if self._client is not None:
+            with contextlib.suppress(Exception):
+                await self._client.close()
+            self._client = None
+        if self.server is not None:
+            await asyncio.to_thread(self.server.cleanup)
+            self.server = None
+
+    async def __aenter__(self) -> LocalCluster:
+        try:
+            await self.start()
+        except BaseException:
+            await asyncio.shield(self.stop())
+            raise
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await asyncio.shield(self.stop())
