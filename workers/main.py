@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import math
 import signal
@@ -106,10 +107,12 @@ class CrawlWorker(Worker):
         for job_id in job_ids:
             if self.state is not None and self.state.backlog_full():
                 return
-            before = len(self.tasks)
+            name = job_id.decode()
             await super().start_jobs([job_id])
-            if self.state is not None and len(self.tasks) > before:
-                self.state.claimed += 1
+            task = self.tasks.get(name)
+            if self.state is not None and task is not None and not task.done():
+                self.state.claimed.add(name)
+                task.add_done_callback(functools.partial(_forget, self.state.claimed, name))
 
     # ---- background loops
     async def _heartbeat_loop(self) -> None:
@@ -166,6 +169,10 @@ class CrawlWorker(Worker):
                     await state.redis.delete(keys.RECONCILE_LOCK)
             except Exception:
                 logger.warning("reconciler pass failed", exc_info=True)
+
+
+def _forget(claimed: set[str], name: str, _task: object) -> None:
+    claimed.discard(name)
 
 
 async def live_workers(redis: Any) -> list[dict[str, Any]]:

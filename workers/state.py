@@ -34,7 +34,7 @@ class WorkerState:
     gate: HostGate
     engine: Engine
     started_at: int = field(default_factory=now_ms)
-    claimed: int = 0  #: jobs claimed whose URLs are not yet registered with the engine
+    claimed: set[str] = field(default_factory=set)  #: jobs claimed whose URLs are not yet registered
     chunk_estimate: float = 0.0  #: running average of URLs per job
     drain_deadline: float | None = None  #: monotonic time by which in-flight URLs are handed back
     urls_done: int = 0
@@ -55,7 +55,7 @@ class WorkerState:
         await self.fetcher.close()
 
     def backlog(self) -> float:
-        return self.engine.pending + self.claimed * self.chunk_estimate
+        return self.engine.pending + len(self.claimed) * self.chunk_estimate
 
     def backlog_full(self) -> bool:
         return self.backlog() >= self.settings.concurrency + self.chunk_estimate

@@ -27,7 +27,7 @@ FLUSH_N = 500
 async def crawl(ctx: dict[str, Any], batch: str, raw_entries: list[list[Any]]) -> int:
     state: WorkerState = ctx["state"]
     job_id: str = ctx["job_id"]
-    state.claimed = max(0, state.claimed - 1)
+    state.claimed.discard(job_id)
     entries = [Entry.from_wire(raw) for raw in raw_entries]
     state.chunk_estimate = 0.9 * state.chunk_estimate + 0.1 * max(1, len(entries))
     if ctx["job_try"] > 1 and len(entries) > 1:
