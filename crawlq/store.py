@@ -65,9 +65,7 @@ class Store:
         args: list[Any] = [batch, now, self.settings.result_ttl_s, self.settings.job_expires_s * 1000]
         args += [token, SUBMIT_LEASE_MS, len(chunks)]
         for chunk in chunks:
-            args += [new_job_id(batch), job_payload(batch, list(chunk), now), run_at_ms or now, len(chunk)]
-            for entry in chunk:
-                args += [entry.url_id, entry.url]
+            args += [new_job_id(batch), job_payload(batch, list(chunk), now), run_at_ms or now]
         script_keys = [
             keys.batch_meta(batch),
             keys.batch_urls(batch),

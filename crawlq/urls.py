@@ -18,6 +18,33 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 _HOST_CHARS = re.compile(r"^[A-Za-z0-9.\-_\[\]:%]+$")
 
 
+# URLs made only of these characters, with a lower-case host, no dot segments and no empty query parts,
+# are canonicalised by `_fast_canonical` exactly as w3lib would (tests/test_canonical_fast.py checks
+# that on random URLs); anything else takes the full path.
+_SIMPLE = re.compile(
+    r"^(https?)://([a-z0-9][a-z0-9.-]*)(?::(\d{1,5}))?((?:/[A-Za-z0-9_~!$'()*,:@=-]+(?:\.[A-Za-z0-9_~!$'()*,:@=-]+)*)*/?)"
+    r"(?:\?((?:[A-Za-z0-9_.~-]+(?:=[A-Za-z0-9_.~-]*)?)(?:&[A-Za-z0-9_.~-]+(?:=[A-Za-z0-9_.~-]*)?)*))?$"
+)
+
+
+def _fast_canonical(text: str) -> str | None:
+    match = _SIMPLE.match(text)
+    if match is None:
+        return None
+    scheme, host, port, path, query = match.groups()
+    if host.endswith(".") or ".." in host:
+        return None
+    if port is not None:
+        number = int(port)
+        if number == 0 or number > 65535:
+            return None
+        host = host if _DEFAULT_PORTS[scheme] == number else f"{host}:{number}"
+    if query:
+        pairs = sorted(tuple(part.split("=", 1)) if "=" in part else (part, "") for part in query.split("&"))
+        return f"{scheme}://{host}{path or '/'}?{'&'.join(k + '=' + v for k, v in pairs)}"
+    return f"{scheme}://{host}{path or '/'}"
+
+
 def canonical(raw: str) -> str:
     """Validate `raw` and return its canonical form; raise `InvalidURL` with a reason.
 
@@ -25,6 +52,9 @@ def canonical(raw: str) -> str:
     dropped, the query sorted and percent-encoded, and no fragment, so two spellings of one URL collide.
     """
     text = _check_shape(raw)
+    fast = _fast_canonical(text)
+    if fast is not None:
+        return fast
     try:
         parts = urlsplit(text)
         port = parts.port

@@ -60,9 +60,17 @@ class Engine:
             if grant.lease is None:
                 if time.monotonic() + grant.wait_s >= deadline:
                     return Deferral([entry], now_ms() + int(grant.wait_s * 1000))
-                await asyncio.sleep(grant.wait_s * (1 + 0.2 * self.rng.random()))
+                await self._pause(grant.wait_s * (1 + 0.2 * self.rng.random()))
                 continue
             return self._after(entry, attempt)
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep, but wake at once when the worker starts draining."""
+        try:
+            async with asyncio.timeout(seconds):
+                await self.draining.wait()
+        except TimeoutError:
+            pass
 
     async def _fetch(self, url: str, host: str, lease: str) -> Attempt:
         self.in_flight += 1

@@ -1,29 +1,30 @@
 -- Register URLs in a batch and enqueue the arq jobs that carry them, one chunk at a time, atomically.
 -- KEYS: 1 meta, 2 urls, 3 jobs, 4 arq queue, 5 submitters, 6 batches zset, 7 active set
 -- ARGV: 1 batch, 2 now_ms, 3 ttl_s, 4 job_ttl_ms, 5 token, 6 lease_ms, 7 nchunks,
---       then per chunk: job_id, payload, score, n, id1, url1, ..., idn, urln
+--       then per chunk: job_id, payload, score (the URLs are read from the arq payload, msgpack:
+--       {f, a = {batch, {{url_id, url, attempts}, ...}}, ...})
 local batch, now, ttl, job_ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local token, lease, nchunks = ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[7])
 local added, dups, jobs = 0, 0, 0
 local pos = 8
 for _ = 1, nchunks do
-  local job_id, payload, score, n = ARGV[pos], ARGV[pos + 1], ARGV[pos + 2], tonumber(ARGV[pos + 3])
-  pos = pos + 4
+  local job_id, payload, score = ARGV[pos], ARGV[pos + 1], ARGV[pos + 2]
+  pos = pos + 3
+  local entries = cmsgpack.unpack(payload)['a'][2]
   local ids = {}
-  for i = 1, n do ids[i] = ARGV[pos + 2 * (i - 1)] end
+  for i, entry in ipairs(entries) do ids[i] = entry[1] end
   local known = redis.call('HMGET', KEYS[2], unpack(ids))
-  local fresh, fresh_ids = {}, {}
-  for i = 1, n do
-    if known[i] == false then
-      fresh[#fresh + 1] = ids[i]
-      fresh[#fresh + 1] = ARGV[pos + 2 * (i - 1) + 1]
-      fresh_ids[#fresh_ids + 1] = ids[i]
-      known[i] = true
+  local fresh, fresh_ids, seen = {}, {}, {}
+  for i, entry in ipairs(entries) do
+    if known[i] == false and not seen[entry[1]] then
+      seen[entry[1]] = true
+      fresh[#fresh + 1] = entry[1]
+      fresh[#fresh + 1] = entry[2]
+      fresh_ids[#fresh_ids + 1] = entry[1]
     else
       dups = dups + 1
     end
   end
-  pos = pos + 2 * n
   if #fresh_ids > 0 then
     redis.call('HSET', KEYS[2], unpack(fresh))
     redis.call('SET', 'arq:job:' .. job_id, payload, 'PX', job_ttl, 'NX')

@@ -8,26 +8,43 @@ local now, ttl = tonumber(ARGV[1]), tonumber(ARGV[2])
 local base, cap = tonumber(ARGV[3]), tonumber(ARGV[4])
 local nrel, nacq = tonumber(ARGV[5]), tonumber(ARGV[6])
 local pos = 7
+-- group releases by host: one ZREM per host, one penalty read per host
+local by_host, order = {}, {}
 for _ = 1, nrel do
   local h, lease, outcome, after = tonumber(ARGV[pos]), ARGV[pos + 1], ARGV[pos + 2], tonumber(ARGV[pos + 3])
   pos = pos + 4
-  local state, leases = KEYS[2 * h - 1], KEYS[2 * h]
-  redis.call('ZREM', leases, lease)
+  local group = by_host[h]
+  if group == nil then
+    group = {leases = {}, throttle = false, after = 0, ok = false}
+    by_host[h] = group
+    order[#order + 1] = h
+  end
+  group.leases[#group.leases + 1] = lease
   if outcome == 'throttle' then
-    -- a new throttle event doubles the penalty; more 429/503s during the same cooldown only extend it
-    -- to their Retry-After
+    group.throttle = true
+    group.after = math.max(group.after, after)
+  elseif outcome == 'ok' then
+    group.ok = true
+  end
+end
+for _, h in ipairs(order) do
+  local group = by_host[h]
+  local state, leases = KEYS[2 * h - 1], KEYS[2 * h]
+  redis.call('ZREM', leases, unpack(group.leases))
+  if group.throttle or group.ok then
     local st = redis.call('HMGET', state, 'penalty_ms', 'cooldown_until')
     local penalty, until_ms = tonumber(st[1] or '0'), tonumber(st[2] or '0')
-    local wait = math.min(after, cap)
-    if until_ms <= now then
-      penalty = math.min(cap, math.max(base, penalty * 2))
-      wait = math.max(wait, penalty)
-    end
-    redis.call('HSET', state, 'penalty_ms', penalty, 'cooldown_until', math.max(until_ms, now + wait))
-    redis.call('PEXPIRE', state, 86400000)
-  elseif outcome == 'ok' then
-    local penalty = tonumber(redis.call('HGET', state, 'penalty_ms') or '0')
-    if penalty > 0 then
+    if group.throttle then
+      -- a new throttle event doubles the penalty; more 429/503s during the same cooldown only extend it
+      -- to their Retry-After
+      local wait = math.min(group.after, cap)
+      if until_ms <= now then
+        penalty = math.min(cap, math.max(base, penalty * 2))
+        wait = math.max(wait, penalty)
+      end
+      redis.call('HSET', state, 'penalty_ms', penalty, 'cooldown_until', math.max(until_ms, now + wait))
+      redis.call('PEXPIRE', state, 86400000)
+    elseif penalty > 0 then
       penalty = math.floor(penalty / 2)
       if penalty < base / 4 then penalty = 0 end
       redis.call('HSET', state, 'penalty_ms', penalty)
