@@ -7,7 +7,6 @@ import re
 from urllib.parse import urlsplit, urlunsplit
 
 from w3lib.url import canonicalize_url
-from yarl import URL
 
 from crawlq.errors import InvalidURL
 
@@ -107,16 +106,23 @@ def url_id(canonical_url: str) -> str:
     return hashlib.blake2b(canonical_url.encode(), digest_size=8).hexdigest()
 
 
+def _netloc(url: str) -> tuple[str, str]:
+    """(scheme, host[:port]) of a canonical URL, without userinfo, by string slicing (hot path)."""
+    scheme, _, rest = url.partition("://")
+    end = len(rest)
+    for mark in "/?#":
+        found = rest.find(mark)
+        if found != -1 and found < end:
+            end = found
+    return scheme, rest[:end].rpartition("@")[2]
+
+
 def host_of(url: str) -> str:
-    """The politeness key of a URL: its host (punycode, lower case) and non-default port."""
-    parsed = URL(url)
-    host = parsed.raw_host or ""
-    if parsed.explicit_port is not None and not parsed.is_default_port():
-        return f"{host}:{parsed.explicit_port}"
-    return host
+    """The politeness key of a canonical URL: its host (punycode, lower case) and non-default port."""
+    return _netloc(url)[1]
 
 
 def origin_of(url: str) -> str:
-    """scheme://host[:port] of a URL (the robots.txt scope)."""
-    parsed = URL(url)
-    return str(parsed.origin())
+    """scheme://host[:port] of a canonical URL (the robots.txt scope)."""
+    scheme, netloc = _netloc(url)
+    return f"{scheme}://{netloc}"

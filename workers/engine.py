@@ -38,6 +38,7 @@ class Engine:
         self.in_flight = 0
         self.pending = 0  #: URLs accepted by running jobs and not finished
         self.fetches = 0
+        self._limit_cache: dict[tuple[str, float | None], tuple[int, float]] = {}
 
     async def process(self, entry: Entry, deadline: float) -> Outcome:
         """Run `entry` until it has a final result, or hand it back; `deadline` is a monotonic time
@@ -49,7 +50,7 @@ class Engine:
             if not verdict.allowed(entry.url, self.robots.agent):
                 return _final(entry, None, ErrorClass.ROBOTS_DISALLOWED, "disallowed by robots.txt", entry.attempts)
             crawl_delay = verdict.crawl_delay(self.robots.agent)
-        limit, delay_s = host_limits(self.settings, host, crawl_delay)
+        limit, delay_s = self._limits(host, crawl_delay)
         while True:
             if self.draining.is_set() or time.monotonic() >= deadline:
                 return Deferral([entry], now_ms())
@@ -63,6 +64,15 @@ class Engine:
                 await self._pause(grant.wait_s * (1 + 0.2 * self.rng.random()))
                 continue
             return self._after(entry, attempt)
+
+    def _limits(self, host: str, crawl_delay: float | None) -> tuple[int, float]:
+        key = (host, crawl_delay)
+        found = self._limit_cache.get(key)
+        if found is None:
+            if len(self._limit_cache) > 10_000:
+                self._limit_cache.clear()
+            found = self._limit_cache[key] = host_limits(self.settings, host, crawl_delay)
+        return found
 
     async def _pause(self, seconds: float) -> None:
         """Sleep, but wake at once when the worker starts draining."""

@@ -68,6 +68,7 @@ class Fetcher:
         self.settings = settings
         self.policy = AddressPolicy(settings)
         self._session: aiohttp.ClientSession | None = None
+        self._literal_verdicts: dict[str, str | None] = {}
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(
@@ -160,10 +161,15 @@ class Fetcher:
         return b"".join(parts)
 
     def _blocked_literal(self, url: URL) -> str | None:
-        address = literal_address(url.raw_host or "")
-        if address is None:
-            return None
-        return self.policy.blocked_reason(address)
+        host = url.raw_host or ""
+        if host in self._literal_verdicts:
+            return self._literal_verdicts[host]
+        address = literal_address(host)
+        verdict = None if address is None else self.policy.blocked_reason(address)
+        if len(self._literal_verdicts) > 10_000:
+            self._literal_verdicts.clear()
+        self._literal_verdicts[host] = verdict
+        return verdict
 
     @staticmethod
     def _failed(

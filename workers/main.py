@@ -52,6 +52,7 @@ class CrawlWorker(Worker):
             redis_settings=redis_settings(settings, ride_out_outages=True),
             burst=burst,
             max_jobs=10_000,
+            queue_read_limit=16,
             job_timeout=job_timeout,
             poll_delay=settings.poll_delay_s,
             keep_result=86_400,
