@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import os
+import signal
 import sys
 from collections.abc import Awaitable, Callable, Iterable
 from functools import wraps
@@ -38,7 +39,7 @@ def _run(coroutine: Awaitable[T]) -> T:
     except CrawlqError as exc:
         click.echo(f"crawlq: {exc}", err=True)
         sys.exit(EXIT_FAILURE)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, asyncio.CancelledError):
         click.echo("crawlq: interrupted; everything this command started was stopped", err=True)
         sys.exit(130)
 
@@ -273,11 +274,19 @@ async def status(client: Any, as_json: bool, watch: bool, interval: float) -> in
 
 
 # ---------------------------------------------------------------- crawl / demo
+def _cancel_on_sigterm() -> None:
+    """SIGTERM stops `crawl`/`demo` like Ctrl-C does: the main task is cancelled and cleans up."""
+    task = asyncio.current_task()
+    if task is not None:
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+
+
 async def _crawl_local(
     settings: Settings, lines: Iterable[str], workers: int, redis_url: str | None, out: str | None
 ) -> BatchStats:
     from producer.launcher import LocalCluster
 
+    _cancel_on_sigterm()
     async with LocalCluster(settings, workers=workers, redis_url=redis_url) as cluster:
         report = await cluster.client.submit(lines)
         click.echo(f"batch {report.batch}: queued {report.queued}, duplicates {report.duplicates}, "

@@ -175,7 +175,9 @@ class Fetcher:
     def _failed(
         error: ErrorClass, message: str, start: float, url: str, status: int | None = None, read: int = 0
     ) -> Attempt:
-        return Attempt(status, error, message, (time.perf_counter() - start) * 1000, read, url)
+        # a blocked address never got a request out, so it has no latency to report
+        latency = None if error is ErrorClass.BLOCKED_ADDRESS else (time.perf_counter() - start) * 1000
+        return Attempt(status, error, message, latency, read, url)
 
 
 def _redirect_target(response: aiohttp.ClientResponse) -> URL | str:
