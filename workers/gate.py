@@ -4,6 +4,11 @@ At most `limit` requests are in flight per host across the cluster (leases in a 
 if a worker dies), request starts are at least `delay_s` apart, and 429/503 put the host in a cooldown
 that doubles on repeat and halves on success. Requests from all coroutines of a process are coalesced:
 whatever is waiting when the flusher runs goes to Redis in one script call.
+
+For hosts with a high limit and no delay (`limit >= POOL_MIN_LIMIT`), a worker asks for a few leases more
+than it needs and reuses them locally for at most `POOL_HOLD_S`; then they go back to Redis. Every lease
+is still counted in Redis, so the cluster-wide limit holds; a cooldown set by another worker is seen
+within `POOL_HOLD_S`, and a 429/503 returns the whole local pool at once.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import asyncio
 import fnmatch
 import itertools
 import logging
+import time
 from dataclasses import dataclass, field
 from importlib.resources import files
 from typing import Any
@@ -26,12 +32,21 @@ __all__ = ["Grant", "HostGate", "host_limits"]
 
 logger = logging.getLogger("crawlq.gate")
 FULL_POLL_S = 0.02  #: how soon to ask again when a host has no free slot
+POOL_MIN_LIMIT = 8  #: hosts with at least this limit (and no delay) get a local lease pool
+POOL_HOLD_S = 1.0  #: how long leases may be reused locally before they go back to Redis
 
 
 @dataclass(slots=True, frozen=True)
 class Grant:
     lease: str | None  #: None: not granted; ask again after `wait_s`
     wait_s: float = 0.0
+
+
+@dataclass(slots=True)
+class _Pool:
+    free: list[str]
+    expires: float  #: monotonic time after which the pool's leases go back to Redis
+    succeeded: bool = False
 
 
 @dataclass(slots=True)
@@ -67,6 +82,7 @@ class HostGate:
         self._wake = asyncio.Event()
         self._sequence = itertools.count()
         self._task: asyncio.Task[None] | None = None
+        self._pools: dict[str, _Pool] = {}
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="crawlq-gate")
@@ -79,6 +95,9 @@ class HostGate:
             await asyncio.gather(self._task, return_exceptions=True)
 
     async def acquire(self, host: str, limit: int, delay_s: float) -> Grant:
+        pool = self._pools.get(host)
+        if pool is not None and pool.free and time.monotonic() < pool.expires:
+            return Grant(pool.free.pop())
         future: asyncio.Future[Grant] = asyncio.get_running_loop().create_future()
         self._acquires.append(_Acquire(host, limit, int(delay_s * 1000), future))
         self._wake.set()
@@ -86,8 +105,35 @@ class HostGate:
 
     def release(self, host: str, lease: str, outcome: str = "other", retry_after_s: float | None = None) -> None:
         """Give a lease back; `outcome` 'throttle' (429/503) starts or extends the host's cooldown."""
+        pool = self._pools.get(host)
+        if pool is not None:
+            if outcome != "throttle" and time.monotonic() < pool.expires:
+                pool.free.append(lease)
+                pool.succeeded = pool.succeeded or outcome == "ok"
+                return
+            if outcome == "throttle":
+                self._return_pool(host)
         self._releases.append((host, lease, outcome, int((retry_after_s or 0) * 1000)))
         self._wake.set()
+
+    def _return_pool(self, host: str, pool: _Pool | None = None) -> None:
+        """Send a pool's free leases back to Redis (all of it, or only if it is still `pool`)."""
+        current = self._pools.get(host)
+        if current is None or (pool is not None and current is not pool):
+            return
+        del self._pools[host]
+        outcome = "ok" if current.succeeded else "other"
+        self._releases.extend((host, lease, outcome, 0) for lease in current.free)
+        self._wake.set()
+
+    def _pool_leases(self, host: str, leases: list[str]) -> None:
+        pool = self._pools.get(host)
+        if pool is None or time.monotonic() >= pool.expires:
+            if pool is not None:
+                self._return_pool(host)
+            pool = self._pools[host] = _Pool([], time.monotonic() + POOL_HOLD_S)
+            asyncio.get_running_loop().call_later(POOL_HOLD_S, self._return_pool, host, pool)
+        pool.free.extend(leases)
 
     async def _run(self) -> None:
         while True:
@@ -127,7 +173,8 @@ class HostGate:
         for (host, limit, delay_ms), requests in grouped.items():
             prefix = f"{self.worker_id}:{next(self._sequence)}"
             prefixes.append(prefix)
-            args += [index(host), len(requests), limit, delay_ms, prefix]
+            extra = min(limit // 4, 64) if delay_ms == 0 and limit >= POOL_MIN_LIMIT else 0
+            args += [index(host), len(requests) + extra, limit, delay_ms, prefix]
         try:
             reply = await self._script(keys=script_keys, args=args)
         except BaseException:
@@ -138,12 +185,17 @@ class HostGate:
             raise
         self._resolve(list(grouped.values()), prefixes, reply)
 
-    @staticmethod
-    def _resolve(groups: list[list[_Acquire]], prefixes: list[str], reply: list[Any]) -> None:
+    def _resolve(self, groups: list[list[_Acquire]], prefixes: list[str], reply: list[Any]) -> None:
         for position, requests in enumerate(groups):
             granted, wait_ms = int(reply[2 * position]), int(reply[2 * position + 1])
             wait_s = FULL_POLL_S if wait_ms < 0 else wait_ms / 1000
-            for number, request in enumerate(requests, start=1):
-                grant = Grant(f"{prefixes[position]}:{number}") if number <= granted else Grant(None, wait_s)
-                if not request.future.done():
-                    request.future.set_result(grant)
+            leases = [f"{prefixes[position]}:{number}" for number in range(1, granted + 1)]
+            for number, request in enumerate(requests):
+                if number < granted and not request.future.done():
+                    request.future.set_result(Grant(leases[number]))
+                elif number < granted:
+                    self.release(request.host, leases[number])
+                elif not request.future.done():
+                    request.future.set_result(Grant(None, wait_s))
+            if granted > len(requests):
+                self._pool_leases(requests[0].host, leases[len(requests) :])
