@@ -6,6 +6,7 @@ Tests build `Settings(redis_url=...)` with keyword overrides.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from typing import Annotated
 
@@ -96,7 +97,13 @@ class Settings(BaseSettings):
     @classmethod
     def _parse_networks(cls, value: object) -> object:
         if isinstance(value, str):
-            return [part.strip() for part in value.split(",") if part.strip()]
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if isinstance(value, list):
+            for network in value:
+                try:
+                    ipaddress.ip_network(str(network), strict=False)
+                except ValueError as exc:
+                    raise ValueError(f"not a network (CIDR) in allowed_networks: {network!r}") from exc
         return value
 
     def env(self) -> dict[str, str]:

@@ -43,7 +43,7 @@ class AddressPolicy:
         if any(address in net for net in self.allowed):
             return None
         if address.is_multicast:
-            return f"{address} is a multicast address"
+            return f"{address} is a multicast address (add the network to CRAWLQ_ALLOWED_NETWORKS to allow it)"
         if self.allow_private:
             return None
         if any(address in net for net in _ALWAYS_BLOCKED) or not address.is_global:

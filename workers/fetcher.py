@@ -8,15 +8,20 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import ipaddress
+import socket
 import ssl
 import time
 from dataclasses import dataclass
 
 import aiohttp
+from aiohttp.abc import AbstractResolver
 from yarl import URL
 
+from crawlq.errors import InvalidURL
 from crawlq.models import ErrorClass
 from crawlq.settings import Settings
+from crawlq.urls import canonical, host_of
 from workers.addresses import AddressPolicy, BlockedAddress, GuardedResolver, literal_address
 from workers.retry import parse_retry_after
 
@@ -51,28 +56,37 @@ class _TooLarge(Exception):
 
 
 def decode_text(body: bytes, charset: str | None) -> str:
-    """Decode a body with its declared charset, falling back to UTF-8; bad bytes become U+FFFD."""
-    encoding = "utf-8"
+    """Decode a body with its declared charset, falling back to UTF-8; bad bytes become U+FFFD.
+
+    Never raises: an unknown charset, or a codec that is not a text encoding (hex, rot13, idna...), is
+    replaced by UTF-8."""
     if charset:
         try:
-            encoding = codecs.lookup(charset).name
-        except LookupError:
-            encoding = "utf-8"
-    return body.decode(encoding, errors="replace")
+            info = codecs.lookup(charset)
+            if getattr(info, "_is_text_encoding", True):
+                return body.decode(info.name, errors="replace")
+        except (LookupError, ValueError, UnicodeError, TypeError):
+            pass
+    return body.decode("utf-8", errors="replace")
 
 
 class Fetcher:
     """One aiohttp session per worker process (connection reuse, DNS cache, guarded resolver)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, resolver: AbstractResolver | None = None) -> None:
+        """:param resolver: the DNS resolver to guard (default: aiohttp's); tests pass a stub."""
         self.settings = settings
         self.policy = AddressPolicy(settings)
+        self._inner_resolver = resolver
         self._session: aiohttp.ClientSession | None = None
         self._literal_verdicts: dict[str, str | None] = {}
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(
-            limit=0, resolver=GuardedResolver(self.policy), ttl_dns_cache=60, enable_cleanup_closed=True
+            limit=0,
+            resolver=GuardedResolver(self.policy, self._inner_resolver),
+            ttl_dns_cache=60,
+            enable_cleanup_closed=True,
         )
         self._session = aiohttp.ClientSession(
             connector=connector,
@@ -108,9 +122,15 @@ class Fetcher:
             message = f"body exceeded {self.settings.max_body_bytes} bytes"
             return self._failed(ErrorClass.TOO_LARGE, message, start, state["url"], read=exc.read)
         except Exception as exc:  # the taxonomy below; anything else is a bug we still record per URL
-            return self._failed(classify(exc), f"{type(exc).__name__}: {exc}"[:300], start, state["url"])
+            error = classify(exc)
+            blocked = [link for link in _chain(exc) if isinstance(link, BlockedAddress)]
+            message = str(blocked[0]) if blocked else f"{type(exc).__name__}: {exc}"
+            return self._failed(error, message[:300], start, state["url"])
 
     async def _follow(self, url: str, start: float, state: dict[str, str], keep_body: bool) -> Attempt:
+        legacy = legacy_ipv4_verdict(url, self.policy)
+        if legacy is not None:
+            return self._failed(ErrorClass.BLOCKED_ADDRESS, legacy, start, url)
         current = URL(url, encoded=True)
         seen = {str(current)}
         for _ in range(self.settings.max_redirects + 1):
@@ -120,6 +140,9 @@ class Fetcher:
                 return self._failed(ErrorClass.BLOCKED_ADDRESS, blocked, start, str(current))
             async with self.session.get(current, allow_redirects=False) as response:
                 if response.status in REDIRECT_STATUSES and "Location" in response.headers:
+                    legacy = legacy_ipv4_verdict(response.headers["Location"], self.policy)
+                    if legacy is not None:
+                        return self._failed(ErrorClass.BLOCKED_ADDRESS, legacy, start, response.headers["Location"])
                     target = _redirect_target(response)
                     if isinstance(target, str):
                         return self._failed(ErrorClass.BAD_REDIRECT, target, start, str(current), response.status)
@@ -191,7 +214,25 @@ def _redirect_target(response: aiohttp.ClientResponse) -> URL | str:
         return f"redirect to a non-http(s) URL {location!r}"
     if not target.raw_host:
         return f"redirect without a host {location!r}"
+    try:
+        canonical(str(target.with_fragment(None)))
+    except InvalidURL as exc:
+        return f"unusable Location {location!r}: {exc.reason}"
     return target.with_fragment(None)
+
+
+def legacy_ipv4_verdict(url: str, policy: AddressPolicy) -> str | None:
+    """Blocked-reason for hosts written in legacy IPv4 forms (`2130706433`, `0x7f000001`, `127.1`)."""
+    if not url.startswith(("http://", "https://")) or "]" in url.split("/", 3)[2]:
+        return None
+    host = host_of(url).rsplit(":", 1)[0]
+    if not host or host[0] not in "0123456789" or literal_address(host) is not None:
+        return None
+    try:
+        packed = socket.inet_aton(host)
+    except OSError:
+        return None
+    return policy.blocked_reason(ipaddress.IPv4Address(packed))
 
 
 def _chain(exc: BaseException) -> list[BaseException]:

@@ -32,6 +32,7 @@ __all__ = ["Grant", "HostGate", "host_limits"]
 
 logger = logging.getLogger("crawlq.gate")
 FULL_POLL_S = 0.02  #: how soon to ask again when a host has no free slot
+DELAY_MARGIN = 0.1  #: next start after a delay: +10 %, so jitter in sending never makes a gap shorter
 POOL_MIN_LIMIT = 8  #: hosts with at least this limit (and no delay) get a local lease pool
 POOL_HOLD_S = 1.0  #: how long leases may be reused locally before they go back to Redis
 
@@ -95,7 +96,7 @@ class HostGate:
             await asyncio.gather(self._task, return_exceptions=True)
 
     async def acquire(self, host: str, limit: int, delay_s: float) -> Grant:
-        pool = self._pools.get(host)
+        pool = self._pools.get(host) if delay_s == 0 and limit >= POOL_MIN_LIMIT else None
         if pool is not None and pool.free and time.monotonic() < pool.expires:
             return Grant(pool.free.pop())
         future: asyncio.Future[Grant] = asyncio.get_running_loop().create_future()
@@ -113,7 +114,8 @@ class HostGate:
                 return
             if outcome == "throttle":
                 self._return_pool(host)
-        self._releases.append((host, lease, outcome, int((retry_after_s or 0) * 1000)))
+        after_s = min(retry_after_s or 0.0, self.settings.retry_after_max_s)
+        self._releases.append((host, lease, outcome, int(after_s * 1000)))
         self._wake.set()
 
     def _return_pool(self, host: str, pool: _Pool | None = None) -> None:
@@ -167,6 +169,7 @@ class HostGate:
         lease_ttl_ms = int((self.settings.fetch_timeout_s + 5) * 1000)
         args: list[Any] = [now_ms(), lease_ttl_ms, int(self.settings.cooldown_base_s * 1000)]
         args += [int(self.settings.cooldown_max_s * 1000), len(releases), len(grouped)]
+        args += [int(self.settings.retry_after_max_s * 1000), DELAY_MARGIN]
         for host, lease, outcome, after_ms in releases:
             args += [index(host), lease, outcome, after_ms]
         prefixes: list[str] = []

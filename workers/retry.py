@@ -8,6 +8,7 @@ Everything else is final at once. The delay is exponential backoff with full jit
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
@@ -32,8 +33,9 @@ def parse_retry_after(value: str | None, now_s: float) -> float | None:
     if not value:
         return None
     text = value.strip()
-    if text.isdigit():
-        return float(text)
+    if text.isascii() and text.isdigit():
+        seconds = float(text) if len(text) <= 12 else math.inf
+        return seconds if math.isfinite(seconds) else 1e12
     try:
         when = parsedate_to_datetime(text)
     except (TypeError, ValueError, IndexError):

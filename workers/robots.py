@@ -18,8 +18,9 @@ from crawlq import keys
 from crawlq.codec import pack, unpack
 from crawlq.models import ErrorClass
 from crawlq.settings import Settings
-from crawlq.urls import origin_of
+from crawlq.urls import host_of, origin_of
 from workers.fetcher import Fetcher, decode_text
+from workers.gate import HostGate, host_limits
 
 __all__ = ["ROBOTS_ERROR_TTL_S", "RobotsCache", "Verdict"]
 
@@ -54,10 +55,12 @@ class Verdict:
 
 
 class RobotsCache:
-    def __init__(self, redis: Redis, settings: Settings, fetcher: Fetcher) -> None:
+    def __init__(self, redis: Redis, settings: Settings, fetcher: Fetcher, gate: HostGate | None = None) -> None:
+        """:param gate: when given, the robots.txt request takes a slot of the host gate like any other."""
         self.redis = redis
         self.settings = settings
         self.fetcher = fetcher
+        self.gate = gate
         self.agent = settings.user_agent.split("/")[0].split()[0] or "crawlq"
         self._local: dict[str, tuple[Verdict, float]] = {}
         self._pending: dict[str, asyncio.Future[Verdict]] = {}
@@ -93,15 +96,30 @@ class RobotsCache:
                 return Verdict(raw["m"], raw.get("x", ""))
             got_lock = await self.redis.set(keys.robots_lock(origin), b"1", nx=True, ex=LOCK_S)
             if got_lock or time.monotonic() > deadline:
-                verdict = await self._fetch(origin)
-                ttl = ROBOTS_ERROR_TTL_S if verdict.mode == "deny" else self.settings.robots_ttl_s
-                await self.redis.set(keys.robots(origin), pack({"m": verdict.mode, "x": verdict.text}), ex=ttl)
-                await self.redis.delete(keys.robots_lock(origin))
+                try:
+                    verdict = await self._fetch(origin)
+                    ttl = ROBOTS_ERROR_TTL_S if verdict.mode == "deny" else self.settings.robots_ttl_s
+                    await self.redis.set(keys.robots(origin), pack({"m": verdict.mode, "x": verdict.text}), ex=ttl)
+                finally:
+                    if got_lock:
+                        await self.redis.delete(keys.robots_lock(origin))
                 return verdict
             await asyncio.sleep(0.1)
 
     async def _fetch(self, origin: str) -> Verdict:
-        attempt = await self.fetcher.fetch(f"{origin}/robots.txt", keep_body=True)
+        url = f"{origin}/robots.txt"
+        if self.gate is None:
+            attempt = await self.fetcher.fetch(url, keep_body=True)
+        else:
+            host = host_of(url)
+            limit, delay_s = host_limits(self.settings, host)
+            while True:
+                grant = await self.gate.acquire(host, limit, delay_s)
+                if grant.lease is not None:
+                    break
+                await asyncio.sleep(grant.wait_s)
+            attempt = await self.fetcher.fetch(url, keep_body=True)
+            self.gate.release(host, grant.lease, "ok" if attempt.ok else "other")
         if attempt.status is not None and 200 <= attempt.status < 300:
             return Verdict("rules", decode_text(attempt.body[: 512 * 1024], attempt.charset))
         if attempt.status is not None and 400 <= attempt.status < 500:

@@ -45,7 +45,7 @@ class WorkerState:
         await fetcher.start()
         gate = HostGate(redis, settings, worker_id)
         gate.start()
-        engine = Engine(settings, fetcher, gate, RobotsCache(redis, settings, fetcher))
+        engine = Engine(settings, fetcher, gate, RobotsCache(redis, settings, fetcher, gate))
         state = cls(settings, redis, worker_id, Store(redis, settings), fetcher, gate, engine)
         state.chunk_estimate = float(settings.chunk_size)
         return state

@@ -1,13 +1,17 @@
 -- The cluster-wide per-host gate: release finished leases, then grant new ones, in one atomic call.
 -- KEYS: host state hash / host leases zset, in pairs (2i-1, 2i) for host i
--- ARGV: 1 now_ms, 2 lease_ttl_ms, 3 cooldown_base_ms, 4 cooldown_max_ms, 5 nrelease, 6 nacquire,
+-- ARGV: 1 (unused: the server's clock is used), 2 lease_ttl_ms, 3 cooldown_base_ms, 4 cooldown_max_ms,
+--       5 nrelease, 6 nacquire, 7 retry_after_max_ms, 8 delay margin (fraction of the delay),
 --   releases: host index, lease id, outcome ('ok' | 'throttle' | 'other'), retry_after_ms   (4 each)
 --   acquires: host index, want, limit, delay_ms, lease prefix                               (5 each)
 -- Returns per acquire: granted, wait_ms (how long until asking again is worthwhile)
-local now, ttl = tonumber(ARGV[1]), tonumber(ARGV[2])
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+local ttl = tonumber(ARGV[2])
 local base, cap = tonumber(ARGV[3]), tonumber(ARGV[4])
 local nrel, nacq = tonumber(ARGV[5]), tonumber(ARGV[6])
-local pos = 7
+local after_cap, margin = tonumber(ARGV[7]), tonumber(ARGV[8])
+local pos = 9
 -- group releases by host: one ZREM per host, one penalty read per host
 local by_host, order = {}, {}
 for _ = 1, nrel do
@@ -37,7 +41,7 @@ for _, h in ipairs(order) do
     if group.throttle then
       -- a new throttle event doubles the penalty; more 429/503s during the same cooldown only extend it
       -- to their Retry-After
-      local wait = math.min(group.after, cap)
+      local wait = math.min(group.after, after_cap)
       if until_ms <= now then
         penalty = math.min(cap, math.max(base, penalty * 2))
         wait = math.max(wait, penalty)
@@ -78,7 +82,7 @@ for _ = 1, nacq do
       redis.call('ZADD', leases, unpack(members))
       redis.call('PEXPIRE', leases, ttl)
       if delay > 0 then
-        redis.call('HSET', state, 'next_at', now + delay)
+        redis.call('HSET', state, 'next_at', now + delay + math.floor(delay * margin))
         redis.call('PEXPIRE', state, 86400000)
       end
     end

@@ -1,0 +1,230 @@
+"""workers.gate: the cluster-wide per-host gate in a real Redis, shared by several HostGate instances ("workers")."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import pytest
+from aiohttp import web
+from arq.connections import ArqRedis
+
+from crawlq import keys
+from crawlq.jobs import Deferral, Entry
+from crawlq.settings import HostRule, Settings
+from crawlq.urls import host_of
+from workers.engine import Engine
+from workers.fetcher import Fetcher
+from workers.gate import Grant, HostGate, host_limits
+from workers.robots import RobotsCache
+
+pytestmark = pytest.mark.timeout(20)
+
+
+@asynccontextmanager
+async def gates(redis: ArqRedis, settings: Settings, count: int) -> AsyncIterator[list[HostGate]]:
+    started = [HostGate(redis, settings, f"worker-{i}") for i in range(count)]
+    for gate in started:
+        gate.start()
+    try:
+        yield started
+    finally:
+        for gate in started:
+            await gate.close()
+
+
+async def take(gate: HostGate, host: str, limit: int, delay_s: float = 0.0) -> str:
+    """Ask until granted, waiting as told in between (what the engine does)."""
+    while True:
+        grant = await gate.acquire(host, limit, delay_s)
+        if grant.lease is not None:
+            return grant.lease
+        await asyncio.sleep(grant.wait_s)
+
+
+async def denied(gate: HostGate, host: str, limit: int = 5) -> Grant:
+    grant = await gate.acquire(host, limit, 0.0)
+    assert grant.lease is None, "expected the host to be closed"
+    return grant
+
+
+async def test_limit_holds_across_gates_and_hosts_are_independent(redis: ArqRedis, settings: Settings) -> None:
+    in_flight: dict[str, int] = defaultdict(int)
+    peak: dict[str, int] = defaultdict(int)
+    overall = {"now": 0, "peak": 0}
+
+    async def request(gate: HostGate, host: str, limit: int) -> None:
+        lease = await take(gate, host, limit)
+        in_flight[host] += 1
+        overall["now"] += 1
+        peak[host] = max(peak[host], in_flight[host])
+        overall["peak"] = max(overall["peak"], overall["now"])
+        await asyncio.sleep(0.02)
+        in_flight[host] -= 1
+        overall["now"] -= 1
+        gate.release(host, lease, "ok")
+
+    async with gates(redis, settings, 3) as workers:
+        jobs = [request(workers[i % 3], "a.test", 3) for i in range(45)]
+        jobs += [request(workers[i % 3], "b.test", 1) for i in range(12)]
+        await asyncio.wait_for(asyncio.gather(*jobs), timeout=15)
+    assert peak == {"a.test": 3, "b.test": 1}
+    assert overall["peak"] == 4  # a busy host does not hold back another one
+    assert await redis.zcard(keys.host_leases("a.test")) == 0  # every lease was given back
+
+
+async def test_limit_holds_for_hosts_with_a_local_lease_pool(redis: ArqRedis, settings: Settings) -> None:
+    """High limits without a delay use a per-worker pool of leases; every pooled lease still counts in Redis."""
+    limit = 10
+    state = {"now": 0, "peak": 0}
+
+    async def request(gate: HostGate) -> None:
+        lease = await take(gate, "pool.test", limit)
+        state["now"] += 1
+        state["peak"] = max(state["peak"], state["now"])
+        await asyncio.sleep(0.01)
+        state["now"] -= 1
+        gate.release("pool.test", lease, "ok")
+
+    async with gates(redis, settings, 3) as workers:
+        for _ in range(3):
+            jobs = [request(workers[i % 3]) for i in range(60)]
+            await asyncio.wait_for(asyncio.gather(*jobs), timeout=15)
+            assert await redis.zcard(keys.host_leases("pool.test")) <= limit
+    assert limit // 2 <= state["peak"] <= limit
+
+
+async def test_delay_between_grants(redis: ArqRedis, settings: Settings) -> None:
+    granted_at: list[float] = []
+
+    async def request(gate: HostGate) -> None:
+        lease = await take(gate, "slow.test", 5, 0.1)
+        granted_at.append(time.monotonic())
+        await asyncio.sleep(0.01)
+        gate.release("slow.test", lease, "ok")
+
+    async with gates(redis, settings, 2) as workers:
+        await asyncio.wait_for(asyncio.gather(*(request(workers[i % 2]) for i in range(10))), timeout=10)
+    granted_at.sort()
+    gaps = [b - a for a, b in zip(granted_at, granted_at[1:], strict=False)]
+    assert min(gaps) >= 0.1 - 0.01, gaps
+    assert granted_at[-1] - granted_at[0] < 9 * 0.1 + 0.6  # and not much slower than the delay allows
+
+
+async def test_lease_of_a_dead_worker_expires(redis: ArqRedis, settings: Settings) -> None:
+    short = settings.model_copy(update={"fetch_timeout_s": 0.5})  # leases live fetch_timeout_s + 5 s
+    async with gates(redis, short, 2) as (doomed, survivor):
+        await take(doomed, "d.test", 2)
+        await take(doomed, "d.test", 2)
+        died_at = time.monotonic()  # the worker dies here: its two leases are never released
+        await denied(survivor, "d.test", 2)
+        await asyncio.sleep(3.0)
+        await denied(survivor, "d.test", 2)
+        await asyncio.wait_for(take(survivor, "d.test", 2), timeout=5)
+        freed_after = time.monotonic() - died_at
+    assert 5.0 <= freed_after <= 6.5, freed_after
+
+
+async def test_throttle_starts_a_shared_cooldown_that_doubles_then_eases(redis: ArqRedis, settings: Settings) -> None:
+    base = 0.1
+    tuned = settings.model_copy(update={"cooldown_base_s": base, "cooldown_max_s": 5.0})
+    async with gates(redis, tuned, 2) as (first, second):
+
+        async def throttle_once() -> float:
+            lease = await take(first, "t.test", 5)
+            first.release("t.test", lease, "throttle")
+            return (await denied(second, "t.test")).wait_s  # the other worker sees the cooldown
+
+        waits = []
+        for _ in range(3):
+            wait_s = await throttle_once()
+            waits.append(wait_s)
+            await asyncio.sleep(wait_s + 0.02)
+        assert waits == pytest.approx([base, 2 * base, 4 * base], abs=0.03)
+        for _ in range(6):  # successes halve the penalty until it is gone
+            first.release("t.test", await take(first, "t.test", 5), "ok")
+        assert await throttle_once() == pytest.approx(base, abs=0.03)
+
+
+async def test_throttles_within_one_cooldown_count_once(redis: ArqRedis, settings: Settings) -> None:
+    tuned = settings.model_copy(update={"cooldown_base_s": 0.2, "cooldown_max_s": 5.0})
+    async with gates(redis, tuned, 1) as (gate,):
+        leases = [await take(gate, "m.test", 5) for _ in range(3)]
+        for lease in leases:
+            gate.release("m.test", lease, "throttle")
+        assert (await denied(gate, "m.test")).wait_s == pytest.approx(0.2, abs=0.03)
+
+
+async def test_retry_after_sets_the_cooldown(redis: ArqRedis, settings: Settings) -> None:
+    tuned = settings.model_copy(update={"cooldown_base_s": 0.05, "cooldown_max_s": 5.0})
+    async with gates(redis, tuned, 2) as (first, second):
+        first.release("r.test", await take(first, "r.test", 5), "throttle", retry_after_s=0.6)
+        started = time.monotonic()
+        assert (await denied(second, "r.test")).wait_s == pytest.approx(0.6, abs=0.05)
+        await asyncio.sleep(0.45)
+        await denied(second, "r.test")
+        await take(second, "r.test", 5)
+        assert time.monotonic() - started >= 0.55
+
+
+async def test_retry_after_longer_than_cooldown_max_is_still_honoured(redis: ArqRedis, settings: Settings) -> None:
+    """README: the cooldown is "at least the server's Retry-After"; settings: "a Retry-After may be longer" than
+    cooldown_max_s. Only retry_after_max_s caps it."""
+    tuned = settings.model_copy(update={"cooldown_base_s": 0.05, "cooldown_max_s": 0.2, "retry_after_max_s": 60.0})
+    async with gates(redis, tuned, 2) as (first, second):
+        first.release("long.test", await take(first, "long.test", 5), "throttle", retry_after_s=0.8)
+        assert (await denied(second, "long.test")).wait_s >= 0.75
+
+
+def test_host_limits_rules_and_crawl_delay(settings: Settings) -> None:
+    tuned = settings.model_copy(
+        update={
+            "per_host_concurrency": 2,
+            "per_host_delay_s": 0.0,
+            "robots_max_crawl_delay_s": 5.0,
+            "host_rules": [
+                HostRule(pattern="*.example.com", concurrency=8, delay_s=0.5),
+                HostRule(pattern="127.0.0.2", concurrency=20),
+            ],
+        }
+    )
+    assert host_limits(tuned, "other.test") == (2, 0.0)
+    assert host_limits(tuned, "www.example.com") == (8, 0.5)
+    assert host_limits(tuned, "127.0.0.2:8080") == (20, 0.0)  # a pattern on the bare host matches any port
+    assert host_limits(tuned, "other.test", crawl_delay_s=2.0) == (2, 2.0)
+    assert host_limits(tuned, "other.test", crawl_delay_s=3600.0) == (2, 5.0)  # capped
+    assert host_limits(tuned, "www.example.com", crawl_delay_s=0.1) == (8, 0.5)  # never lowers a rule
+
+
+async def test_hostile_retry_after_does_not_break_the_engine(redis: ArqRedis, settings: Settings) -> None:
+    """A 429 whose Retry-After parses to inf must end as a capped retry, and give its lease back."""
+
+    async def throttled(_: web.Request) -> web.Response:
+        return web.Response(status=429, headers={"Retry-After": "1" + "0" * 400})
+
+    app = web.Application()
+    app.router.add_get("/", throttled)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    url = f"http://127.0.0.1:{port}/"
+    tuned = settings.model_copy(update={"retry_after_max_s": 7.0, "robots_enabled": False})
+    fetcher = Fetcher(tuned)
+    await fetcher.start()
+    async with gates(redis, tuned, 1) as (gate,):
+        engine = Engine(tuned, fetcher, gate, RobotsCache(redis, tuned, fetcher))
+        try:
+            outcome = await asyncio.wait_for(engine.process(Entry("id", url), time.monotonic() + 10), timeout=10)
+        finally:
+            await fetcher.close()
+            await runner.cleanup()
+        assert isinstance(outcome, Deferral)
+        assert outcome.entries[0].attempts == 1
+        assert outcome.run_at_ms - time.time() * 1000 == pytest.approx(7000, abs=500)
+        await asyncio.sleep(0.1)
+        assert await redis.zcard(keys.host_leases(host_of(url))) == 0
