@@ -57,6 +57,11 @@ async def connect(settings: Settings, *, ride_out_outages: bool = False) -> ArqR
             raise RedisUnavailable(f"Redis at {where} refused the credentials: {exc}") from exc
         raise RedisUnavailable(f"Redis at {where} answered with an error: {exc}") from exc
     except (RedisError, OSError) as exc:
+        if where.startswith("rediss://") and isinstance(exc, TimeoutError | ConnectionError):
+            raise RedisUnavailable(
+                f"TLS handshake with Redis at {where} failed or got no answer ({_reason(exc)}); "
+                "is that server TLS-enabled, and are its certificates trusted?"
+            ) from exc
         raise RedisUnavailable(f"cannot reach Redis at {where} ({_reason(exc)}); set CRAWLQ_REDIS_URL") from exc
     return pool
 

@@ -50,6 +50,7 @@ class Settings(BaseSettings):
     lease_s: float = Field(default=15.0, gt=1)  #: a running job's lease; a dead worker's job is re-run after it
     chunk_max_s: float = Field(default=60.0, gt=1)  #: a job stops starting URLs after this and hands back the rest
     shutdown_grace_s: float = Field(default=8.0, gt=0)  #: SIGTERM: finish in-flight fetches within this, hand back
+    queue_read_limit: int = Field(default=256, ge=1)  #: queue ids a worker reads per poll (> jobs running)
     poll_delay_s: float = Field(default=0.01, gt=0)  #: queue poll delay while busy
     idle_poll_s: float = Field(default=0.25, gt=0)  #: queue poll delay once idle (bounds pick-up latency)
     reconcile_interval_s: float = Field(default=5.0, gt=0)  #: how often a worker looks for URLs arq gave up on

@@ -25,7 +25,7 @@ from crawlq.settings import Settings
 
 __all__ = ["CommitOutcome", "EnqueueOutcome", "Store"]
 
-SUBMIT_LEASE_MS = 600_000  #: a producer that dies mid-submit stops holding its batch open after this
+SUBMIT_LEASE_MS = 30_000  #: a producer that dies mid-submit stops holding its batch open after this
 
 
 def _script(name: str) -> str:
@@ -176,6 +176,18 @@ class Store:
                     yield UrlResult.from_record((url or b"").decode(), unpack(chunk[url_id]))
             if cursor == 0:
                 return
+
+    async def owned_open_ids(self, batch: str, job_id: str, url_ids: Sequence[str]) -> set[str]:
+        """The ids among `url_ids` that job `job_id` still owns (its row in the job table) and that have
+        no result yet. Two producers racing may put one URL in two payloads; only one job owns it."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hget(keys.batch_jobs(batch), job_id)
+            pipe.hmget(keys.batch_results(batch), list(url_ids))
+            row, have = await pipe.execute()
+        if row is None:
+            return set()
+        owned = set(row.decode().split(","))
+        return {url_id for url_id, value in zip(url_ids, have, strict=True) if value is None and url_id in owned}
 
     async def pending_entries(self, batch: str, url_ids: Sequence[str]) -> list[str]:
         """The ids among `url_ids` that have no result yet."""

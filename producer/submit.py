@@ -6,16 +6,20 @@ was interrupted (Redis down, Ctrl-C) is finished by running the same submit agai
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-from crawlq.errors import InvalidURL
+from redis.exceptions import RedisError
+
+from crawlq.connection import describe
+from crawlq.errors import InvalidURL, RedisUnavailable
 from crawlq.jobs import Entry
 from crawlq.settings import Settings
-from crawlq.store import Store, new_token
+from crawlq.store import Store
 from crawlq.urls import canonical, url_id
 
 __all__ = ["InvalidLine", "SubmitReport", "chunk_size_for", "new_batch_id", "parse_lines", "submit_entries"]
@@ -76,6 +80,15 @@ def parse_lines(lines: Iterable[str]) -> ParsedInput:
     return parsed
 
 
+def submit_token(entries: list[Entry]) -> str:
+    """The producer's hold on its batch: a digest of the URL set, so that re-running an interrupted submit
+    of the same input releases the hold the failed run could not release (it also expires after 30 s)."""
+    digest = hashlib.blake2b(digest_size=8)
+    for identity in sorted(entry.url_id for entry in entries):
+        digest.update(identity.encode())
+    return digest.hexdigest()
+
+
 def chunk_size_for(count: int, settings: Settings) -> int:
     """Small batches get small chunks so that every worker gets a share; large ones get `chunk_size`."""
     return max(1, min(settings.chunk_size, math.ceil(count / 200)))
@@ -89,7 +102,7 @@ def _chunks(entries: list[Entry], size: int) -> Iterator[list[Entry]]:
 async def submit_entries(store: Store, batch: str, parsed: ParsedInput) -> SubmitReport:
     """Enqueue the parsed entries of `batch`; the batch cannot complete before this returns."""
     report = SubmitReport(batch, 0, parsed.duplicates, len(parsed.invalid), invalid_lines=parsed.invalid)
-    token = new_token()
+    token = submit_token(parsed.entries)
     size = chunk_size_for(len(parsed.entries), store.settings)
     chunks = list(_chunks(parsed.entries, size))
     try:
@@ -98,6 +111,11 @@ async def submit_entries(store: Store, batch: str, parsed: ParsedInput) -> Submi
             report.queued += outcome.added
             report.duplicates += outcome.duplicates
             report.jobs += outcome.jobs
-    finally:
         await store.commit(batch, token=token)
+    except (RedisError, OSError) as exc:
+        where = describe(store.settings.redis_url)
+        raise RedisUnavailable(
+            f"lost Redis at {where} during the submit of batch {batch} after queuing {report.queued} URLs "
+            f"({type(exc).__name__}); submitting again with --batch {batch} queues only the rest"
+        ) from exc
     return report

@@ -25,6 +25,7 @@ SAMPLES: dict[str, tuple[str, object]] = {
     "lease_s": ("9.5", 9.5),
     "chunk_max_s": ("30", 30.0),
     "shutdown_grace_s": ("4", 4.0),
+    "queue_read_limit": ("64", 64),
     "poll_delay_s": ("0.02", 0.02),
     "idle_poll_s": ("0.5", 0.5),
     "reconcile_interval_s": ("2", 2.0),

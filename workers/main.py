@@ -52,7 +52,7 @@ class CrawlWorker(Worker):
             redis_settings=redis_settings(settings, ride_out_outages=True),
             burst=burst,
             max_jobs=10_000,
-            queue_read_limit=16,
+            queue_read_limit=settings.queue_read_limit,
             job_timeout=job_timeout,
             poll_delay=settings.poll_delay_s,
             keep_result=86_400,
@@ -105,13 +105,24 @@ class CrawlWorker(Worker):
             self._idle_polls = 0
 
     async def start_jobs(self, job_ids: list[bytes]) -> None:
-        for job_id in job_ids:
-            if self.state is not None and self.state.backlog_full():
+        """Claim ready jobs until the backlog is full. Jobs that are running (here or elsewhere) are
+        filtered out first with one pipelined EXISTS, instead of arq's three round trips per id."""
+        if self.state is None or not job_ids:
+            return
+        candidates = [job_id for job_id in job_ids if job_id.decode() not in self.tasks]
+        async with self.state.redis.pipeline(transaction=False) as pipe:
+            for job_id in candidates:
+                pipe.exists(keys.arq_in_progress(job_id.decode()))
+            running = await pipe.execute()
+        for job_id, busy in zip(candidates, running, strict=True):
+            if self.state.backlog_full():
                 return
+            if busy:
+                continue
             name = job_id.decode()
             await super().start_jobs([job_id])
             task = self.tasks.get(name)
-            if self.state is not None and task is not None and not task.done():
+            if task is not None and not task.done():
                 self.state.claimed.add(name)
                 task.add_done_callback(functools.partial(_forget, self.state.claimed, name))
 

@@ -30,13 +30,13 @@ async def crawl(ctx: dict[str, Any], batch: str, raw_entries: list[list[Any]]) -
     state.claimed.discard(job_id)
     entries = [Entry.from_wire(raw) for raw in raw_entries]
     state.chunk_estimate = 0.9 * state.chunk_estimate + 0.1 * max(1, len(entries))
+    owned = await state.store.owned_open_ids(batch, job_id, [e.url_id for e in entries])
+    entries = [e for e in entries if e.url_id in owned]
     if ctx["job_try"] > 1 and len(entries) > 1:
         logger.warning("job %s crashed a worker before; splitting its %d URLs into single jobs", job_id, len(entries))
         now = now_ms()
         await state.store.commit(batch, deferrals=[Deferral([e], now) for e in entries], done_job=job_id)
         return 0
-    open_ids = set(await state.store.pending_entries(batch, [e.url_id for e in entries]))
-    entries = [e for e in entries if e.url_id in open_ids]
     return await _run(state, batch, job_id, entries)
 
 
