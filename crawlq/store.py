@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from importlib.resources import files
 from typing import Any
 
+import msgpack
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
@@ -91,20 +92,23 @@ class Store:
         """Record results (first write wins), enqueue deferrals, close `done_job`, and complete the batch."""
         now = now_ms()
         args: list[Any] = [batch, now, self.settings.result_ttl_s, self.settings.job_expires_s * 1000]
-        args += [done_job, "1" if require_job else "0", token, len(results), len(deferrals)]
-        for url_id, result in results:
-            latency = result.latency_ms
-            args += [
+        rows = [
+            [
                 url_id,
                 pack(result.to_record()),
-                "1" if result.ok else "0",
-                "" if result.status is None else result.status,
+                1 if result.ok else 0,
+                result.status or 0,
                 result.error or "",
-                "" if latency is None else repr(round(latency, 3)),
-                "" if latency is None else histogram.bucket_of(latency),
+                -1.0 if result.latency_ms is None else round(result.latency_ms, 3),
+                0 if result.latency_ms is None else histogram.bucket_of(result.latency_ms),
                 result.bytes,
                 result.attempts,
             ]
+            for url_id, result in results
+        ]
+        # one msgpack argument for all results (old-spec raw strings: Redis' cmsgpack reads no bin type)
+        blob = msgpack.packb(rows, use_bin_type=False) if rows else b""
+        args += [done_job, "1" if require_job else "0", token, blob, len(deferrals)]
         for deferral in deferrals:
             args += [
                 new_job_id(batch),

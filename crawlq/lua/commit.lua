@@ -1,42 +1,45 @@
 -- Commit URL results (first write wins), hand URLs to new jobs, and complete the batch, atomically.
 -- KEYS: 1 meta, 2 urls, 3 results, 4 jobs, 5 arq queue, 6 submitters, 7 active set, 8 stats_all, 9 events channel
--- ARGV: 1 batch, 2 now_ms, 3 ttl_s, 4 job_ttl_ms, 5 done_job, 6 require_job (1/0), 7 token, 8 nresults, 9 ndeferrals,
---       results: id, record, ok, status, error, latency_ms, bucket, bytes, attempts   (9 each; '' = none)
---       deferrals: job_id, payload, score, ids (comma separated)                      (4 each)
+-- ARGV: 1 batch, 2 now_ms, 3 ttl_s, 4 job_ttl_ms, 5 done_job, 6 require_job (1/0), 7 token,
+--       8 results: msgpack list of {id, record, ok (1/0), status (0 = none), error ('' = none),
+--                  latency_ms (< 0 = none), bucket, bytes, attempts}, or ''
+--       9 ndeferrals, then deferrals: job_id, payload, score, ids (comma separated)  (4 each)
 local batch, now, ttl, job_ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local done_job, require_job, token = ARGV[5], ARGV[6] == '1', ARGV[7]
-local nres, ndef = tonumber(ARGV[8]), tonumber(ARGV[9])
+local rows = {}
+if ARGV[8] ~= '' then rows = cmsgpack.unpack(ARGV[8]) end
+local nres, ndef = #rows, tonumber(ARGV[9])
 if redis.call('EXISTS', KEYS[1]) == 0 then return {-1, 0} end
 if require_job and done_job ~= '' and redis.call('HEXISTS', KEYS[4], done_job) == 0 then return {-2, 0} end
 
 local added = 0
 if nres > 0 then
   local ids = {}
-  for i = 1, nres do ids[i] = ARGV[9 + 9 * (i - 1) + 1] end
+  for i = 1, nres do ids[i] = rows[i][1] end
   local known = redis.call('HMGET', KEYS[2], unpack(ids))
   local have = redis.call('HMGET', KEYS[3], unpack(ids))
   local writes, counts, seen = {}, {}, {}
   local latency_sum = 0
   local function bump(field, by) counts[field] = (counts[field] or 0) + by end
   for i = 1, nres do
-    local b = 9 + 9 * (i - 1)
-    local id = ARGV[b + 1]
+    local row = rows[i]
+    local id = row[1]
     if known[i] ~= false and have[i] == false and not seen[id] then
       seen[id] = true
       writes[#writes + 1] = id
-      writes[#writes + 1] = ARGV[b + 2]
+      writes[#writes + 1] = row[2]
       added = added + 1
       bump('done', 1)
-      if ARGV[b + 3] == '1' then bump('succeeded', 1) else bump('failed', 1) end
-      if ARGV[b + 4] ~= '' then bump('s:' .. ARGV[b + 4], 1) end
-      if ARGV[b + 5] ~= '' then bump('e:' .. ARGV[b + 5], 1) end
-      if ARGV[b + 6] ~= '' then
-        latency_sum = latency_sum + tonumber(ARGV[b + 6])
+      if row[3] == 1 then bump('succeeded', 1) else bump('failed', 1) end
+      if row[4] ~= 0 then bump('s:' .. row[4], 1) end
+      if row[5] ~= '' then bump('e:' .. row[5], 1) end
+      if row[6] >= 0 then
+        latency_sum = latency_sum + row[6]
         bump('latency_n', 1)
-        bump('h:' .. ARGV[b + 7], 1)
+        bump('h:' .. row[7], 1)
       end
-      bump('bytes', tonumber(ARGV[b + 8]))
-      bump('attempts', tonumber(ARGV[b + 9]))
+      bump('bytes', row[8])
+      bump('attempts', row[9])
     end
   end
   if added > 0 then
@@ -53,7 +56,7 @@ if nres > 0 then
   end
 end
 
-local pos = 9 + 9 * nres
+local pos = 9
 for _ = 1, ndef do
   local job_id, payload, score, csv = ARGV[pos + 1], ARGV[pos + 2], ARGV[pos + 3], ARGV[pos + 4]
   pos = pos + 4
