@@ -18,6 +18,7 @@ Global:
   crawlq:worker:{id}         string heartbeat (msgpack), with a TTL
   crawlq:reconcile:lock      string the reconciler's lock
   crawlq:events:{batch}      pubsub channel: "complete" when the batch completes
+  crawlq:wake:{queue}        pubsub channel: new jobs were enqueued (wakes idle workers)
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ __all__ = [
     "host_state",
     "robots",
     "robots_lock",
+    "wake",
     "worker",
 ]
 
@@ -91,6 +93,11 @@ def robots(origin: str) -> str:
 
 def robots_lock(origin: str) -> str:
     return f"crawlq:robots:{origin}:lock"
+
+
+def wake(queue_name: str) -> str:
+    """Pub/sub channel: a submit tells idle workers to poll now."""
+    return f"crawlq:wake:{queue_name}"
 
 
 def worker(worker_id: str) -> str:

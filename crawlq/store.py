@@ -75,6 +75,7 @@ class Store:
             keys.batch_submitters(batch),
             keys.BATCHES,
             keys.ACTIVE,
+            keys.wake(self.settings.queue_name),
         ]
         added, duplicates, jobs = await self._enqueue(keys=script_keys, args=args)
         return EnqueueOutcome(int(added), int(duplicates), int(jobs))

@@ -4,7 +4,8 @@ Differences from a stock arq worker, and why:
 - the in-progress key is a short lease (`lease_s`) refreshed every `lease_s / 3` while a job runs, so a
   SIGKILLed worker's jobs run again after at most `lease_s`, however long a job may take;
 - jobs are claimed only while the local backlog is below `concurrency + chunk size` (no hoarding);
-- the poll delay is short while busy and `idle_poll_s` when idle (few Redis commands at rest);
+- the poll delay is short while busy and `idle_poll_s` when idle (few Redis commands at rest), and a
+  submit wakes idle workers at once through a pub/sub message (`keys.wake`), so pick-up stays instant;
 - SIGTERM drains: no new jobs or attempts, in-flight fetches get `shutdown_grace_s`, the rest is handed
   back to the queue, then the process exits 0;
 - a per-worker heartbeat key and a per-worker arq health key (arq's shared one is deleted by any exit).
@@ -46,6 +47,7 @@ class CrawlWorker(Worker):
         self.state: WorkerState | None = None
         self._background: list[asyncio.Task[None]] = []
         self._idle_polls = 0
+        self._woken = asyncio.Event()
         job_timeout = int(settings.chunk_max_s + settings.fetch_timeout_s + 60)
         super().__init__(
             functions=[func(crawl, name=CRAWL_FUNCTION, max_tries=settings.max_job_tries, timeout=job_timeout)],
@@ -74,7 +76,7 @@ class CrawlWorker(Worker):
         self.state = await WorkerState.start(self.crawl_settings, ctx["redis"], self.worker_id)
         self._claim = self.state.redis.register_script((files("workers") / "lua" / "claim.lua").read_text())
         ctx["state"] = self.state
-        for loop in (self._heartbeat_loop, self._lease_loop, self._reconcile_loop):
+        for loop in (self._heartbeat_loop, self._lease_loop, self._reconcile_loop, self._wake_loop):
             self._background.append(asyncio.create_task(loop()))
         logger.info("worker %s started (concurrency %d)", self.worker_id, self.crawl_settings.concurrency)
 
@@ -102,9 +104,36 @@ class CrawlWorker(Worker):
         if self._jobs_started() == started and not self.tasks and not self.burst:
             self._idle_polls += 1
             if self._idle_polls > 3:
-                await asyncio.sleep(max(0.0, self.crawl_settings.idle_poll_s - self.poll_delay_s))
+                await self._idle_wait(max(0.0, self.crawl_settings.idle_poll_s - self.poll_delay_s))
         else:
             self._idle_polls = 0
+
+    async def _idle_wait(self, seconds: float) -> None:
+        self._woken.clear()
+        try:
+            async with asyncio.timeout(seconds):
+                await self._woken.wait()
+            self._idle_polls = 0
+        except TimeoutError:
+            pass
+
+    async def _wake_loop(self) -> None:
+        """Listen for submit notifications; reconnect with backoff if Redis goes away."""
+        assert self.state is not None
+        while True:
+            pubsub = self.state.redis.pubsub()
+            try:
+                await pubsub.subscribe(keys.wake(self.queue_name))
+                async for message in pubsub.listen():
+                    if message.get("type") == "message":
+                        self._woken.set()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                await asyncio.sleep(1.0)
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     async def start_jobs(self, job_ids: list[bytes]) -> None:
         """Claim as many ready jobs as the backlog has room for, in one Lua call (`lua/claim.lua`),

@@ -35,7 +35,7 @@ class WorkerState:
     engine: Engine
     started_at: int = field(default_factory=now_ms)
     claimed: set[str] = field(default_factory=set)  #: jobs claimed whose URLs are not yet registered
-    chunk_estimate: float = 0.0  #: running average of URLs per job
+    chunk_estimate: float = 0.0  #: URLs per job, from the last job started
     drain_deadline: float | None = None  #: monotonic time by which in-flight URLs are handed back
     urls_done: int = 0
 

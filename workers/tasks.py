@@ -29,7 +29,7 @@ async def crawl(ctx: dict[str, Any], batch: str, raw_entries: list[list[Any]]) -
     job_id: str = ctx["job_id"]
     state.claimed.discard(job_id)
     entries = [Entry.from_wire(raw) for raw in raw_entries]
-    state.chunk_estimate = 0.9 * state.chunk_estimate + 0.1 * max(1, len(entries))
+    state.chunk_estimate = float(max(1, len(entries)))  # jobs of one batch have one size; follow it at once
     owned = await state.store.owned_open_ids(batch, job_id, [e.url_id for e in entries])
     entries = [e for e in entries if e.url_id in owned]
     if ctx["job_try"] > 1 and len(entries) > 1:

@@ -1,5 +1,5 @@
 -- Register URLs in a batch and enqueue the arq jobs that carry them, one chunk at a time, atomically.
--- KEYS: 1 meta, 2 urls, 3 jobs, 4 arq queue, 5 submitters, 6 batches zset, 7 active set
+-- KEYS: 1 meta, 2 urls, 3 jobs, 4 arq queue, 5 submitters, 6 batches zset, 7 active set, 8 wake channel
 -- ARGV: 1 batch, 2 now_ms, 3 ttl_s, 4 job_ttl_ms, 5 token, 6 lease_ms, 7 nchunks,
 --       then per chunk: job_id, payload, score (the URLs are read from the arq payload, msgpack:
 --       {f, a = {batch, {{url_id, url, attempts}, ...}}, ...})
@@ -43,4 +43,5 @@ if token ~= '' then redis.call('ZADD', KEYS[5], now + lease, token) end
 redis.call('SADD', KEYS[7], batch)
 for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ttl) end
 redis.call('EXPIRE', KEYS[5], ttl)
+if jobs > 0 then redis.call('PUBLISH', KEYS[8], '1') end
 return {added, dups, jobs}
