@@ -97,6 +97,11 @@ class Engine:
 
     def _after(self, entry: Entry, attempt: Attempt) -> Outcome:
         attempts = entry.attempts + 1
+        if attempt.error is None:  # the common case, kept short
+            return UrlResult(
+                entry.url, True, attempt.status, attempt.latency_ms, attempts, attempt.size, None, None,
+                attempt.final_url, now_ms(),
+            )  # fmt: skip
         decision = decide(
             status=attempt.status,
             error=attempt.error,

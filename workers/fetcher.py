@@ -128,44 +128,55 @@ class Fetcher:
             return self._failed(error, message[:300], start, state["url"])
 
     async def _follow(self, url: str, start: float, state: dict[str, str], keep_body: bool) -> Attempt:
-        legacy = legacy_ipv4_verdict(url, self.policy)
-        if legacy is not None:
-            return self._failed(ErrorClass.BLOCKED_ADDRESS, legacy, start, url)
-        current = URL(url, encoded=True)
-        seen = {str(current)}
+        text = url
+        try:
+            current = URL(url, encoded=True)
+        except ValueError:
+            legacy = legacy_ipv4_verdict(url, self.policy)  # yarl refuses `http://2130706433/`; we block it
+            if legacy is not None:
+                return self._failed(ErrorClass.BLOCKED_ADDRESS, legacy, start, url)
+            raise
+        seen = {text}
         for _ in range(self.settings.max_redirects + 1):
-            state["url"] = str(current)
-            blocked = self._blocked_literal(current)
+            state["url"] = text
+            blocked = self._blocked_host(text, current)
             if blocked:
-                return self._failed(ErrorClass.BLOCKED_ADDRESS, blocked, start, str(current))
+                return self._failed(ErrorClass.BLOCKED_ADDRESS, blocked, start, text)
             async with self.session.get(current, allow_redirects=False) as response:
-                if response.status in REDIRECT_STATUSES and "Location" in response.headers:
-                    legacy = legacy_ipv4_verdict(response.headers["Location"], self.policy)
+                status = response.status
+                if status in REDIRECT_STATUSES and "Location" in response.headers:
+                    location = response.headers["Location"]
+                    legacy = legacy_ipv4_verdict(location, self.policy)
                     if legacy is not None:
-                        return self._failed(ErrorClass.BLOCKED_ADDRESS, legacy, start, response.headers["Location"])
+                        return self._failed(ErrorClass.BLOCKED_ADDRESS, legacy, start, location)
                     target = _redirect_target(response)
                     if isinstance(target, str):
-                        return self._failed(ErrorClass.BAD_REDIRECT, target, start, str(current), response.status)
-                    if str(target) in seen:
-                        return self._failed(ErrorClass.REDIRECT_LOOP, f"redirect loop at {target}", start, str(target))
-                    seen.add(str(target))
+                        return self._failed(ErrorClass.BAD_REDIRECT, target, start, text, status)
+                    text = str(target)
+                    if text in seen:
+                        return self._failed(ErrorClass.REDIRECT_LOOP, f"redirect loop at {text}", start, text)
+                    seen.add(text)
                     current = target
                     continue
                 body = await self._read_body(response)
-                ok = 200 <= response.status < 300
+                if 200 <= status < 300:
+                    latency_ms = (time.perf_counter() - start) * 1000
+                    if keep_body:
+                        return Attempt(status, None, None, latency_ms, len(body), text, None, body, response.charset)
+                    return Attempt(status, None, None, latency_ms, len(body), text)
                 return Attempt(
-                    status=response.status,
-                    error=None if ok else ErrorClass.HTTP_STATUS,
-                    message=None if ok else f"HTTP {response.status} {response.reason or ''}".strip(),
+                    status=status,
+                    error=ErrorClass.HTTP_STATUS,
+                    message=f"HTTP {status} {response.reason or ''}".strip(),
                     latency_ms=(time.perf_counter() - start) * 1000,
                     size=len(body),
-                    final_url=str(current),
+                    final_url=text,
                     retry_after_s=parse_retry_after(response.headers.get("Retry-After"), time.time()),
                     body=body if keep_body else b"",
-                    charset=response.charset,
+                    charset=response.charset if keep_body else None,
                 )
         message = f"more than {self.settings.max_redirects} redirects"
-        return self._failed(ErrorClass.REDIRECT_LOOP, message, start, str(current))
+        return self._failed(ErrorClass.REDIRECT_LOOP, message, start, text)
 
     async def _read_body(self, response: aiohttp.ClientResponse) -> bytes:
         """Read the decompressed body, stopping as soon as it exceeds the cap."""
@@ -183,12 +194,16 @@ class Fetcher:
             parts.append(chunk)
         return b"".join(parts)
 
-    def _blocked_literal(self, url: URL) -> str | None:
+    def _blocked_host(self, text: str, url: URL) -> str | None:
+        """Why the URL's host may not be contacted (IP literals, legacy IPv4 forms), cached per host."""
         host = url.raw_host or ""
         if host in self._literal_verdicts:
             return self._literal_verdicts[host]
         address = literal_address(host)
-        verdict = None if address is None else self.policy.blocked_reason(address)
+        if address is not None:
+            verdict = self.policy.blocked_reason(address)
+        else:
+            verdict = legacy_ipv4_verdict(text, self.policy)
         if len(self._literal_verdicts) > 10_000:
             self._literal_verdicts.clear()
         self._literal_verdicts[host] = verdict
