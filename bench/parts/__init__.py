@@ -1,0 +1,1 @@
+"""One module per part of the bench; each has `async def run(bench: Bench) -> PartRound`."""

@@ -1,0 +1,66 @@
+"""The sizes of every part for `--smoke` and `--full`, and the targets of issue 3."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["FULL", "PARTS", "SMOKE", "Profile"]
+
+#: every part, in the order a round runs them
+PARTS = ("classic", "throughput", "latency", "submit", "scaleout", "memory", "idle", "rediscost")
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    name: str
+    rounds: int
+    classic_urls: int  #: /delay URLs of the sync/threads/asyncio table
+    throughput_urls: int  #: distinct /fast URLs of target 1
+    latency_urls: int  #: /delay URLs of target 2
+    latency_bare_urls: int  #: /delay URLs for bare aiohttp Semaphore(10) beside target 2
+    submit_urls: int  #: URLs in the file given to `crawlq submit` (target 3)
+    scaleout_urls_per_worker: int  #: /delay?ms=100 URLs per worker (target 4, weak scaling)
+    memory_urls: int  #: /fast URLs crawled by one worker while its RSS is sampled (target 5)
+    idle_s: float  #: how long the idle worker is watched (target 6)
+    pickup_trials: int  #: 1-URL batches timed from submit to result (target 6)
+    rediscost_urls: int  #: /fast URLs whose Redis commands are counted (target 7)
+    install: bool  #: pip-install missing optional peers (Scrapy)
+    scrapy_variants: tuple[int, ...]  #: CONCURRENT_ITEMS values to run Scrapy with
+    quiet_wait_s: float  #: before each part, wait up to this long for other programs to go quiet
+
+
+SMOKE = Profile(
+    name="smoke",
+    rounds=1,
+    classic_urls=40,
+    throughput_urls=2_000,
+    latency_urls=300,
+    latency_bare_urls=100,
+    submit_urls=10_000,
+    scaleout_urls_per_worker=60,
+    memory_urls=5_000,
+    idle_s=2.0,
+    pickup_trials=3,
+    rediscost_urls=2_000,
+    install=False,
+    scrapy_variants=(100,),
+    quiet_wait_s=0.0,
+)
+
+FULL = Profile(
+    name="full",
+    rounds=3,
+    classic_urls=200,
+    throughput_urls=20_000,
+    latency_urls=2_000,
+    latency_bare_urls=2_000,
+    submit_urls=100_000,
+    scaleout_urls_per_worker=600,
+    memory_urls=100_000,
+    idle_s=5.0,
+    pickup_trials=10,
+    rediscost_urls=20_000,
+    install=True,
+    scrapy_variants=(100, 1),
+    quiet_wait_s=60.0,
+)

@@ -1,0 +1,36 @@
+"""The benchmark suite still runs: `python -m bench --smoke` end to end, in a subprocess."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from bench.profiles import PARTS
+
+ROOT = Path(__file__).resolve().parents[1]
+MAY_BE_ZERO = {"idle commands/s"}  #: figures that can be 0 on a good day
+
+
+def test_smoke_run_writes_every_part(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--smoke", "--no-install", "--out", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert (tmp_path / "chart.png").read_bytes().startswith(b"\x89PNG")
+    assert results["machine"]["nproc"] >= 1 and results["machine"]["python"]
+    (only_round,) = results["rounds"]
+    for part in PARTS:
+        entry = only_round["parts"][part]
+        assert not entry.get("error"), (part, entry.get("error"))
+        assert entry["figures"] and entry["rows"], part
+        for name, value in entry["figures"].items():
+            assert value >= 0 if name in MAY_BE_ZERO else value > 0, (part, name, value)
+    assert {row["target"][:1] for row in results["targets"]} >= set("1234567")
+    assert "== targets" in done.stdout
