@@ -86,7 +86,6 @@ class Fetcher:
             limit=0,
             resolver=GuardedResolver(self.policy, self._inner_resolver),
             ttl_dns_cache=60,
-            enable_cleanup_closed=True,
         )
         self._session = aiohttp.ClientSession(
             connector=connector,
