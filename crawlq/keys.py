@@ -1,12 +1,12 @@
 """The Redis key schema: every key crawlq reads or writes is built here and nowhere else.
 
 Per batch (all expire `result_ttl_s` after the last write of a submit or the completion):
-  crawlq:b:{batch}:meta      hash  counters: total, done, succeeded, failed, latency_sum_ms, bytes_sum,
-                                   attempts_sum, s:<status>, e:<error class>, h:<histogram bucket>,
-                                   created_at, started_at, finished_at (epoch ms)
+  crawlq:b:{batch}:meta      hash  counters: total, done, succeeded, failed, latency_n, latency_sum_ms, bytes,
+                                   attempts, completions, s:<status>, e:<error class>, h:<histogram bucket>,
+                                   created_at, finished_at (epoch ms)
   crawlq:b:{batch}:urls      hash  url id -> canonical URL (the manifest)
   crawlq:b:{batch}:results   hash  url id -> msgpack result record (first write wins)
-  crawlq:b:{batch}:jobs      hash  arq job id -> msgpack list of url ids still owned by that job
+  crawlq:b:{batch}:jobs      hash  arq job id -> comma-separated url ids owned by that job (until its last commit)
   crawlq:b:{batch}:submitters zset producer token -> lease expiry (ms); a batch cannot complete while one is live
 Global:
   crawlq:batches             zset  batch -> created_at ms (recent batches, for `status`)

@@ -80,6 +80,7 @@ if state[3] == false and tonumber(state[2] or 0) >= tonumber(state[1] or 0) then
   redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', now)
   if redis.call('ZCARD', KEYS[6]) == 0 then
     redis.call('HSET', KEYS[1], 'finished_at', now)
+    redis.call('HINCRBY', KEYS[1], 'completions', 1)
     redis.call('SREM', KEYS[7], batch)
     for i = 1, 4 do redis.call('EXPIRE', KEYS[i], ttl) end
     redis.call('PUBLISH', KEYS[9], 'complete')

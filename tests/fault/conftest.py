@@ -102,10 +102,10 @@ def counter(r: redis.Redis, batch: str, field: str) -> int:
     return int(value) if value is not None else 0
 
 
-def publishes(r: redis.Redis) -> int:
-    """PUBLISH calls since the server started (the completion event is the only PUBLISH crawlq makes)."""
-    stats = r.info("commandstats").get("cmdstat_publish")
-    return int(stats["calls"]) if stats else 0
+def publishes(r: redis.Redis, batch: str) -> int:
+    """How many times the batch was completed (and its completion published): commit.lua counts every
+    completion in the batch's `completions` counter, in the same step as the PUBLISH and `finished_at`."""
+    return int(r.hget(keys.batch_meta(batch), "completions") or 0)
 
 
 def in_progress_keys(r: redis.Redis) -> list[bytes]:
@@ -158,7 +158,7 @@ def assert_exactly_once(
     """Exactly once: N records (one per URL); stats done == total == N and succeeded + failed == N; the
     succeeded, failed, attempts, status and error counters equal to the records; `avg_latency_ms` equal to the
     mean recomputed from the records (within 0.01 ms); `finished_at` set and the completion published
-    `published` times (PUBLISH calls the server counted since it last started); the queue empty, no
+    `published` times (the batch's `completions` counter); the queue empty, no
     `arq:in-progress:*` key, and no open job left in the batch's job table."""
     r = sync_redis(redis_url)
     try:
@@ -182,7 +182,8 @@ def assert_exactly_once(
         else:
             assert stats.avg_latency_ms is None
         if published is not None:
-            assert publishes(r) == published, f"completion published {publishes(r)} times, expected {published}"
+            done_times = publishes(r, batch)
+            assert done_times == published, f"completion published {done_times} times, expected {published}"
         assert settled, f"queue holds {r.zrange(QUEUE, 0, 20)}; in progress: {in_progress_keys(r)[:20]}"
         assert r.hlen(keys.batch_jobs(batch)) == 0, f"open jobs: {r.hgetall(keys.batch_jobs(batch))}"
         assert depth == {"ready": 0, "deferred": 0, "in_progress": 0, "total": 0}, depth
