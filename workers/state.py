@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import time
@@ -38,6 +39,8 @@ class WorkerState:
     chunk_estimate: float = 0.0  #: URLs per job, from the last job started
     drain_deadline: float | None = None  #: monotonic time by which in-flight URLs are handed back
     urls_done: int = 0
+    isolation: asyncio.Lock = field(default_factory=asyncio.Lock)  #: one retried (suspect) job at a time
+    isolating: bool = False  #: a suspect job runs alone: claim nothing meanwhile
 
     @classmethod
     async def start(cls, settings: Settings, redis: ArqRedis, worker_id: str) -> WorkerState:
@@ -58,6 +61,8 @@ class WorkerState:
         return self.engine.pending + len(self.claimed) * self.chunk_estimate
 
     def backlog_full(self) -> bool:
+        if self.isolating or self.isolation.locked():
+            return True
         return self.backlog() >= self.settings.concurrency + self.chunk_estimate
 
     def drain(self) -> None:

@@ -1,7 +1,8 @@
 """The arq job: `crawl(ctx, batch, entries)` runs a chunk of URLs and commits their outcomes.
 
 A job whose previous run crashed its worker (`job_try > 1`) does not fetch: it splits into one job
-per URL, so a poison URL exhausts only its own tries. Outcomes are committed in groups (every
+per URL; a single URL on a later try runs alone in its worker. So a poison URL exhausts only its own
+tries, and no innocent URL shares its crashes twice. Outcomes are committed in groups (every
 `FLUSH_S` or `FLUSH_N`), and the last commit also closes the job in the batch's job table.
 """
 
@@ -37,7 +38,22 @@ async def crawl(ctx: dict[str, Any], batch: str, raw_entries: list[list[Any]]) -
         now = now_ms()
         await state.store.commit(batch, deferrals=[Deferral([e], now) for e in entries], done_job=job_id)
         return 0
+    if ctx["job_try"] > 1 and entries:
+        return await _run_isolated(state, batch, job_id, entries)
     return await _run(state, batch, job_id, entries)
+
+
+async def _run_isolated(state: WorkerState, batch: str, job_id: str, entries: list[Entry]) -> int:
+    """A single URL whose job crashed a worker before runs alone: no other job is claimed or running
+    here meanwhile, so if it crashes the worker again it takes no innocent URL's try with it."""
+    async with state.isolation:
+        state.isolating = True
+        try:
+            while state.engine.pending > 0:
+                await asyncio.sleep(0.05)
+            return await _run(state, batch, job_id, entries)
+        finally:
+            state.isolating = False
 
 
 async def _run(state: WorkerState, batch: str, job_id: str, entries: list[Entry]) -> int:
