@@ -144,7 +144,9 @@ class CrawlWorker(Worker):
         room = state.settings.concurrency + state.chunk_estimate - state.backlog()
         want = max(1, math.ceil(room / max(1.0, state.chunk_estimate)))
         lease_ms = int(self.in_progress_timeout_s * 1000)
-        reply = await self._claim(keys=[self.queue_name], args=[want, lease_ms, state.settings.queue_read_limit])
+        idle = "1" if not self.tasks and state.engine.pending == 0 and not state.claimed else "0"
+        args: list[int | str] = [want, lease_ms, state.settings.queue_read_limit, idle]
+        reply = await self._claim(keys=[self.queue_name], args=args)
         for position in range(0, len(reply), 2):
             name, score = reply[position].decode(), int(float(reply[position + 1]))
             await self.sem.acquire()

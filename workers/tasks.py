@@ -33,24 +33,25 @@ async def crawl(ctx: dict[str, Any], batch: str, raw_entries: list[list[Any]]) -
     state.chunk_estimate = float(max(1, len(entries)))  # jobs of one batch have one size; follow it at once
     owned = await state.store.owned_open_ids(batch, job_id, [e.url_id for e in entries])
     entries = [e for e in entries if e.url_id in owned]
-    if ctx["job_try"] > 1 and len(entries) > 1:
-        logger.warning("job %s crashed a worker before; splitting its %d URLs into single jobs", job_id, len(entries))
-        now = now_ms()
-        await state.store.commit(batch, deferrals=[Deferral([e], now) for e in entries], done_job=job_id)
-        return 0
     if ctx["job_try"] > 1 and entries:
         return await _run_isolated(state, batch, job_id, entries)
     return await _run(state, batch, job_id, entries)
 
 
 async def _run_isolated(state: WorkerState, batch: str, job_id: str, entries: list[Entry]) -> int:
-    """A single URL whose job crashed a worker before runs alone: no other job is claimed or running
-    here meanwhile, so if it crashes the worker again it takes no innocent URL's try with it."""
+    """A job whose previous run crashed its worker runs alone here (nothing else running or claimed), so
+    if it crashes the worker again it uses up no other job's tries. With several URLs it only splits
+    into single-URL jobs; a single URL is fetched."""
     async with state.isolation:
         state.isolating = True
         try:
-            while state.engine.pending > 0:
+            while state.engine.pending > 0 or state.claimed:
                 await asyncio.sleep(0.05)
+            if len(entries) > 1:
+                logger.warning("job %s crashed a worker before; splitting its %d URLs", job_id, len(entries))
+                now = now_ms()
+                await state.store.commit(batch, deferrals=[Deferral([e], now) for e in entries], done_job=job_id)
+                return 0
             return await _run(state, batch, job_id, entries)
         finally:
             state.isolating = False

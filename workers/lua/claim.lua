@@ -1,19 +1,28 @@
 -- Claim up to `want` ready jobs atomically: read the queue head, skip jobs that are running (their
 -- in-progress key exists), and take a lease on the rest. Replaces arq's per-job WATCH/EXISTS/ZSCORE/MULTI.
+-- A job that was picked up before (arq's retry counter exists: its worker crashed or it was cancelled)
+-- is a suspect: it is claimed only by an idle worker, alone, so a poison URL never takes other jobs'
+-- tries with it when it crashes its worker again.
 -- KEYS: 1 arq queue
--- ARGV: 1 want, 2 lease_ms, 3 read_limit
+-- ARGV: 1 want, 2 lease_ms, 3 read_limit, 4 idle ('1' when the worker runs nothing)
 -- Returns: job_id1, score1, job_id2, score2, ...
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 local want, lease, limit = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local ready = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'WITHSCORES', 'LIMIT', 0, limit)
+local idle = ARGV[4] == '1'
 local out = {}
 for i = 1, #ready, 2 do
   if #out >= 2 * want then break end
   local job_id = ready[i]
-  if redis.call('SET', 'arq:in-progress:' .. job_id, '1', 'PX', lease, 'NX') then
-    out[#out + 1] = job_id
-    out[#out + 1] = ready[i + 1]
+  if redis.call('EXISTS', 'arq:in-progress:' .. job_id) == 0 then
+    local suspect = redis.call('EXISTS', 'arq:retry:' .. job_id) == 1
+    if not suspect or (idle and #out == 0) then
+      redis.call('SET', 'arq:in-progress:' .. job_id, '1', 'PX', lease)
+      out[#out + 1] = job_id
+      out[#out + 1] = ready[i + 1]
+      if suspect then break end
+    end
   end
 end
 return out
