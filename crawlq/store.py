@@ -6,7 +6,6 @@ the batch counters, the overall counters and the batch's completion change toget
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from importlib.resources import files
@@ -198,7 +197,3 @@ class Store:
         """The ids among `url_ids` that have no result yet."""
         have = await self.results_for(batch, url_ids)
         return [url_id for url_id, value in zip(url_ids, have, strict=True) if value is None]
-
-
-def new_token() -> str:
-    return os.urandom(8).hex()
