@@ -73,6 +73,13 @@ async def running_cluster(
         yield cluster
 
 
+async def scale_to(cluster: LocalCluster, count: int) -> None:
+    """Start workers until the cluster has `count`, and wait until all of them have a heartbeat."""
+    while len(cluster.processes) < count:
+        cluster.add_worker()
+    await wait_workers(cluster, count)
+
+
 async def wait_workers(cluster: LocalCluster, count: int, timeout_s: float = 60) -> None:
     """Wait until `count` workers have a heartbeat (they are connected and polling)."""
     deadline = time.monotonic() + timeout_s

@@ -18,9 +18,9 @@ from typing import Any
 from arq.connections import ArqRedis
 
 from crawlq import keys
-from crawlq.codec import unpack
 from crawlq.connection import connect, result_of
 from crawlq.errors import UnknownBatch
+from crawlq.heartbeats import live_workers
 from crawlq.models import BatchStats, UrlResult, now_ms
 from crawlq.settings import Settings
 from crawlq.store import Store
@@ -99,12 +99,7 @@ class Client:
         return QueueDepth(ready=ready, deferred=deferred, in_progress=running, total=ready + deferred + running)
 
     async def workers(self) -> list[dict[str, Any]]:
-        found: list[dict[str, Any]] = []
-        async for key in self.redis.scan_iter(match=f"{keys.WORKER_PREFIX}*", count=500):
-            raw = await self.redis.get(key)
-            if raw is not None:
-                found.append(unpack(raw))
-        return sorted(found, key=lambda beat: str(beat.get("id")))
+        return await live_workers(self.redis)
 
     async def recent_batches(self, limit: int = 10) -> list[BatchStats | str]:
         names = await result_of(self.redis.zrevrange(keys.BATCHES, 0, limit - 1))

@@ -216,13 +216,3 @@ class CrawlWorker(Worker):
 
 def _forget(claimed: set[str], name: str, _task: object) -> None:
     claimed.discard(name)
-
-
-async def live_workers(redis: Any) -> list[dict[str, Any]]:
-    """Every worker whose heartbeat has not expired."""
-    found: list[dict[str, Any]] = []
-    async for key in redis.scan_iter(match=f"{keys.WORKER_PREFIX}*", count=200):
-        raw = await redis.get(key)
-        if raw is not None:
-            found.append(unpack(raw))
-    return found

@@ -10,8 +10,9 @@ import sys
 
 from crawlq.connection import connect
 from crawlq.errors import RedisUnavailable
+from crawlq.heartbeats import live_workers
 from crawlq.settings import Settings
-from workers.main import CrawlWorker, live_workers
+from workers.main import CrawlWorker
 
 __all__ = ["check_health", "main", "run_worker"]
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.cluster import crawlq_settings, own_server, running_cluster, timed_batch, wait_workers
+from bench.cluster import crawlq_settings, own_server, running_cluster, scale_to, timed_batch
 from bench.context import Bench, PartRound
 from bench.procs import CpuMeter
 from bench.workload import delay_urls, delays_ms, fast_urls, greedy_makespan_s, run_tag
@@ -70,9 +70,7 @@ async def _crawlq(bench: Bench, part: PartRound, delays: list[int]) -> None:
         running_cluster(settings, 1, server, bench.log_dir("classic"), warmup) as cluster,
     ):
         for workers in CRAWLQ_WORKERS:
-            while len(cluster.processes) < workers:
-                cluster.add_worker()
-            await wait_workers(cluster, workers)
+            await scale_to(cluster, workers)
             await _settle(cluster, fast_urls(base, 20 * workers, run_tag()))
             groups = {"target": [bench.target.pid]}
             batch = await timed_batch(cluster, delay_urls(base, delays, run_tag()), groups, workers)

@@ -4,7 +4,7 @@ worker, so the ideal time is the same for every size; speedup = pages/s of n wor
 
 from __future__ import annotations
 
-from bench.cluster import crawlq_settings, own_server, running_cluster, timed_batch, wait_workers
+from bench.cluster import crawlq_settings, own_server, running_cluster, scale_to, timed_batch
 from bench.context import Bench, PartRound
 from bench.workload import delay_urls, fast_urls, run_tag
 
@@ -27,9 +27,7 @@ async def run(bench: Bench) -> PartRound:
         running_cluster(settings, 1, server, bench.log_dir("scaleout"), warmup) as cluster,
     ):
         for workers in SIZES:
-            while len(cluster.processes) < workers:
-                cluster.add_worker()
-            await wait_workers(cluster, workers)
+            await scale_to(cluster, workers)
             settle = await cluster.client.submit(fast_urls(base, 20 * workers, run_tag()))
             await cluster.client.wait(settle.batch, timeout_s=60, poll_s=0.02)
             urls = delay_urls(base, [DELAY_MS] * (per_worker * workers), run_tag())
