@@ -111,6 +111,11 @@ def worker(ctx: click.Context, concurrency: int | None, burst: bool, check: bool
 
 
 # ---------------------------------------------------------------- submit
+def _report_invalid(invalid: list[Any]) -> None:
+    for bad in invalid:
+        click.echo(f"line {bad.line}: {bad.reason}: {bad.text}", err=True)
+
+
 def _read_lines(source: str) -> list[str]:
     if source == "-":
         return sys.stdin.read().splitlines()
@@ -138,18 +143,23 @@ def submit(ctx: click.Context, source: str, batch: str | None, as_json: bool, st
       cat urls.txt | crawlq submit - --batch nightly --json
     """
     from producer.client import Client
-    from producer.submit import new_batch_id, parse_lines, submit_entries
+    from producer.submit import new_batch_id, parse_lines, submit_entries, submit_lines, submit_token
 
-    parsed = parse_lines(_read_lines(source))
-    for bad in parsed.invalid:
-        click.echo(f"line {bad.line}: {bad.reason}: {bad.text}", err=True)
-    if strict and parsed.invalid:
+    lines = _read_lines(source)
+    parsed = parse_lines(lines) if strict else None
+    if parsed is not None and parsed.invalid:
+        _report_invalid(parsed.invalid)
         click.echo(f"crawlq: --strict: {len(parsed.invalid)} invalid lines; nothing was queued", err=True)
         sys.exit(EXIT_STRICT)
 
     async def body() -> dict[str, object]:
         async with await Client.connect(_settings(ctx)) as client:
-            report = await submit_entries(client.store, batch or new_batch_id(), parsed)
+            name = batch or new_batch_id()
+            if parsed is not None:
+                report = await submit_entries(client.store, name, parsed, submit_token(lines))
+            else:
+                report = await submit_lines(client.store, name, lines)
+            _report_invalid(report.invalid_lines)
             return report.as_dict()
 
     result = _run(body())

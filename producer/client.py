@@ -24,7 +24,7 @@ from crawlq.heartbeats import live_workers
 from crawlq.models import BatchStats, UrlResult, now_ms
 from crawlq.settings import Settings
 from crawlq.store import Store
-from producer.submit import SubmitReport, new_batch_id, parse_lines, submit_entries
+from producer.submit import SubmitReport, new_batch_id, submit_lines
 
 __all__ = ["Client", "QueueDepth"]
 
@@ -56,8 +56,10 @@ class Client:
         await self.close()
 
     async def submit(self, urls: Iterable[str], batch: str | None = None) -> SubmitReport:
-        """Validate, de-duplicate and enqueue `urls` (invalid ones are reported, not queued)."""
-        return await submit_entries(self.store, batch or new_batch_id(), parse_lines(urls))
+        """Validate, de-duplicate and enqueue `urls` (invalid ones are reported, not queued); the first
+        jobs are enqueued while the rest is still being parsed."""
+        lines = urls if isinstance(urls, list | tuple) else list(urls)
+        return await submit_lines(self.store, batch or new_batch_id(), lines)
 
     async def stats(self, batch: str) -> BatchStats:
         return await self.store.stats(batch)

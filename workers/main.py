@@ -38,6 +38,7 @@ from workers.tasks import crawl
 __all__ = ["CrawlWorker"]
 
 logger = logging.getLogger("crawlq.worker")
+POLL_TICK_S = 0.0005  #: arq's own sleep between poll passes; the real waiting is in `_poll_iteration`
 
 
 class CrawlWorker(Worker):
@@ -57,7 +58,7 @@ class CrawlWorker(Worker):
             max_jobs=10_000,
             queue_read_limit=1,  # arq's own read only detects that a job is ready; claim.lua reads more
             job_timeout=job_timeout,
-            poll_delay=settings.poll_delay_s,
+            poll_delay=settings.poll_delay_s if burst else POLL_TICK_S,
             keep_result=86_400,
             job_serializer=pack,
             job_deserializer=unpack,
@@ -96,26 +97,34 @@ class CrawlWorker(Worker):
 
     # ---- polling
     async def _poll_iteration(self) -> None:
+        """One pass of arq's loop, which sleeps only `POLL_TICK_S` between passes (the poll delay in burst
+        mode). The waiting is here: while the backlog is full, until a URL finishes; when the queue had
+        nothing for us, until a submit wakes us or the poll delay (the idle delay after a few) passes."""
         state = self.state
-        draining = state is not None and state.engine.draining.is_set()
-        self.allow_pick_jobs = not draining and not (state is not None and state.backlog_full())
+        if state is None:
+            await super()._poll_iteration()
+            return
+        draining = state.engine.draining.is_set()
+        if not draining and not self.burst and state.backlog_full():
+            state.room.clear()
+            if state.backlog_full():
+                await _wait(state.room, self.crawl_settings.poll_delay_s)
+        self.allow_pick_jobs = not draining and not state.backlog_full()
+        self._woken.clear()
         started = self._jobs_started()
         await super()._poll_iteration()
-        if self._jobs_started() == started and not self.tasks and not self.burst:
-            self._idle_polls += 1
-            if self._idle_polls > 3:
-                await self._idle_wait(max(0.0, self.crawl_settings.idle_poll_s - self.poll_delay_s))
-        else:
+        if self.burst:
+            return
+        if draining:
+            await asyncio.sleep(self.crawl_settings.poll_delay_s)
+            return
+        if self._jobs_started() != started or not self.allow_pick_jobs:
             self._idle_polls = 0
-
-    async def _idle_wait(self, seconds: float) -> None:
-        self._woken.clear()
-        try:
-            async with asyncio.timeout(seconds):
-                await self._woken.wait()
+            return
+        self._idle_polls = 0 if self.tasks else self._idle_polls + 1
+        delay = self.crawl_settings.idle_poll_s if self._idle_polls > 3 else self.crawl_settings.poll_delay_s
+        if await _wait(self._woken, delay):
             self._idle_polls = 0
-        except TimeoutError:
-            pass
 
     async def _wake_loop(self) -> None:
         """Listen for submit notifications; reconnect with backoff if Redis goes away."""
@@ -141,7 +150,7 @@ class CrawlWorker(Worker):
         state = self.state
         if state is None or not job_ids or state.backlog_full():
             return
-        room = state.settings.concurrency + state.chunk_estimate - state.backlog()
+        room = state.backlog_limit() - state.backlog()
         want = max(1, math.ceil(room / max(1.0, state.chunk_estimate)))
         lease_ms = int(self.in_progress_timeout_s * 1000)
         idle = "1" if not self.tasks and state.engine.pending == 0 and not state.claimed else "0"
@@ -212,6 +221,16 @@ class CrawlWorker(Worker):
                     await state.redis.delete(keys.RECONCILE_LOCK)
             except Exception:
                 logger.warning("reconciler pass failed", exc_info=True)
+
+
+async def _wait(event: asyncio.Event, timeout_s: float) -> bool:
+    """Wait for `event` at most `timeout_s`; whether it was set."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            await event.wait()
+    except TimeoutError:
+        return False
+    return True
 
 
 def _forget(claimed: set[str], name: str, _task: object) -> None:

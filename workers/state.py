@@ -18,7 +18,9 @@ from workers.fetcher import Fetcher
 from workers.gate import HostGate
 from workers.robots import RobotsCache
 
-__all__ = ["WorkerState", "new_worker_id"]
+__all__ = ["BACKLOG_CHUNKS", "WorkerState", "new_worker_id"]
+
+BACKLOG_CHUNKS = 1  #: jobs' worth of URLs a worker holds beyond its concurrency
 
 
 def new_worker_id() -> str:
@@ -41,6 +43,7 @@ class WorkerState:
     urls_done: int = 0
     isolation: asyncio.Lock = field(default_factory=asyncio.Lock)  #: one retried (suspect) job at a time
     isolating: bool = False  #: a suspect job runs alone: claim nothing meanwhile
+    room: asyncio.Event = field(default_factory=asyncio.Event)  #: set when the backlog falls below its limit
 
     @classmethod
     async def start(cls, settings: Settings, redis: ArqRedis, worker_id: str) -> WorkerState:
@@ -60,10 +63,21 @@ class WorkerState:
     def backlog(self) -> float:
         return self.engine.pending + len(self.claimed) * self.chunk_estimate
 
+    def backlog_limit(self) -> float:
+        """URLs a worker holds (running, waiting for a slot, or in claimed jobs): its concurrency plus
+        `BACKLOG_CHUNKS` jobs, so that slots never wait for a claim round trip."""
+        return self.settings.concurrency + BACKLOG_CHUNKS * self.chunk_estimate
+
     def backlog_full(self) -> bool:
         if self.isolating or self.isolation.locked():
             return True
-        return self.backlog() >= self.settings.concurrency + self.chunk_estimate
+        return self.backlog() >= self.backlog_limit()
+
+    def finished(self, count: int) -> None:
+        """`count` URLs of running jobs have their outcome: wake the poll loop if there is room now."""
+        self.engine.pending -= count
+        if not self.room.is_set() and not self.backlog_full():
+            self.room.set()
 
     def drain(self) -> None:
         self.engine.draining.set()

@@ -86,7 +86,7 @@ async def _run(state: WorkerState, batch: str, job_id: str, entries: list[Entry]
                         await wake.wait()
                 except TimeoutError:
                     pass
-            _collect(finished, results, deferrals, engine)
+            state.finished(_collect(finished, results, deferrals))
             if state.drain_deadline is not None and time.monotonic() >= state.drain_deadline and running:
                 await _hand_back(running, finished, deferrals)
             full = len(results) + len(deferrals) >= FLUSH_N
@@ -96,6 +96,7 @@ async def _run(state: WorkerState, batch: str, job_id: str, entries: list[Entry]
     finally:
         for task in list(running):
             task.cancel()
+        state.finished(len(running) + len(finished))  # non-zero only when leaving by an exception
     committed += await _commit(state, batch, results, deferrals, done_job=job_id)
     return committed
 
@@ -104,11 +105,11 @@ def _collect(
     finished: list[tuple[Entry, asyncio.Task[Outcome]]],
     results: list[tuple[str, UrlResult]],
     deferrals: list[Deferral],
-    engine: Any,
-) -> None:
+) -> int:
+    """Move finished tasks' outcomes to `results` / `deferrals`; returns how many were moved."""
+    count = len(finished)
     while finished:
         entry, task = finished.pop()
-        engine.pending -= 1
         if task.cancelled():
             deferrals.append(Deferral([entry], now_ms()))
             continue
@@ -122,6 +123,7 @@ def _collect(
             results.append((entry.url_id, outcome))
         else:
             deferrals.append(outcome)
+    return count
 
 
 async def _hand_back(
