@@ -97,6 +97,18 @@ async def test_limit_holds_for_hosts_with_a_local_lease_pool(redis: ArqRedis, se
     assert limit // 2 <= state["peak"] <= limit
 
 
+async def test_close_gives_pooled_leases_back(redis: ArqRedis, settings: Settings) -> None:
+    gate = HostGate(redis, settings, "worker-closing")
+    gate.start()
+    leases = [await take(gate, "pool.test", 40) for _ in range(5)]
+    for lease in leases:
+        gate.release("pool.test", lease, "ok")
+    held = await redis.zcard(keys.host_leases("pool.test"))
+    await gate.close()
+    assert held > len(leases)  # the pool asked for more than it used...
+    assert await redis.zcard(keys.host_leases("pool.test")) == 0  # ...and closing gave all of them back
+
+
 async def test_delay_between_grants(redis: ArqRedis, settings: Settings) -> None:
     granted_at: list[float] = []
 

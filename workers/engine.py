@@ -15,6 +15,7 @@ from crawlq.jobs import Deferral, Entry
 from crawlq.models import ErrorClass, UrlResult, now_ms
 from crawlq.settings import Settings
 from crawlq.urls import host_of
+from workers.events import wait_event
 from workers.fetcher import Attempt, Fetcher
 from workers.gate import HostGate, host_limits
 from workers.retry import decide
@@ -76,11 +77,7 @@ class Engine:
 
     async def _pause(self, seconds: float) -> None:
         """Sleep, but wake at once when the worker starts draining."""
-        try:
-            async with asyncio.timeout(seconds):
-                await self.draining.wait()
-        except TimeoutError:
-            pass
+        await wait_event(self.draining, seconds)
 
     async def _fetch(self, url: str, host: str, lease: str) -> Attempt:
         self.in_flight += 1

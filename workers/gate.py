@@ -14,6 +14,7 @@ within `POOL_HOLD_S`, and a 429/503 returns the whole local pool at once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fnmatch
 import itertools
 import logging
@@ -89,8 +90,12 @@ class HostGate:
         self._task = asyncio.create_task(self._run(), name="crawlq-gate")
 
     async def close(self) -> None:
+        """Give back the leases this gate holds unused (its pools) and those already released."""
+        for host in list(self._pools):
+            self._return_pool(host)
         if self._releases:
-            await self._flush()
+            with contextlib.suppress(Exception):  # Redis gone: the leases expire on their own
+                await self._flush()
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)

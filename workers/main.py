@@ -32,6 +32,7 @@ from crawlq.jobs import CRAWL_FUNCTION
 from crawlq.models import now_ms
 from crawlq.reconcile import reconcile_all
 from crawlq.settings import Settings
+from workers.events import wait_event
 from workers.state import WorkerState, new_worker_id
 from workers.tasks import crawl
 
@@ -108,7 +109,7 @@ class CrawlWorker(Worker):
         if not draining and not self.burst and state.backlog_full():
             state.room.clear()
             if state.backlog_full():
-                await _wait(state.room, self.crawl_settings.poll_delay_s)
+                await wait_event(state.room, self.crawl_settings.poll_delay_s)
         self.allow_pick_jobs = not draining and not state.backlog_full()
         self._woken.clear()
         started = self._jobs_started()
@@ -123,7 +124,7 @@ class CrawlWorker(Worker):
             return
         self._idle_polls = 0 if self.tasks else self._idle_polls + 1
         delay = self.crawl_settings.idle_poll_s if self._idle_polls > 3 else self.crawl_settings.poll_delay_s
-        if await _wait(self._woken, delay):
+        if await wait_event(self._woken, delay):
             self._idle_polls = 0
 
     async def _wake_loop(self) -> None:
@@ -221,16 +222,6 @@ class CrawlWorker(Worker):
                     await state.redis.delete(keys.RECONCILE_LOCK)
             except Exception:
                 logger.warning("reconciler pass failed", exc_info=True)
-
-
-async def _wait(event: asyncio.Event, timeout_s: float) -> bool:
-    """Wait for `event` at most `timeout_s`; whether it was set."""
-    try:
-        async with asyncio.timeout(timeout_s):
-            await event.wait()
-    except TimeoutError:
-        return False
-    return True
 
 
 def _forget(claimed: set[str], name: str, _task: object) -> None:

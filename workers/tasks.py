@@ -16,6 +16,7 @@ from typing import Any
 from crawlq.jobs import Deferral, Entry
 from crawlq.models import UrlResult, now_ms
 from workers.engine import Outcome
+from workers.events import wait_event
 from workers.state import WorkerState
 
 __all__ = ["crawl"]
@@ -23,6 +24,7 @@ __all__ = ["crawl"]
 logger = logging.getLogger("crawlq.worker")
 FLUSH_S = 0.5
 FLUSH_N = 500
+DRAIN_CHECK_S = 0.05  #: while draining, how often a job checks the hand-back deadline
 
 
 async def crawl(ctx: dict[str, Any], batch: str, raw_entries: list[list[Any]]) -> int:
@@ -66,7 +68,9 @@ async def _run(state: WorkerState, batch: str, job_id: str, entries: list[Entry]
 
     def on_done(task: asyncio.Task[Outcome]) -> None:
         finished.append((running.pop(task), task))
-        wake.set()
+        state.finished(1)
+        if not running or len(finished) >= FLUSH_N:  # otherwise the loop wakes when a flush is due
+            wake.set()
 
     for entry in entries:
         task = asyncio.create_task(engine.process(entry, deadline))
@@ -79,14 +83,10 @@ async def _run(state: WorkerState, batch: str, job_id: str, entries: list[Entry]
     committed = 0
     try:
         while running or finished:
-            if not finished:
+            if running and len(finished) < FLUSH_N:
                 wake.clear()
-                try:
-                    async with asyncio.timeout(FLUSH_S):
-                        await wake.wait()
-                except TimeoutError:
-                    pass
-            state.finished(_collect(finished, results, deferrals))
+                await wait_event(wake, _next_wake(state, last_flush))
+            _collect(finished, results, deferrals)
             if state.drain_deadline is not None and time.monotonic() >= state.drain_deadline and running:
                 await _hand_back(running, finished, deferrals)
             full = len(results) + len(deferrals) >= FLUSH_N
@@ -95,19 +95,24 @@ async def _run(state: WorkerState, batch: str, job_id: str, entries: list[Entry]
                 last_flush = time.monotonic()
     finally:
         for task in list(running):
-            task.cancel()
-        state.finished(len(running) + len(finished))  # non-zero only when leaving by an exception
+            task.cancel()  # only when leaving by an exception; on_done still counts them as finished
     committed += await _commit(state, batch, results, deferrals, done_job=job_id)
     return committed
+
+
+def _next_wake(state: WorkerState, last_flush: float) -> float:
+    """Seconds until the job loop must look again: the next flush, or soon while the worker drains."""
+    if state.engine.draining.is_set():
+        return DRAIN_CHECK_S
+    return max(0.0, last_flush + FLUSH_S - time.monotonic())
 
 
 def _collect(
     finished: list[tuple[Entry, asyncio.Task[Outcome]]],
     results: list[tuple[str, UrlResult]],
     deferrals: list[Deferral],
-) -> int:
-    """Move finished tasks' outcomes to `results` / `deferrals`; returns how many were moved."""
-    count = len(finished)
+) -> None:
+    """Move finished tasks' outcomes to `results` / `deferrals`."""
     while finished:
         entry, task = finished.pop()
         if task.cancelled():
@@ -123,7 +128,6 @@ def _collect(
             results.append((entry.url_id, outcome))
         else:
             deferrals.append(outcome)
-    return count
 
 
 async def _hand_back(
