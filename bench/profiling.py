@@ -1,7 +1,9 @@
-"""`--profile-worker`: one extra crawlq throughput run (not in the rounds) with py-spy sampling worker 0.
+"""`--profile-worker`: one extra crawlq throughput run (not in the rounds) with py-spy sampling both workers.
 
-Writes `worker-profile.raw` (py-spy's collapsed stacks) and `worker-profile.txt` (top functions by own
-and by total samples) to the output directory, and returns the same tables for results.json.
+Only on-CPU samples are kept (no `--idle`), so the shares are shares of the workers' CPU. Writes
+`worker-profile.raw` (py-spy's collapsed stacks) and `worker-profile.txt` (CPU by component, then the top
+functions by own and by total samples) to the output directory, and returns the same tables for
+results.json.
 """
 
 from __future__ import annotations
@@ -20,10 +22,32 @@ from bench.context import Bench
 from bench.parts.throughput import CONCURRENCY, WORKERS
 from bench.workload import fast_urls, run_tag
 
-__all__ = ["run", "top_functions"]
+__all__ = ["components", "run", "top_functions"]
 
-RATE_HZ = 250
+RATE_HZ = 500
+QUIET: dict[str, Any] = {"stdout": subprocess.DEVNULL, "stderr": subprocess.PIPE}
 TOP = 30
+BATCHES = 3
+#: (a function name on the stack, the component it stands for), first match from the top of the list wins
+COMPONENTS = (
+    ("Store.commit", "result commits (tasks._commit, Store.commit, commit.lua call)"),
+    ("_commit", "result commits (tasks._commit, Store.commit, commit.lua call)"),
+    ("owned_open_ids", "ownership check per job"),
+    ("start_jobs", "claims (claim.lua)"),
+    ("_poll_iteration", "polling (arq loop, waits)"),
+    ("tasks.py", "per-URL tasks and job loop"),
+    ("run_job", "arq per-job work (run_job)"),
+    ("HostGate", "host gate"),
+    ("RobotsCache", "robots.txt"),
+    ("_BaseRequestContextManager", "aiohttp request and response"),
+    ("ClientSession", "aiohttp request and response"),
+    ("_read_body", "aiohttp request and response"),
+    ("Fetcher.", "fetcher's own code (timeout, URL, address check)"),
+    ("Engine.", "engine (semaphore, gate and robots calls, outcome)"),
+    ("aiohttp/", "aiohttp callbacks (protocol, streams)"),
+    ("asyncio/", "event loop and asyncio primitives"),
+    ("arq/worker.py", "event loop (uvloop, C callbacks)"),
+)
 
 
 def _py_spy() -> str | None:
@@ -62,6 +86,19 @@ def top_functions(raw: str, top: int = TOP) -> dict[str, Any]:
     return {"samples": samples, "own": table(own), "total": table(total)}
 
 
+def components(raw: str) -> list[list[Any]]:
+    """[component, samples, percent] from py-spy's raw output, largest first (see `COMPONENTS`)."""
+    counts: collections.Counter[str] = collections.Counter()
+    for line in raw.splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        component = next((name for key, name in COMPONENTS if key in stack), "other")
+        counts[component] += int(count_text)
+    total = sum(counts.values()) or 1
+    return [[name, count, round(100 * count / total, 1)] for name, count in counts.most_common()]
+
+
 async def run(bench: Bench) -> dict[str, Any]:
     py_spy = _py_spy()
     if py_spy is None:
@@ -74,23 +111,38 @@ async def run(bench: Bench) -> dict[str, Any]:
         own_server() as server,
         running_cluster(settings, WORKERS, server, bench.log_dir("profile"), warmup) as cluster,
     ):
-        pid = cluster.processes[0].pid
-        command = [py_spy, "record", "--pid", str(pid), "--rate", str(RATE_HZ), "--format", "raw", "--idle"]
-        spy = subprocess.Popen(
-            [*command, "--nonblocking", "-o", str(raw_path)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-        )
+        spies = []
+        for number, process in enumerate(cluster.processes):
+            command = [py_spy, "record", "--pid", str(process.pid), "--rate", str(RATE_HZ), "--format", "raw"]
+            path = raw_path.with_suffix(f".{number}")
+            spies.append((path, subprocess.Popen([*command, "--nonblocking", "-o", str(path)], **QUIET)))
         await asyncio.sleep(1.0)
-        if spy.poll() is not None:
-            return {
-                "skipped": f"py-spy exited: {spy.stderr.read().decode(errors='replace')[-300:] if spy.stderr else ''}"
-            }
-        batch = await timed_batch(cluster, fast_urls(bench.target.base, count, run_tag()), {})
-        spy.send_signal(signal.SIGINT)
-        await asyncio.to_thread(spy.wait, 30)
-    result = top_functions(raw_path.read_text() if raw_path.exists() else "")
-    result["pages_per_s_while_profiled"] = round(batch.pages_per_s, 1)
-    result["worker_cpu_s"] = batch.cpu_s["workers"]
-    lines = [f"py-spy {RATE_HZ} Hz, --idle, worker 0 of {WORKERS}, {count} URLs, {batch.pages_per_s:.0f} pages/s"]
+        for _, spy in spies:
+            if spy.poll() is not None:
+                error = spy.stderr.read().decode(errors="replace")[-300:] if spy.stderr else ""
+                return {"skipped": f"py-spy exited: {error}"}
+        rates = []
+        for _ in range(BATCHES):
+            batch = await timed_batch(cluster, fast_urls(bench.target.base, count, run_tag()), {})
+            rates.append(batch.pages_per_s)
+        for _, spy in spies:
+            spy.send_signal(signal.SIGINT)
+        for _, spy in spies:
+            await asyncio.to_thread(spy.wait, 30)
+    raw_path.write_text("".join(path.read_text() for path, _ in spies if path.exists()))
+    for path, _ in spies:
+        path.unlink(missing_ok=True)
+    raw = raw_path.read_text()
+    result = top_functions(raw)
+    result["components"] = components(raw)
+    result["pages_per_s_while_profiled"] = [round(rate, 1) for rate in rates]
+    lines = [
+        f"py-spy {RATE_HZ} Hz, on-CPU samples of all {WORKERS} workers (concurrency {CONCURRENCY}), "
+        f"{BATCHES} batches of {count} URLs at {', '.join(f'{rate:.0f}' for rate in rates)} pages/s",
+        "",
+        "workers' CPU by component:",
+    ]
+    lines += [f"{percent:6.1f}%  {samples:7d}  {name}" for name, samples, percent in result["components"]]
     for kind in ("own", "total"):
         lines += ["", f"top by {kind} samples (of {result['samples']}):"]
         lines += [f"{percent:6.1f}%  {samples:7d}  {name}" for name, samples, percent in result[kind]]
