@@ -1,0 +1,92 @@
+"""workers.tasks and the worker's backlog: a job run in-process against a real server and a local site."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from arq.connections import ArqRedis
+
+from crawlq import keys
+from crawlq.jobs import Entry
+from crawlq.settings import Settings
+from crawlq.store import Store
+from crawlq.target import TargetSite
+from crawlq.urls import canonical, url_id
+from workers import tasks
+from workers.state import BACKLOG_CHUNKS, WorkerState
+
+pytestmark = pytest.mark.timeout(30)
+
+
+@pytest.fixture
+async def site() -> AsyncIterator[TargetSite]:
+    async with TargetSite("127.0.0.1") as target:
+        yield target
+
+
+@pytest.fixture
+async def state(redis: ArqRedis, settings: Settings) -> AsyncIterator[WorkerState]:
+    started = await WorkerState.start(settings, redis, "test-worker")
+    yield started
+    await started.close()
+
+
+async def queued_job(store: Store, batch: str, urls: list[str]) -> tuple[str, list[list[Any]]]:
+    """Enqueue `urls` as one job of `batch`; its id and wire entries, as arq would hand them to `crawl`."""
+    entries = [Entry(url_id(canonical(url)), canonical(url)) for url in urls]
+    await store.enqueue(batch, [entries])
+    (job_id,) = [job.decode() for job in await store.redis.hkeys(keys.batch_jobs(batch))]
+    return job_id, [entry.to_wire() for entry in entries]
+
+
+async def test_results_are_committed_while_a_slow_url_still_runs(
+    state: WorkerState, site: TargetSite, redis: ArqRedis
+) -> None:
+    urls = [site.url(f"/ok?n={n}") for n in range(5)] + [site.url("/delay/2")]
+    job_id, wire = await queued_job(state.store, "slow-tail", urls)
+    ctx = {"state": state, "job_id": job_id, "job_try": 1}
+    job = asyncio.create_task(tasks.crawl(ctx, "slow-tail", wire))
+    await asyncio.sleep(tasks.FLUSH_S + 0.6)
+    done_meanwhile = int(await redis.hget(keys.batch_meta("slow-tail"), "done") or 0)
+    assert not job.done()
+    assert done_meanwhile == 5  # the fast URLs did not wait for the slow one
+    assert await job == 6
+    assert (await state.store.stats("slow-tail")).done == 6
+    assert state.engine.pending == 0
+
+
+async def test_a_failed_commit_leaves_no_url_counted_as_pending(
+    state: WorkerState, site: TargetSite, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    urls = [site.url(f"/ok?n={n}") for n in range(3)] + [site.url("/delay/5")]
+    job_id, wire = await queued_job(state.store, "broken-commit", urls)
+
+    async def broken(*args: Any, **kwargs: Any) -> Any:
+        raise ConnectionError("Redis went away")
+
+    monkeypatch.setattr(state.store, "commit", broken)
+    ctx = {"state": state, "job_id": job_id, "job_try": 1}
+    with pytest.raises(ConnectionError):
+        await tasks.crawl(ctx, "broken-commit", wire)
+    await asyncio.sleep(0.05)  # the cancelled fetch's done callback runs
+    assert state.engine.pending == 0  # the worker does not think its backlog is still full
+
+
+def test_room_is_signalled_when_the_backlog_falls_below_its_limit(state: WorkerState) -> None:
+    state.chunk_estimate = 10
+    limit = state.settings.concurrency + BACKLOG_CHUNKS * 10
+    assert state.backlog_limit() == limit
+    state.engine.pending = int(limit) + 1
+    state.room.clear()
+    state.finished(1)
+    assert state.backlog_full() and not state.room.is_set()
+    state.finished(1)
+    assert not state.backlog_full() and state.room.is_set()
+    state.room.clear()
+    state.claimed.add("a-claimed-job")  # a claimed job counts as a chunk until its URLs are registered
+    state.engine.pending = int(limit) - 9
+    state.finished(1)
+    assert state.backlog_full() and not state.room.is_set()
