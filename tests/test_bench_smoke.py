@@ -34,3 +34,24 @@ def test_smoke_run_writes_every_part(tmp_path: Path) -> None:
             assert value >= 0 if name in MAY_BE_ZERO else value > 0, (part, name, value)
     assert {row["target"][:1] for row in results["targets"]} >= set("1234567")
     assert "== targets" in done.stdout
+
+
+def test_profile_components_split_the_workers_cpu() -> None:
+    from bench.profiling import components
+
+    root = "process 1:workers;Worker.run (arq/worker.py:313)"
+    raw = "\n".join(
+        [
+            f"{root};Engine.process (workers/engine.py:60);Fetcher.fetch (workers/fetcher.py:116);"
+            "ClientSession._request (aiohttp/client.py:819) 60",
+            f"{root};crawl (workers/tasks.py:38);_commit (workers/tasks.py:150);Store.commit (crawlq/store.py:90) 25",
+            f"{root};run_job (arq/worker.py:500) 10",
+            f"{root} 5",
+            "not a sample line",
+        ]
+    )
+    split = {name: percent for name, _, percent in components(raw)}
+    assert split["aiohttp request and response"] == 60.0
+    assert split["result commits (tasks._commit, Store.commit, commit.lua call)"] == 25.0
+    assert split["arq per-job work (run_job)"] == 10.0
+    assert split["event loop (uvloop, C callbacks)"] == 5.0
