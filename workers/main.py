@@ -3,9 +3,11 @@
 Differences from a stock arq worker, and why:
 - the in-progress key is a short lease (`lease_s`) refreshed every `lease_s / 3` while a job runs, so a
   SIGKILLed worker's jobs run again after at most `lease_s`, however long a job may take;
-- jobs are claimed only while the local backlog is below `concurrency + chunk size` (no hoarding);
-- the poll delay is short while busy and `idle_poll_s` when idle (few Redis commands at rest), and a
-  submit wakes idle workers at once through a pub/sub message (`keys.wake`), so pick-up stays instant;
+- jobs are claimed only while the local backlog is below `concurrency + chunk size` (no hoarding), and
+  at once when a finished URL makes room (`WorkerState.room`), not on the next poll tick;
+- an empty queue is looked at again after `poll_delay_s` while busy and `idle_poll_s` when idle (few Redis
+  commands at rest), and a submit wakes workers at once through a pub/sub message (`keys.wake`), so
+  pick-up stays instant;
 - SIGTERM drains: no new jobs or attempts, in-flight fetches get `shutdown_grace_s`, the rest is handed
   back to the queue, then the process exits 0;
 - a per-worker heartbeat key and a per-worker arq health key (arq's shared one is deleted by any exit).
