@@ -156,18 +156,21 @@ class CrawlWorker(Worker):
         room = state.backlog_limit() - state.backlog()
         want = max(1, math.ceil(room / max(1.0, state.chunk_estimate)))
         lease_ms = int(self.in_progress_timeout_s * 1000)
-        idle = "1" if not self.tasks and state.engine.pending == 0 and not state.claimed else "0"
+        running = any(not task.done() for task in self.tasks.values())
+        idle = "1" if not running and state.engine.pending == 0 and not state.claimed else "0"
         args: list[int | str] = [want, lease_ms, state.settings.queue_read_limit, idle]
         reply = await self._claim(keys=[self.queue_name], args=args)
-        for position in range(0, len(reply), 2):
+        for position in range(0, len(reply), 3):
             name, score = reply[position].decode(), int(float(reply[position + 1]))
+            if int(reply[position + 2]):
+                state.suspect = name  # claim nothing more until it has run alone
             await self.sem.acquire()
             self.job_counter += 1
             task = self.loop.create_task(self.run_job(name, score))
             task.add_done_callback(lambda _: self._release_sem_dec_counter_on_complete())
             self.tasks[name] = task
             state.claimed.add(name)
-            task.add_done_callback(functools.partial(_forget, state.claimed, name))
+            task.add_done_callback(functools.partial(_forget, state, name))
 
     # ---- background loops
     async def _heartbeat_loop(self) -> None:
@@ -226,5 +229,7 @@ class CrawlWorker(Worker):
                 logger.warning("reconciler pass failed", exc_info=True)
 
 
-def _forget(claimed: set[str], name: str, _task: object) -> None:
-    claimed.discard(name)
+def _forget(state: WorkerState, name: str, _task: object) -> None:
+    state.claimed.discard(name)
+    if state.suspect == name:
+        state.suspect = None

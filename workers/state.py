@@ -43,6 +43,7 @@ class WorkerState:
     urls_done: int = 0
     isolation: asyncio.Lock = field(default_factory=asyncio.Lock)  #: one retried (suspect) job at a time
     isolating: bool = False  #: a suspect job runs alone: claim nothing meanwhile
+    suspect: str | None = None  #: a claimed suspect job that has not finished: claim nothing meanwhile
     room: asyncio.Event = field(default_factory=asyncio.Event)  #: set when the backlog falls below its limit
 
     @classmethod
@@ -69,7 +70,7 @@ class WorkerState:
         return self.settings.concurrency + BACKLOG_CHUNKS * self.chunk_estimate
 
     def backlog_full(self) -> bool:
-        if self.isolating or self.isolation.locked():
+        if self.isolating or self.isolation.locked() or self.suspect is not None:
             return True
         return self.backlog() >= self.backlog_limit()
 

@@ -215,6 +215,10 @@ def test_10_poison_url_fails_after_max_tries(server: EmbeddedServer, site: Threa
     poison = [record for record in check.records if "poison" in record.url]
     print(f"\n[item 10] worker exits {deaths}; poison record: {poison[0].error}: {poison[0].message}")
     assert len(poison) == 1 and poison[0].error == "max_tries" and not poison[0].ok
-    assert check.stats.succeeded == n - 1 and check.stats.error_counts == {"max_tries": 1}
+    failed = [(record.url, record.error, record.message) for record in check.records if not record.ok]
+    assert check.stats.succeeded == n - 1 and check.stats.error_counts == {"max_tries": 1}, (
+        failed,
+        tail_logs(tmp_path),
+    )
     assert len(deaths) >= 3 and set(deaths) == {1}
     assert site.stats.hits["/page/999"] == 0

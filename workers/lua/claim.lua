@@ -5,7 +5,7 @@
 -- tries with it when it crashes its worker again.
 -- KEYS: 1 arq queue
 -- ARGV: 1 want, 2 lease_ms, 3 read_limit, 4 idle ('1' when the worker runs nothing)
--- Returns: job_id1, score1, job_id2, score2, ...
+-- Returns: job_id1, score1, suspect1, job_id2, score2, suspect2, ... (suspect: 1 for a suspect, else 0)
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 local want, lease, limit = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
@@ -13,7 +13,7 @@ local ready = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'WITHSCORES', 'L
 local idle = ARGV[4] == '1'
 local out = {}
 for i = 1, #ready, 2 do
-  if #out >= 2 * want then break end
+  if #out >= 3 * want then break end
   local job_id = ready[i]
   if redis.call('EXISTS', 'arq:in-progress:' .. job_id) == 0 then
     local suspect = redis.call('EXISTS', 'arq:retry:' .. job_id) == 1
@@ -21,6 +21,7 @@ for i = 1, #ready, 2 do
       redis.call('SET', 'arq:in-progress:' .. job_id, '1', 'PX', lease)
       out[#out + 1] = job_id
       out[#out + 1] = ready[i + 1]
+      out[#out + 1] = suspect and 1 or 0
       if suspect then break end
     end
   end
