@@ -9,13 +9,13 @@ async with await Client.connect(Settings()) as client:
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from types import TracebackType
 from typing import Any
 
 from arq.connections import ArqRedis
+from redis.asyncio.client import PubSub
 
 from crawlq import keys
 from crawlq.connection import connect, result_of
@@ -31,6 +31,15 @@ __all__ = ["Client", "QueueDepth"]
 
 class QueueDepth(dict[str, int]):
     """ready, deferred, in_progress and total jobs in the queue (ready + deferred + in_progress == total)."""
+
+
+async def _next_message(events: PubSub, timeout_s: float) -> None:
+    """Return when a message arrives on `events` or after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while (left_s := deadline - time.monotonic()) > 0:
+        message = await events.get_message(ignore_subscribe_messages=True, timeout=left_s)
+        if message is not None:
+            return
 
 
 class Client:
@@ -72,17 +81,27 @@ class Client:
         poll_s: float = 0.1,
         on_progress: Callable[[BatchStats], None] | None = None,
     ) -> BatchStats:
-        """Wait until the batch is complete; raises TimeoutError, or UnknownBatch if Redis lost it."""
+        """Wait until the batch is complete; raises TimeoutError, or UnknownBatch if Redis lost it.
+
+        Completion is seen at once (the commit that completes a batch publishes on its events channel);
+        `poll_s` only paces progress reads (`on_progress`), and is the fallback should a message be lost."""
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        while True:
-            stats = await self.store.stats(batch)
-            if on_progress is not None:
-                on_progress(stats)
-            if stats.complete:
-                return stats
-            if deadline is not None and time.monotonic() >= deadline:
-                raise TimeoutError(f"batch {batch} not complete after {timeout_s:g} s ({stats.done}/{stats.total})")
-            await asyncio.sleep(poll_s)
+        async with self.redis.pubsub() as events:
+            await events.subscribe(keys.batch_events(batch))  # before the first read: no completion is missed
+            while True:
+                stats = await self.store.stats(batch)
+                if on_progress is not None:
+                    on_progress(stats)
+                if stats.complete:
+                    return stats
+                pause_s = poll_s
+                if deadline is not None:
+                    left_s = deadline - time.monotonic()
+                    if left_s <= 0:
+                        message = f"batch {batch} not complete after {timeout_s:g} s ({stats.done}/{stats.total})"
+                        raise TimeoutError(message)
+                    pause_s = min(pause_s, left_s)
+                await _next_message(events, pause_s)
 
     def results(self, batch: str) -> AsyncIterator[UrlResult]:
         return self.store.iter_results(batch)
