@@ -55,3 +55,15 @@ def test_profile_components_split_the_workers_cpu() -> None:
     assert split["result commits (tasks._commit, Store.commit, commit.lua call)"] == 25.0
     assert split["arq per-job work (run_job)"] == 10.0
     assert split["event loop (uvloop, C callbacks)"] == 5.0
+
+
+def test_bracketed_takes_the_mean_of_the_runs_around_another() -> None:
+    from bench.parts.throughput import Measured, bracketed
+
+    before = Measured("bare aiohttp", 1000, 1.0, {"client": 0.8, "target": 0.4})
+    after = Measured("bare aiohttp", 1000, 3.0, {"client": 1.2, "target": 0.6})
+    both = bracketed(before, after)
+    assert (both.mode, both.pages, both.wall_s) == ("bare aiohttp", 1000, 2.0)
+    assert both.cpu_s == {"client": 1.0, "target": 0.5}
+    assert both.extra == {"pages_per_s_before": 1000.0, "pages_per_s_after": 333.3}
+    assert both.row()["pages_per_s"] == 500.0

@@ -1,8 +1,9 @@
 """Part 2 (target 1), throughput-bound: distinct /fast URLs, target in its own process.
 
 Modes, each in the same round: bare aiohttp (one process, one session, Semaphore(100), connector limit
-100, 100 warm-up GETs) with the asyncio loop and with uvloop; Scrapy (optional peer); plain arq, one job
-per URL, 2 worker processes; crawlq, 2 workers x concurrency 50 (the bare loop's 100 in flight, split over
+100, 100 warm-up GETs) with the asyncio loop and with uvloop, run just before and just after crawlq (the
+ratio takes their mean: the machine's speed drifts); Scrapy (optional peer); plain arq, one job per URL,
+2 worker processes; crawlq, 2 workers x concurrency 50 (the bare loop's 100 in flight, split over
 two processes) with robots.txt and the per-host gate on (the gate's limit for 127.0.0.1 raised to 200).
 crawlq is timed from submit start to batch complete. (2 x 100 is measurably slower on a 2-core machine: more
 sockets and wake-ups for the same CPU; `python -m bench` records the setting with the figures.)
@@ -26,7 +27,7 @@ from bench.context import Bench, PartRound
 from bench.procs import ROOT, CpuMeter, run_json
 from bench.workload import fast_urls, run_tag
 
-__all__ = ["SETTINGS_NOTE", "Measured", "arq_run", "crawlq_run", "run"]
+__all__ = ["SETTINGS_NOTE", "Measured", "arq_run", "bracketed", "crawlq_run", "run"]
 
 WORKERS = 2
 CONCURRENCY = 50
@@ -152,7 +153,7 @@ async def crawlq_run(bench: Bench, urls: list[str], name: str = "throughput") ->
         redis = cluster.client.redis
         await redis.config_resetstat()
         batch = await timed_batch(cluster, urls, {"redis": [server.pid or 0], "target": [bench.target.pid]})
-        commands = own_calls_removed(await commandstats(redis), {"hgetall": batch.polls})
+        commands = own_calls_removed(await commandstats(redis), {"hgetall": batch.polls, "subscribe": 1})
         extra = await batch_phases(cluster, batch)
     extra["worker_cpu_share"] = round(batch.cpu_s["workers"] / (batch.wall_s * WORKERS), 3)
     extra["machine_busy_share"] = batch.machine_busy_share
@@ -160,12 +161,22 @@ async def crawlq_run(bench: Bench, urls: list[str], name: str = "throughput") ->
     return Measured(mode, len(urls), batch.wall_s, batch.cpu_s, commands, extra)
 
 
+def bracketed(before: Measured, after: Measured) -> Measured:
+    """One figure from two runs of the same mode taken just before and just after another mode's run:
+    their mean wall time and CPU, so that a machine whose speed drifts during a round does not skew the
+    ratio of the run they bracket."""
+    cpu = {group: (seconds + after.cpu_s.get(group, 0.0)) / 2 for group, seconds in before.cpu_s.items()}
+    rates = {"pages_per_s_before": round(before.pages / before.wall_s, 1)}
+    rates["pages_per_s_after"] = round(after.pages / after.wall_s, 1)
+    return Measured(before.mode, before.pages, (before.wall_s + after.wall_s) / 2, cpu, extra=rates)
+
+
 async def run(bench: Bench) -> PartRound:
+    """Scrapy and plain arq first; then bare aiohttp (asyncio, uvloop), crawlq, bare aiohttp (uvloop,
+    asyncio): each bare figure is the mean of the runs just before and just after crawlq's."""
     part = PartRound(detail={"settings": SETTINGS_NOTE})
     count = bench.profile.throughput_urls
     base = bench.target.base
-    bare = await bare_run(bench, fast_urls(base, count, run_tag()), uvloop=False)
-    bare_uv = await bare_run(bench, fast_urls(base, count, run_tag()), uvloop=True)
     scrapy: dict[int, Measured] = {}
     if bench.scrapy:
         for items in bench.profile.scrapy_variants:
@@ -173,11 +184,16 @@ async def run(bench: Bench) -> PartRound:
     else:
         part.skipped["Scrapy"] = "not installed (--full installs it; or pip install scrapy)"
     arq = await arq_run(bench, fast_urls(base, count, run_tag()))
+    bare_before = await bare_run(bench, fast_urls(base, count, run_tag()), uvloop=False)
+    bare_uv_before = await bare_run(bench, fast_urls(base, count, run_tag()), uvloop=True)
     crawlq = await crawlq_run(bench, fast_urls(base, count, run_tag()))
-    for measured in (bare, bare_uv, *scrapy.values(), arq, crawlq):
+    bare_uv = bracketed(bare_uv_before, await bare_run(bench, fast_urls(base, count, run_tag()), uvloop=True))
+    bare = bracketed(bare_before, await bare_run(bench, fast_urls(base, count, run_tag()), uvloop=False))
+    measured_all = (bare, bare_uv, *scrapy.values(), arq, crawlq)
+    for measured in measured_all:
         part.rows.append(measured.row())
     crawlq_rate = crawlq.pages / crawlq.wall_s
-    for measured in (bare, bare_uv, *scrapy.values(), arq, crawlq):
+    for measured in measured_all:
         part.figures[f"{measured.mode} pages/s"] = round(measured.pages / measured.wall_s, 1)
     part.figures["crawlq / bare aiohttp"] = round(crawlq_rate * bare.wall_s / bare.pages, 4)
     part.figures["crawlq / bare aiohttp + uvloop"] = round(crawlq_rate * bare_uv.wall_s / bare_uv.pages, 4)
