@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from importlib.resources import files
 from typing import Any
 
-import msgpack
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
@@ -23,7 +22,7 @@ from crawlq.jobs import Deferral, Entry, job_payload, new_job_id
 from crawlq.models import BatchStats, UrlResult, now_ms
 from crawlq.settings import Settings
 
-__all__ = ["CommitOutcome", "EnqueueOutcome", "Store"]
+__all__ = ["CommitOutcome", "EnqueueOutcome", "Store", "counters"]
 
 SUBMIT_LEASE_MS = 30_000  #: a producer that dies mid-submit stops holding its batch open after this
 
@@ -45,6 +44,42 @@ class CommitOutcome:
     completed: bool  #: this commit completed the batch
     known_batch: bool = True
     job_still_open: bool = True
+
+
+def counters(results: Sequence[UrlResult]) -> tuple[dict[str, int], float]:
+    """The batch counters `results` add (HINCRBY field -> increment) and their latency sum in ms."""
+    counts: dict[str, int] = {"done": len(results)}
+    succeeded = latency_n = size = attempts = 0
+    latency_sum = 0.0
+    for result in results:
+        succeeded += result.ok
+        size += result.bytes
+        attempts += result.attempts
+        if result.status:
+            field = f"s:{result.status}"
+            counts[field] = counts.get(field, 0) + 1
+        if result.error:
+            field = f"e:{result.error}"
+            counts[field] = counts.get(field, 0) + 1
+        if result.latency_ms is not None:
+            latency_n += 1
+            latency_sum += round(result.latency_ms, 3)
+            field = f"h:{histogram.bucket_of(result.latency_ms)}"
+            counts[field] = counts.get(field, 0) + 1
+    counts.update(succeeded=succeeded, failed=len(results) - succeeded, latency_n=latency_n)
+    counts.update(bytes=size, attempts=attempts)
+    return {field: by for field, by in counts.items() if by}, latency_sum
+
+
+def _results_args(results: Sequence[UrlResult], url_ids: Sequence[str]) -> list[Any]:
+    """commit.lua's result arguments: counts, latency sum, counter pairs, then (url id, record) pairs."""
+    counts, latency_sum = counters(results)
+    args: list[Any] = [len(results), len(counts), repr(latency_sum)]
+    for field, by in counts.items():
+        args += [field, by]
+    for url_id, result in zip(url_ids, results, strict=True):
+        args += [url_id, pack(result.to_record())]
+    return args
 
 
 class Store:
@@ -89,31 +124,21 @@ class Store:
         require_job: bool = False,
         token: str = "",
     ) -> CommitOutcome:
-        """Record results (first write wins), enqueue deferrals, close `done_job`, and complete the batch."""
-        now = now_ms()
-        args: list[Any] = [batch, now, self.settings.result_ttl_s, self.settings.job_expires_s * 1000]
-        rows = [
-            [
-                url_id,
-                pack(result.to_record()),
-                1 if result.ok else 0,
-                result.status or 0,
-                result.error or "",
-                -1.0 if result.latency_ms is None else round(result.latency_ms, 3),
-                0 if result.latency_ms is None else histogram.bucket_of(result.latency_ms),
-                result.bytes,
-                result.attempts,
-            ]
-            for url_id, result in results
-        ]
-        # one msgpack argument for all results (old-spec raw strings: Redis' cmsgpack reads no bin type)
-        blob = msgpack.packb(rows, use_bin_type=False) if rows else b""
-        args += [done_job, "1" if require_job else "0", token, blob, len(deferrals)]
+        """Record results (first write wins), enqueue deferrals, close `done_job`, and complete the batch.
+
+        The counters of the new results are summed here and applied by the script only if every result
+        sent is new; otherwise it writes nothing and names the new ones, and the call is repeated with
+        those (rare: a job run twice, racing producers)."""
+        unique: dict[str, UrlResult] = {}
+        for url_id, result in results:
+            unique.setdefault(url_id, result)  # the same URL twice in one call: the first result wins
+        rows = list(unique.items())
+        tail: list[Any] = []
         for deferral in deferrals:
-            args += [
+            tail += [
                 new_job_id(batch),
-                job_payload(batch, deferral.entries, now),
-                max(deferral.run_at_ms, now),
+                job_payload(batch, deferral.entries, now_ms()),
+                max(deferral.run_at_ms, now_ms()),
                 ",".join(entry.url_id for entry in deferral.entries),
             ]
         script_keys = [
@@ -127,12 +152,21 @@ class Store:
             keys.STATS_ALL,
             keys.batch_events(batch),
         ]
-        added, completed = await self._commit(keys=script_keys, args=args)
-        if added == -1:
-            return CommitOutcome(0, False, known_batch=False)
-        if added == -2:
-            return CommitOutcome(0, False, job_still_open=False)
-        return CommitOutcome(int(added), bool(completed))
+        while True:
+            args: list[Any] = [batch, now_ms(), self.settings.result_ttl_s, self.settings.job_expires_s * 1000]
+            args += [done_job, "1" if require_job else "0", token]
+            args += _results_args([result for _, result in rows], [url_id for url_id, _ in rows])
+            args += [len(deferrals), *tail]
+            reply = await self._commit(keys=script_keys, args=args)
+            added, completed = int(reply[0]), int(reply[1])
+            if added == -3:
+                rows = [row for row, new in zip(rows, reply[2:], strict=True) if int(new)]
+                continue
+            if added == -1:
+                return CommitOutcome(0, False, known_batch=False)
+            if added == -2:
+                return CommitOutcome(0, False, job_still_open=False)
+            return CommitOutcome(added, bool(completed))
 
     # ---- reads
     async def stats(self, batch: str) -> BatchStats:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 from arq.connections import ArqRedis
 
-from crawlq import keys
+from crawlq import histogram, keys
 from crawlq.errors import UnknownBatch
 from crawlq.jobs import Deferral, Entry
 from crawlq.models import UrlResult, now_ms
 from crawlq.settings import Settings
-from crawlq.store import Store
+from crawlq.store import Store, counters
 from crawlq.urls import canonical, url_id
 
 
@@ -95,3 +95,51 @@ async def test_results_stream_back_with_urls(redis: ArqRedis, settings: Settings
     records = [r async for r in store.iter_results("b6", page=7)]
     assert sorted(r.url for r in records) == sorted(e.url for e in batch)
     assert all(r.status == 404 and not r.ok for r in records)
+
+
+def failed_result(entry: Entry, status: int | None, error: str) -> UrlResult:
+    latency = None if status is None else 7.5
+    return UrlResult(entry.url, False, status, latency, 3, 0, error, "boom", entry.url, now_ms())
+
+
+def test_counters_sum_what_the_results_add() -> None:
+    a, b, c = entries(["http://a.test/1", "http://a.test/2", "http://a.test/3"])
+    results = [ok_result(a, 10.0), ok_result(b, 10.0), failed_result(c, None, "connect")]
+    counts, latency_sum = counters(results)
+    bucket = f"h:{histogram.bucket_of(10.0)}"
+    assert counts == {
+        "done": 3,
+        "succeeded": 2,
+        "failed": 1,
+        "s:200": 2,
+        "e:connect": 1,
+        bucket: 2,
+        "latency_n": 2,
+        "bytes": 200,
+        "attempts": 5,
+    }
+    assert latency_sum == 20.0
+
+
+async def test_a_commit_with_some_results_already_recorded_counts_only_the_new(
+    redis: ArqRedis, settings: Settings
+) -> None:
+    store = Store(redis, settings)
+    batch = entries([f"http://a.test/{i}" for i in range(5)])
+    (outside,) = entries(["http://b.test/not-in-the-batch"])
+    await store.enqueue("b6", [batch])
+    first = await store.commit("b6", [(batch[0].url_id, ok_result(batch[0], 5.0))])
+    assert first.added == 1
+    mixed = [(e.url_id, failed_result(e, 500, "http_status")) for e in batch]  # batch[0] is recorded already
+    mixed += [(outside.url_id, ok_result(outside)), (batch[1].url_id, ok_result(batch[1]))]  # a stranger, a repeat
+    again = await store.commit("b6", mixed)
+    assert (again.added, again.completed) == (4, True)
+    stats = await store.stats("b6")
+    assert (stats.done, stats.succeeded, stats.failed) == (5, 1, 4)
+    assert stats.status_counts == {"200": 1, "500": 4} and stats.error_counts == {"http_status": 4}
+    assert stats.attempts == 1 + 4 * 3 and stats.avg_latency_ms == pytest.approx((5.0 + 4 * 7.5) / 5)
+    stored = {result.url: result for result in [r async for r in store.iter_results("b6")]}
+    assert stored[batch[0].url].ok and not stored[batch[1].url].ok  # first write and first in the call win
+    assert outside.url not in stored
+    overall = await store.overall()
+    assert (overall["done"], overall["succeeded"], overall["failed"]) == (5, 1, 4)

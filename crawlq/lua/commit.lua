@@ -1,62 +1,53 @@
 -- Commit URL results (first write wins), hand URLs to new jobs, and complete the batch, atomically.
+-- The caller counts its results (done, succeeded, s:<status>, h:<bucket>, ...) and sends the sums; they
+-- apply only if every result is new. If one is not (already recorded, or not in the batch), nothing is
+-- written and the reply says which are new, so the caller counts those and calls again: a result and
+-- its counts are recorded together, once.
 -- KEYS: 1 meta, 2 urls, 3 results, 4 jobs, 5 arq queue, 6 submitters, 7 active set, 8 stats_all, 9 events channel
 -- ARGV: 1 batch, 2 now_ms, 3 ttl_s, 4 job_ttl_ms, 5 done_job, 6 require_job (1/0), 7 token,
---       8 results: msgpack list of {id, record, ok (1/0), status (0 = none), error ('' = none),
---                  latency_ms (< 0 = none), bucket, bytes, attempts}, or ''
---       9 ndeferrals, then deferrals: job_id, payload, score, ids (comma separated)  (4 each)
+--       8 nresults, 9 ncounts, 10 latency_sum_ms,
+--       then ncounts pairs: counter field, increment; then nresults pairs: url id, record;
+--       then ndeferrals, then deferrals: job_id, payload, score, ids (comma separated)  (4 each)
+-- Returns {added, completed}; {-1, 0} unknown batch; {-2, 0} job no longer open;
+--         {-3, 0, new_1, ..., new_n} (1/0 per result) when some result is not new.
 local batch, now, ttl, job_ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local done_job, require_job, token = ARGV[5], ARGV[6] == '1', ARGV[7]
-local rows = {}
-if ARGV[8] ~= '' then rows = cmsgpack.unpack(ARGV[8]) end
-local nres, ndef = #rows, tonumber(ARGV[9])
+local nres, ncounts, latency_sum = tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10])
 if redis.call('EXISTS', KEYS[1]) == 0 then return {-1, 0} end
 if require_job and done_job ~= '' and redis.call('HEXISTS', KEYS[4], done_job) == 0 then return {-2, 0} end
 
-local added = 0
+local counts_at = 11
+local results_at = counts_at + 2 * ncounts
+local pos = results_at + 2 * nres
 if nres > 0 then
   local ids = {}
-  for i = 1, nres do ids[i] = rows[i][1] end
+  for i = 1, nres do ids[i] = ARGV[results_at + 2 * (i - 1)] end
   local known = redis.call('HMGET', KEYS[2], unpack(ids))
   local have = redis.call('HMGET', KEYS[3], unpack(ids))
-  local writes, counts, seen = {}, {}, {}
-  local latency_sum = 0
-  local function bump(field, by) counts[field] = (counts[field] or 0) + by end
+  local all_new = true
   for i = 1, nres do
-    local row = rows[i]
-    local id = row[1]
-    if known[i] ~= false and have[i] == false and not seen[id] then
-      seen[id] = true
-      writes[#writes + 1] = id
-      writes[#writes + 1] = row[2]
-      added = added + 1
-      bump('done', 1)
-      if row[3] == 1 then bump('succeeded', 1) else bump('failed', 1) end
-      if row[4] ~= 0 then bump('s:' .. row[4], 1) end
-      if row[5] ~= '' then bump('e:' .. row[5], 1) end
-      if row[6] >= 0 then
-        latency_sum = latency_sum + row[6]
-        bump('latency_n', 1)
-        bump('h:' .. row[7], 1)
-      end
-      bump('bytes', row[8])
-      bump('attempts', row[9])
-    end
+    if known[i] == false or have[i] ~= false then all_new = false break end
   end
-  if added > 0 then
-    redis.call('HSET', KEYS[3], unpack(writes))
-    redis.call('EXPIRE', KEYS[3], ttl)
-    for field, by in pairs(counts) do
-      redis.call('HINCRBY', KEYS[1], field, by)
-      redis.call('HINCRBY', KEYS[8], field, by)
-    end
-    if latency_sum > 0 then
-      redis.call('HINCRBYFLOAT', KEYS[1], 'latency_sum_ms', latency_sum)
-      redis.call('HINCRBYFLOAT', KEYS[8], 'latency_sum_ms', latency_sum)
-    end
+  if not all_new then
+    local reply = {-3, 0}
+    for i = 1, nres do reply[i + 2] = (known[i] ~= false and have[i] == false) and 1 or 0 end
+    return reply
+  end
+  for first = results_at, pos - 1, 2000 do
+    redis.call('HSET', KEYS[3], unpack(ARGV, first, math.min(first + 1999, pos - 1)))
+  end
+  redis.call('EXPIRE', KEYS[3], ttl)
+  for i = counts_at, results_at - 1, 2 do
+    redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[i + 1])
+    redis.call('HINCRBY', KEYS[8], ARGV[i], ARGV[i + 1])
+  end
+  if latency_sum > 0 then
+    redis.call('HINCRBYFLOAT', KEYS[1], 'latency_sum_ms', ARGV[10])
+    redis.call('HINCRBYFLOAT', KEYS[8], 'latency_sum_ms', ARGV[10])
   end
 end
 
-local pos = 9
+local ndef = tonumber(ARGV[pos])
 for _ = 1, ndef do
   local job_id, payload, score, csv = ARGV[pos + 1], ARGV[pos + 2], ARGV[pos + 3], ARGV[pos + 4]
   pos = pos + 4
@@ -87,4 +78,4 @@ if state[3] == false and tonumber(state[2] or 0) >= tonumber(state[1] or 0) then
     completed = 1
   end
 end
-return {added, completed}
+return {nres, completed}
