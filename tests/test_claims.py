@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from importlib.resources import files
 
 import pytest
 from arq.connections import ArqRedis
@@ -70,3 +71,24 @@ async def test_a_claimed_suspect_blocks_further_claims_until_it_has_run(
     assert not state.backlog_full()
     await crawl_worker.start_jobs([b"ready"])
     assert normal in crawl_worker.tasks
+
+
+async def claim(redis: ArqRedis, settings: Settings, want: int, read_limit: int) -> list[str]:
+    script = redis.register_script((files("workers") / "lua" / "claim.lua").read_text())
+    reply = await script(keys=[settings.queue_name], args=[want, 15_000, read_limit, "0"])
+    return [reply[position].decode() for position in range(0, len(reply), 3)]
+
+
+async def test_claims_reach_past_a_long_run_of_running_jobs_within_the_read_limit(
+    redis: ArqRedis, settings: Settings
+) -> None:
+    """The queue head is mostly running jobs; the script reads it page by page up to `read_limit`."""
+    store = Store(redis, settings)
+    now = now_ms()
+    jobs = [await one_url_job(store, "deep", f"http://a.test/{n}", now - 10_000 + n) for n in range(60)]
+    for job_id in jobs[:45]:
+        await redis.set(keys.arq_in_progress(job_id), "1", px=60_000)
+    assert await claim(redis, settings, want=3, read_limit=40) == []  # all 40 it may read are running
+    assert await claim(redis, settings, want=3, read_limit=256) == jobs[45:48]
+    assert await claim(redis, settings, want=20, read_limit=256) == jobs[48:60]  # the rest, then the queue ends
+    assert all([await redis.exists(keys.arq_in_progress(job_id)) for job_id in jobs])

@@ -9,21 +9,30 @@
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 local want, lease, limit = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local ready = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'WITHSCORES', 'LIMIT', 0, limit)
 local idle = ARGV[4] == '1'
 local out = {}
-for i = 1, #ready, 2 do
-  if #out >= 3 * want then break end
-  local job_id = ready[i]
-  if redis.call('EXISTS', 'arq:in-progress:' .. job_id) == 0 then
-    local suspect = redis.call('EXISTS', 'arq:retry:' .. job_id) == 1
-    if not suspect or (idle and #out == 0) then
-      redis.call('SET', 'arq:in-progress:' .. job_id, '1', 'PX', lease)
-      out[#out + 1] = job_id
-      out[#out + 1] = ready[i + 1]
-      out[#out + 1] = suspect and 1 or 0
-      if suspect then break end
+-- the head of the queue is mostly jobs already running (arq removes a job only when it ends): read it
+-- in pages, not all `limit` ids at once
+local page = math.min(limit, math.max(16, 2 * want))
+local offset, stop = 0, false
+while not stop and offset < limit do
+  local size = math.min(page, limit - offset)
+  local ready = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'WITHSCORES', 'LIMIT', offset, size)
+  for i = 1, #ready, 2 do
+    if #out >= 3 * want then stop = true break end
+    local job_id = ready[i]
+    if redis.call('EXISTS', 'arq:in-progress:' .. job_id) == 0 then
+      local suspect = redis.call('EXISTS', 'arq:retry:' .. job_id) == 1
+      if not suspect or (idle and #out == 0) then
+        redis.call('SET', 'arq:in-progress:' .. job_id, '1', 'PX', lease)
+        out[#out + 1] = job_id
+        out[#out + 1] = ready[i + 1]
+        out[#out + 1] = suspect and 1 or 0
+        if suspect then stop = true break end
+      end
     end
   end
+  if #ready < 2 * size then break end
+  offset = offset + size
 end
 return out
