@@ -175,6 +175,32 @@ async def test_deadline_cuts_off_slow_servers_on_time(site: TargetSite, path: st
     assert await wait_for(lambda: site.stats.in_flight == 0, 3.0), "the server still serves the abandoned request"
 
 
+async def test_after_a_deadline_the_task_is_not_left_cancelled(site: TargetSite) -> None:
+    """The deadline cancels the fetching task and takes that cancellation back: the same task goes on
+    (the engine's next attempt, the job's commit) as if nothing had been cancelled."""
+    async with running(make_settings(fetch_timeout_s=0.3)) as fetcher:
+        timed_out = await fetcher.fetch(site.url("/hang?s=30"))
+        task = asyncio.current_task()
+        assert task is not None and task.cancelling() == 0
+        await asyncio.sleep(0.1)  # a cancellation left pending would be raised here
+        fine = await fetcher.fetch(site.url("/ok"))
+    assert timed_out.error is ErrorClass.TIMEOUT and timed_out.message == "no complete response within 0.3 s"
+    assert fine.ok and fine.status == 200
+
+
+async def test_a_cancellation_from_outside_is_not_turned_into_a_timeout(site: TargetSite) -> None:
+    """Shutdown cancels in-flight fetches to hand their URLs back: that must stay a cancellation."""
+    async with running(make_settings(fetch_timeout_s=5.0)) as fetcher:
+        task = asyncio.create_task(fetcher.fetch(site.url("/hang?s=30")))
+        await asyncio.sleep(0.2)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        many = [asyncio.create_task(fetcher.fetch(site.url(f"/delay?ms={50 + n}"))) for n in range(20)]
+        attempts = await asyncio.gather(*many)
+    assert all(attempt.ok for attempt in attempts)  # the deadline ticker runs on for the others
+
+
 # --- redirects ----------------------------------------------------------------------------------
 
 

@@ -13,6 +13,7 @@ import socket
 import ssl
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 from aiohttp.abc import AbstractResolver
@@ -50,6 +51,50 @@ class Attempt:
         return self.error is None
 
 
+class _Deadlines:
+    """Cancels the fetches that outlive their deadline, with one ticker for every fetch in flight rather
+    than a timer each (`asyncio.timeout` costs a timer handle and a state machine per fetch). A deadline
+    fires within `TICK_S` after it passes; the ticker stops while nothing is in flight."""
+
+    TICK_S = 0.05
+
+    def __init__(self) -> None:
+        self._due: dict[asyncio.Task[Any], float] = {}
+        self._expired: set[asyncio.Task[Any]] = set()
+        self._ticker: asyncio.Task[None] | None = None
+
+    def watch(self, task: asyncio.Task[Any], due: float) -> None:
+        """Cancel `task` once the monotonic clock passes `due`, unless `forget` is called first."""
+        self._due[task] = due
+        if self._ticker is None or self._ticker.done():
+            self._ticker = asyncio.get_running_loop().create_task(self._tick(), name="crawlq-fetch-deadlines")
+
+    def forget(self, task: asyncio.Task[Any]) -> None:
+        self._due.pop(task, None)
+
+    def expired(self, task: asyncio.Task[Any]) -> bool:
+        """Whether `task` was cancelled for its deadline (asked once, in its CancelledError handler)."""
+        if task in self._expired:
+            self._expired.discard(task)
+            return True
+        return False
+
+    async def _tick(self) -> None:
+        while self._due:
+            await asyncio.sleep(self.TICK_S)
+            now = time.monotonic()
+            for task in [task for task, due in self._due.items() if due <= now]:
+                del self._due[task]
+                self._expired.add(task)
+                task.cancel()
+
+    async def close(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+            await asyncio.gather(self._ticker, return_exceptions=True)
+            self._ticker = None
+
+
 class _TooLarge(Exception):
     def __init__(self, read: int) -> None:
         self.read = read
@@ -80,6 +125,7 @@ class Fetcher:
         self._inner_resolver = resolver
         self._session: aiohttp.ClientSession | None = None
         self._literal_verdicts: dict[str, str | None] = {}
+        self._deadlines = _Deadlines()
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(
@@ -98,6 +144,7 @@ class Fetcher:
         )
 
     async def close(self) -> None:
+        await self._deadlines.close()
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -109,14 +156,22 @@ class Fetcher:
         return self._session
 
     async def fetch(self, url: str, *, keep_body: bool = False) -> Attempt:
+        """One attempt, redirects included, within `fetch_timeout_s` overall."""
         start = time.perf_counter()
         state = {"url": url}
+        task = asyncio.current_task()
+        assert task is not None
+        cancelling = task.cancelling()
+        self._deadlines.watch(task, time.monotonic() + self.settings.fetch_timeout_s)
         try:
-            async with asyncio.timeout(self.settings.fetch_timeout_s):
-                return await self._follow(url, start, state, keep_body)
-        except TimeoutError:
+            return await self._follow(url, start, state, keep_body)
+        except asyncio.CancelledError:
+            if not self._deadlines.expired(task) or task.uncancel() > cancelling:
+                raise  # cancelled from outside (shutdown, hand-back), not by the deadline
             message = f"no complete response within {self.settings.fetch_timeout_s:g} s"
             return self._failed(ErrorClass.TIMEOUT, message, start, state["url"])
+        except TimeoutError as exc:  # aiohttp's connect timeout
+            return self._failed(ErrorClass.TIMEOUT, f"{type(exc).__name__}: {exc}"[:300], start, state["url"])
         except _TooLarge as exc:
             message = f"body exceeded {self.settings.max_body_bytes} bytes"
             return self._failed(ErrorClass.TOO_LARGE, message, start, state["url"], read=exc.read)
@@ -125,6 +180,8 @@ class Fetcher:
             blocked = [link for link in _chain(exc) if isinstance(link, BlockedAddress)]
             message = str(blocked[0]) if blocked else f"{type(exc).__name__}: {exc}"
             return self._failed(error, message[:300], start, state["url"])
+        finally:
+            self._deadlines.forget(task)
 
     async def _follow(self, url: str, start: float, state: dict[str, str], keep_body: bool) -> Attempt:
         text = url
