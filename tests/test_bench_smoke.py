@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from bench.profiles import PARTS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,3 +69,15 @@ def test_bracketed_takes_the_mean_of_the_runs_around_another() -> None:
     assert both.cpu_s == {"client": 1.0, "target": 0.5}
     assert both.extra == {"pages_per_s_before": 1000.0, "pages_per_s_after": 333.3}
     assert both.row()["pages_per_s"] == 500.0
+
+
+def test_instruction_counts_are_read_from_cachegrind_and_taken_per_url(tmp_path: Path) -> None:
+    from bench.instructions import marginal, total_instructions
+
+    out = tmp_path / "run.cachegrind"
+    out.write_text("desc: --cache-sim=no\ncmd: python\nevents: Ir\nfl=x.c\n1 5\nsummary: 1234567\n")
+    assert total_instructions(out) == 1_234_567
+    assert marginal((500, 3_000_000), (2500, 11_000_000)) == 4000.0
+    (tmp_path / "empty.cachegrind").write_text("events: Ir\n")
+    with pytest.raises(ValueError, match="no summary"):
+        total_instructions(tmp_path / "empty.cachegrind")
