@@ -133,12 +133,13 @@ class Store:
         for url_id, result in results:
             unique.setdefault(url_id, result)  # the same URL twice in one call: the first result wins
         rows = list(unique.items())
+        now = now_ms()
         tail: list[Any] = []
         for deferral in deferrals:
             tail += [
                 new_job_id(batch),
-                job_payload(batch, deferral.entries, now_ms()),
-                max(deferral.run_at_ms, now_ms()),
+                job_payload(batch, deferral.entries, now),
+                max(deferral.run_at_ms, now),
                 ",".join(entry.url_id for entry in deferral.entries),
             ]
         script_keys = [
@@ -153,7 +154,7 @@ class Store:
             keys.batch_events(batch),
         ]
         while True:
-            args: list[Any] = [batch, now_ms(), self.settings.result_ttl_s, self.settings.job_expires_s * 1000]
+            args: list[Any] = [batch, now, self.settings.result_ttl_s, self.settings.job_expires_s * 1000]
             args += [done_job, "1" if require_job else "0", token]
             args += _results_args([result for _, result in rows], [url_id for url_id, _ in rows])
             args += [len(deferrals), *tail]
