@@ -12,7 +12,8 @@ import pytest
 from bench.profiles import PARTS
 
 ROOT = Path(__file__).resolve().parents[1]
-MAY_BE_ZERO = {"idle commands/s"}  #: figures that can be 0 on a good day
+#: figures that can be 0 on a good day (pooled leases may need no gate call)
+MAY_BE_ZERO = {"idle commands/s", "crawlq Redis us/URL, gate.lua"}
 
 
 def test_smoke_run_writes_every_part(tmp_path: Path) -> None:
@@ -81,3 +82,18 @@ def test_instruction_counts_are_read_from_cachegrind_and_taken_per_url(tmp_path:
     (tmp_path / "empty.cachegrind").write_text("events: Ir\n")
     with pytest.raises(ValueError, match="no summary"):
         total_instructions(tmp_path / "empty.cachegrind")
+
+
+def test_slowlog_time_is_summed_per_script_and_command() -> None:
+    from bench.parts.rediscost import script_names, time_by_name
+
+    names = script_names()
+    commit_sha = next(sha for sha, name in names.items() if name == "commit.lua")
+    entries = [
+        {"command": f"EVALSHA {commit_sha} 9 a b".encode(), "duration": 400},
+        {"command": f"EVALSHA {commit_sha} 9 c d".encode(), "duration": 100},
+        {"command": b"HMGET crawlq:urls:b x y", "duration": 30},
+        {"command": b"EVALSHA 0000 1 k", "duration": 7},
+    ]
+    assert len(names) == 4 and all(len(sha) == 40 for sha in names)
+    assert time_by_name(entries, names) == {"commit.lua": 500, "hmget": 30, "other script": 7}

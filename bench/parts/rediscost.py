@@ -3,19 +3,31 @@
 crawlq (2 workers) and for plain arq one job per URL. It reads the throughput part's runs of the same
 round when that part ran; otherwise it runs them itself with `rediscost_urls` URLs.
 
+Where Redis spends its time: one more crawlq batch (its own server, SLOWLOG logging every command) gives
+the server's execution time per URL of each Lua script (commands a script runs are in its time, and are
+also logged, and listed in `detail`, under their own names). Kept out of the throughput run: logging
+costs Redis time.
+
 How many pages/s one Redis carries: `REDIS_COMMANDS_PER_S` (redis-benchmark without pipelining did
 82-90k ops/s on this box, see peer-baselines) / commands per URL; and, measured, N / Redis CPU seconds.
 """
 
 from __future__ import annotations
 
+import collections
+import hashlib
+from importlib.resources import files
 from typing import Any
 
+from bench.cluster import crawlq_settings, own_server, running_cluster, timed_batch
 from bench.context import Bench, PartRound
-from bench.parts.throughput import arq_run, crawlq_run
+from bench.parts.throughput import CONCURRENCY, WORKERS, arq_run, crawlq_run
 from bench.workload import fast_urls, run_tag
 
-__all__ = ["REDIS_COMMANDS_PER_S", "run"]
+__all__ = ["REDIS_COMMANDS_PER_S", "run", "script_names", "time_by_name"]
+
+SCRIPTS = (("crawlq", "enqueue.lua"), ("crawlq", "commit.lua"), ("workers", "claim.lua"), ("workers", "gate.lua"))
+SLOWLOG_MAX = 1_000_000
 
 REDIS_COMMANDS_PER_S = 100_000  #: one Redis core, plain commands, no pipelining (redis-benchmark, rounded)
 TOP = 8
@@ -31,6 +43,43 @@ async def _measurements(bench: Bench) -> tuple[int, dict[str, Any], dict[str, An
     arq = await arq_run(bench, fast_urls(bench.target.base, count, run_tag()))
     commands = {"crawlq": crawlq.commands, "arq": arq.commands}
     return count, commands, {"crawlq": crawlq.cpu_s, "arq": arq.cpu_s}, "own runs"
+
+
+def script_names() -> dict[str, str]:
+    """The SHA1 Redis knows each crawlq Lua script by -> its file name."""
+    return {
+        hashlib.sha1((files(package) / "lua" / name).read_text().encode()).hexdigest(): name
+        for package, name in SCRIPTS
+    }
+
+
+def time_by_name(entries: list[dict[str, Any]], names: dict[str, str]) -> dict[str, int]:
+    """Microseconds per script (EVALSHA by SHA1) or command, from SLOWLOG GET entries, largest first."""
+    spent: collections.Counter[str] = collections.Counter()
+    for entry in entries:
+        words = [word.decode() if isinstance(word, bytes) else str(word) for word in entry["command"].split()[:2]]
+        name = words[0].lower()
+        if name == "evalsha" and len(words) > 1:
+            name = names.get(words[1], "other script")
+        spent[name] += int(entry["duration"])
+    return dict(spent.most_common())
+
+
+async def _time_by_script(bench: Bench, count: int) -> dict[str, int]:
+    settings = crawlq_settings(CONCURRENCY, WORKERS)
+    warmup = fast_urls(bench.target.base, 400, run_tag())
+    async with (
+        own_server() as server,
+        running_cluster(settings, WORKERS, server, bench.log_dir("redistime"), warmup) as cluster,
+    ):
+        redis = cluster.client.redis
+        await redis.config_set("slowlog-max-len", SLOWLOG_MAX)
+        await redis.config_set("slowlog-log-slower-than", 0)
+        await redis.slowlog_reset()
+        await timed_batch(cluster, fast_urls(bench.target.base, count, run_tag()), {})
+        await redis.config_set("slowlog-log-slower-than", -1)
+        entries = await redis.slowlog_get(SLOWLOG_MAX)
+    return time_by_name(entries, script_names())
 
 
 async def run(bench: Bench) -> PartRound:
@@ -59,4 +108,8 @@ async def run(bench: Bench) -> PartRound:
         if redis_cpu_s:
             part.figures[f"{system} pages/s per Redis core (CPU)"] = round(count / redis_cpu_s)
     part.detail["commands"] = commands
+    spent = await _time_by_script(bench, bench.profile.rediscost_urls)
+    part.detail["redis_us_by_script"] = spent
+    for _, name in SCRIPTS:
+        part.figures[f"crawlq Redis us/URL, {name}"] = round(spent.get(name, 0) / bench.profile.rediscost_urls, 2)
     return part
