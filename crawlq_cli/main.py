@@ -8,13 +8,15 @@ interrupted); 2 usage error; 3 `submit --strict` refused a batch with invalid li
 from __future__ import annotations
 
 import asyncio
+import collections
 import csv
 import os
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from functools import wraps
 from typing import IO, Any, TypeVar
+from urllib.parse import urlsplit
 
 import click
 import orjson
@@ -100,6 +102,8 @@ def worker(ctx: click.Context, concurrency: int | None, burst: bool, check: bool
     \b
     SIGTERM/SIGINT drain it: no new work, in-flight fetches get CRAWLQ_SHUTDOWN_GRACE_S (8 s),
     the rest goes back to the queue, then it exits 0.
+
+    \b
     Examples:
       CRAWLQ_REDIS_URL=redis://queue:6379/0 crawlq worker --concurrency 50
       crawlq worker --check    # container health check
@@ -138,6 +142,8 @@ def submit(ctx: click.Context, source: str, batch: str | None, as_json: bool, st
     \b
     Blank lines and lines starting with # are skipped. Invalid lines are reported on stderr with
     their line number and reason; the valid ones are still queued unless --strict.
+
+    \b
     Examples:
       crawlq submit urls.txt
       cat urls.txt | crawlq submit - --batch nightly --json
@@ -216,17 +222,23 @@ async def stats(client: Any, batch: str, as_json: bool) -> int:
 
 
 CSV_FIELDS = ["url", "ok", "status", "latency_ms", "attempts", "bytes", "error", "message", "final_url", "fetched_at"]
+FORMATS = ["jsonl", "csv", "urls"]
 
 
-async def _write_results(results: Any, out: IO[str], fmt: str) -> int:
+async def _write_results(results: Any, out: IO[str], fmt: str, *, failed_only: bool = False) -> int:
+    """Write `results` as JSON lines, CSV or bare URLs (one per line, ready to submit again)."""
     count = 0
-    writer = csv.DictWriter(out, fieldnames=CSV_FIELDS) if fmt == "csv" else None
+    writer = csv.DictWriter(out, fieldnames=CSV_FIELDS, extrasaction="ignore") if fmt == "csv" else None
     if writer is not None:
         writer.writeheader()
     async for result in results:
         record = result.to_dict() if isinstance(result, UrlResult) else result
+        if failed_only and record["ok"]:
+            continue
         if writer is not None:
             writer.writerow(record)
+        elif fmt == "urls":
+            out.write(record["url"] + "\n")
         else:
             out.write(orjson.dumps(record).decode() + "\n")
         count += 1
@@ -235,22 +247,31 @@ async def _write_results(results: Any, out: IO[str], fmt: str) -> int:
 
 @cli.command()
 @click.argument("batch")
-@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl", show_default=True)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(FORMATS),
+    default="jsonl",
+    show_default=True,
+    help="jsonl and csv: one record per URL; urls: the bare URLs, one per line (input for a new batch).",
+)
+@click.option("--failed", "failed_only", is_flag=True, help="Only the URLs that failed.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), help="Write here, not stdout.")
 @_client_command
-async def results(client: Any, batch: str, fmt: str, output: str | None) -> int:
+async def results(client: Any, batch: str, fmt: str, failed_only: bool, output: str | None) -> int:
     """Stream one record per URL of BATCH: url, ok, status, latency_ms, attempts, bytes, error, final_url...
 
     \b
     Examples:
       crawlq results nightly > nightly.jsonl
       crawlq results nightly --format csv -o nightly.csv
+      crawlq results nightly --failed --format urls | crawlq submit - --batch nightly-retry
     """
     if output is None:
-        await _write_results(client.results(batch), sys.stdout, fmt)
+        await _write_results(client.results(batch), sys.stdout, fmt, failed_only=failed_only)
         return 0
     with open(output, "w", newline="", encoding="utf-8") as handle:
-        await _write_results(client.results(batch), handle, fmt)
+        await _write_results(client.results(batch), handle, fmt, failed_only=failed_only)
     return 0
 
 
@@ -294,6 +315,8 @@ def _cancel_on_sigterm() -> None:
 async def _crawl_local(
     settings: Settings, lines: Iterable[str], workers: int, redis_url: str | None, out: str | None
 ) -> BatchStats:
+    """Submit `lines` to a local cluster, show progress, keep the results in `out` (`""`: not kept; None: a file
+    named after the batch), and say when per-host limits rather than the workers bounded the crawl."""
     from producer.launcher import LocalCluster
 
     _cancel_on_sigterm()
@@ -304,32 +327,79 @@ async def _crawl_local(
         for bad in report.invalid_lines:
             click.echo(f"line {bad.line}: {bad.reason}: {bad.text}", err=True)
         final = await _wait(cluster.client, report.batch, None, poll_s=0.1)
-        if out:
-            fmt = "csv" if out.endswith(".csv") else "jsonl"
-            with open(out, "w", newline="", encoding="utf-8") as handle:
-                count = await _write_results(cluster.client.results(report.batch), handle, fmt)
-            click.echo(f"wrote {count} results to {out}", err=True)
+        hosts: collections.Counter[str] = collections.Counter()
+        records = _counting_hosts(cluster.client.results(report.batch), hosts)
+        path = f"{report.batch}.jsonl" if out is None else out
+        if path:
+            fmt = "csv" if path.endswith(".csv") else "jsonl"
+            with open(path, "w", newline="", encoding="utf-8") as handle:
+                count = await _write_results(records, handle, fmt)
+            click.echo(f"wrote {count} results to {os.path.abspath(path)}", err=True)
+        else:
+            async for _ in records:
+                pass
+            click.echo("results not kept (--no-out): they go with the embedded Redis", err=True)
+        note = host_bound_note(settings, hosts, workers)
+        if note:
+            click.echo(note, err=True)
         return final
+
+
+async def _counting_hosts(
+    results: AsyncIterator[UrlResult], hosts: collections.Counter[str]
+) -> AsyncIterator[UrlResult]:
+    async for result in results:
+        hosts[urlsplit(result.url).netloc.lower()] += 1
+        yield result
+
+
+def host_bound_note(settings: Settings, hosts: collections.Counter[str], workers: int) -> str:
+    """A sentence when the per-host limits allowed fewer fetches at once than the workers had slots, else ""."""
+    from workers.gate import host_limits
+
+    slots = workers * settings.concurrency
+    allowed = sum(min(count, host_limits(settings, host)[0]) for host, count in hosts.items())
+    if not hosts or allowed >= slots:
+        return ""
+    return (
+        f"note: per-host limits, not the workers, bounded this crawl: its {len(hosts)} host(s) allowed at most "
+        f"{allowed} fetches at once while the workers had {slots} slots; if the sites allow it, raise "
+        f"--per-host (CRAWLQ_PER_HOST_CONCURRENCY, now {settings.per_host_concurrency}) or CRAWLQ_HOST_RULES"
+    )
 
 
 @cli.command()
 @click.argument("source", metavar="FILE|-")
 @click.option("--workers", type=click.IntRange(1), default=os.cpu_count() or 1, show_default="CPU count")
 @click.option("--concurrency", type=click.IntRange(1), help="Concurrent fetches per worker (default 10).")
-@click.option("--out", type=click.Path(dir_okay=False, writable=True), help="Write every result (.jsonl or .csv).")
+@click.option("--per-host", type=click.IntRange(1), help="Requests in flight per host (default 2).")
+@click.option("--out", type=click.Path(dir_okay=False, writable=True),
+              help="Write every result here (.jsonl or .csv); default: BATCH.jsonl in this directory.")  # fmt: skip
+@click.option("--no-out", is_flag=True, help="Do not keep the results (they go with the embedded Redis).")
 @click.pass_context
-def crawl(ctx: click.Context, source: str, workers: int, concurrency: int | None, out: str | None) -> None:
+def crawl(
+    ctx: click.Context,
+    source: str,
+    workers: int,
+    concurrency: int | None,
+    per_host: int | None,
+    out: str | None,
+    no_out: bool,
+) -> None:
     """Crawl FILE on this machine: an embedded Redis (unless CRAWLQ_REDIS_URL is set), N workers, a report.
 
     \b
-    Everything it starts is stopped at the end, Ctrl-C included.
+    Everything it starts is stopped at the end, Ctrl-C included. The results are written to BATCH.jsonl
+    (or --out) before the embedded Redis stops.
+
+    \b
     Examples:
       crawlq crawl urls.txt
-      crawlq crawl urls.txt --workers 4 --concurrency 50 --out results.jsonl
+      crawlq crawl urls.txt --workers 4 --concurrency 50 --per-host 4 --out results.jsonl
     """
-    settings = _settings(ctx, concurrency=concurrency)
+    settings = _settings(ctx, concurrency=concurrency, per_host_concurrency=per_host)
     redis_url = settings.redis_url if ctx.obj["redis_given"] else None
-    final = _run(_crawl_local(settings, _read_lines(source), workers, redis_url, out))
+    final = _run(_crawl_local(settings, _read_lines(source), workers, redis_url, "" if no_out else out))
     click.echo("\n".join(report_lines(final)))
 
 
@@ -337,32 +407,38 @@ def crawl(ctx: click.Context, source: str, workers: int, concurrency: int | None
 @click.option("--urls", "count", type=click.IntRange(1), default=50, show_default=True)
 @click.option("--concurrency", type=click.IntRange(1), default=10, show_default=True)
 @click.option("--workers", type=click.IntRange(1), default=1, show_default=True)
+@click.option("--per-host", type=click.IntRange(1), help="Requests in flight to the local site (default: all slots).")
 @click.pass_context
-def demo(ctx: click.Context, count: int, concurrency: int, workers: int) -> None:
+def demo(ctx: click.Context, count: int, concurrency: int, workers: int, per_host: int | None) -> None:
     """Crawl a local target site (like httpbin's /delay/0, /delay/1, /delay/2) and print the report.
 
     \b
-    Needs no Redis, no Docker and no internet. The target is on 127.0.0.1, so the demo allows private
-    addresses and raises the per-host limit for that one host to --concurrency, and says so.
+    Needs no Redis, no Docker and no internet. The target is on 127.0.0.1, so the demo allows that
+    address and raises the per-host limit for that one host to --per-host (default: workers x
+    concurrency, where the default for other sites is 2), and says so.
+
+    \b
     Examples:
       crawlq demo
       crawlq demo --urls 200 --concurrency 20 --workers 2
+      crawlq demo --per-host 2      # what the default politeness does to one host
     """
     from crawlq.target import TargetSite
 
-    rule = HostRule(pattern="127.0.0.1*", concurrency=concurrency * workers)
+    limit = per_host or concurrency * workers
+    rule = HostRule(pattern="127.0.0.1*", concurrency=limit)
     settings = _settings(ctx, concurrency=concurrency, allow_private=True, host_rules=[rule])
     redis_url = settings.redis_url if ctx.obj["redis_given"] else None
     click.echo(
         f"demo: local target on 127.0.0.1; private addresses allowed; per-host limit for 127.0.0.1 raised to "
-        f"{concurrency * workers}; {workers} worker(s) x concurrency {concurrency}",
+        f"{limit} (--per-host); {workers} worker(s) x concurrency {concurrency}",
         err=True,
     )
 
     async def body() -> BatchStats:
         async with TargetSite() as site:
             urls = [site.url(f"/delay/{i % 3}?n={i}") for i in range(count)]
-            return await _crawl_local(settings, urls, workers, redis_url, None)
+            return await _crawl_local(settings, urls, workers, redis_url, "")
 
     final = _run(body())
     click.echo("\n".join(report_lines(final)))
