@@ -342,8 +342,8 @@ def demo(ctx: click.Context, count: int, concurrency: int, workers: int) -> None
     """Crawl a local target site (like httpbin's /delay/0, /delay/1, /delay/2) and print the report.
 
     \b
-    Needs no Redis, no Docker and no internet. The target is on 127.0.0.1, so the demo allows private
-    addresses and raises the per-host limit for that one host to --concurrency, and says so.
+    Needs no Redis, no Docker and no internet. The target is on 127.0.0.1, so the demo allows the loopback
+    networks and raises the per-host limit for that one host to --concurrency, and says so.
     Examples:
       crawlq demo
       crawlq demo --urls 200 --concurrency 20 --workers 2
@@ -351,10 +351,10 @@ def demo(ctx: click.Context, count: int, concurrency: int, workers: int) -> None
     from crawlq.target import TargetSite
 
     rule = HostRule(pattern="127.0.0.1*", concurrency=concurrency * workers)
-    settings = _settings(ctx, concurrency=concurrency, allow_private=True, host_rules=[rule])
+    settings = _settings(ctx, concurrency=concurrency, allowed_networks=["127.0.0.0/8", "::1/128"], host_rules=[rule])
     redis_url = settings.redis_url if ctx.obj["redis_given"] else None
     click.echo(
-        f"demo: local target on 127.0.0.1; private addresses allowed; per-host limit for 127.0.0.1 raised to "
+        f"demo: local target on 127.0.0.1; loopback (127.0.0.0/8, ::1) allowed; per-host limit for 127.0.0.1 raised to "
         f"{concurrency * workers}; {workers} worker(s) x concurrency {concurrency}",
         err=True,
     )
