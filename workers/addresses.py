@@ -17,7 +17,14 @@ from aiohttp.resolver import DefaultResolver
 
 from crawlq.settings import Settings
 
-__all__ = ["AddressPolicy", "BlockedAddress", "GuardedResolver", "embedded_ipv4", "literal_address"]
+__all__ = [
+    "METADATA_NETWORKS",
+    "AddressPolicy",
+    "BlockedAddress",
+    "GuardedResolver",
+    "embedded_ipv4",
+    "literal_address",
+]
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
