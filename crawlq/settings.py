@@ -82,7 +82,7 @@ class Settings(BaseSettings):
     robots_max_crawl_delay_s: float = Field(default=30.0, ge=0)  #: cap on a robots.txt Crawl-delay
 
     # --- Address policy (SSRF guard)
-    allow_private: bool = False  #: allow loopback/private/link-local/... targets
+    allow_private: bool = False  #: allow loopback/private/link-local/... targets, never cloud metadata
     allowed_networks: Annotated[list[str], NoDecode] = Field(default_factory=list)  #: comma list of CIDRs allowed
 
     @field_validator("host_rules", mode="before")

@@ -413,8 +413,8 @@ def demo(ctx: click.Context, count: int, concurrency: int, workers: int, per_hos
     """Crawl a local target site (like httpbin's /delay/0, /delay/1, /delay/2) and print the report.
 
     \b
-    Needs no Redis, no Docker and no internet. The target is on 127.0.0.1, so the demo allows that
-    address and raises the per-host limit for that one host to --per-host (default: workers x
+    Needs no Redis, no Docker and no internet. The target is on 127.0.0.1, so the demo allows the loopback
+    networks and raises the per-host limit for that one host to --per-host (default: workers x
     concurrency, where the default for other sites is 2), and says so.
 
     \b
@@ -427,11 +427,11 @@ def demo(ctx: click.Context, count: int, concurrency: int, workers: int, per_hos
 
     limit = per_host or concurrency * workers
     rule = HostRule(pattern="127.0.0.1*", concurrency=limit)
-    settings = _settings(ctx, concurrency=concurrency, allow_private=True, host_rules=[rule])
+    settings = _settings(ctx, concurrency=concurrency, allowed_networks=["127.0.0.0/8", "::1/128"], host_rules=[rule])
     redis_url = settings.redis_url if ctx.obj["redis_given"] else None
     click.echo(
-        f"demo: local target on 127.0.0.1; private addresses allowed; per-host limit for 127.0.0.1 raised to "
-        f"{limit} (--per-host); {workers} worker(s) x concurrency {concurrency}",
+        f"demo: local target on 127.0.0.1; loopback (127.0.0.0/8, ::1) allowed; per-host limit for 127.0.0.1 "
+        f"raised to {limit} (--per-host); {workers} worker(s) x concurrency {concurrency}",
         err=True,
     )
 
