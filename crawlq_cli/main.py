@@ -444,5 +444,36 @@ def demo(ctx: click.Context, count: int, concurrency: int, workers: int, per_hos
     click.echo("\n".join(report_lines(final)))
 
 
+# ---------------------------------------------------------------- serve
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
+@click.pass_context
+def serve(ctx: click.Context, host: str, port: int) -> None:
+    """Serve the HTTP API (needs `pip install "crawlq[api]"` and CRAWLQ_API_TOKEN).
+
+    \b
+    OpenAPI schema at /openapi.json; Prometheus metrics at /metrics.
+    Examples:
+      CRAWLQ_API_TOKEN=secret crawlq serve --port 8000
+      curl -H "Authorization: Bearer secret" localhost:8000/queue
+    """
+    try:
+        import uvicorn
+
+        from crawlq_api.app import create_app
+        from crawlq_api.settings import ApiSettings
+    except ImportError as exc:
+        raise click.UsageError(
+            f'the HTTP API needs its extra: pip install "crawlq[api]" ({exc.name} is missing)'
+        ) from exc
+    try:
+        app = create_app(_settings(ctx), ApiSettings())
+    except (CrawlqError, ValueError) as exc:
+        click.echo(f"crawlq: {exc}", err=True)
+        sys.exit(EXIT_USAGE)
+    uvicorn.run(app, host=host, port=port, log_level="info")
+
+
 def main() -> None:
     cli(prog_name="crawlq")
