@@ -28,7 +28,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--smoke", action="store_true", help="small sizes, 1 round, a few seconds per part (CI)")
-    size.add_argument("--full", action="store_true", help="full sizes (20,000-100,000 URLs a part), 3 rounds, about 10 minutes")
+    size.add_argument("--full", action="store_true", help="full sizes (20,000-100,000 URLs a part), 3 rounds, ~10 min")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out", help="results.json, chart.png, logs")
     parser.add_argument("--only", default="", help=f"comma list of parts: {', '.join(PARTS)}")
     parser.add_argument("--rounds", type=int, default=0, help="override the profile's number of rounds")
