@@ -22,7 +22,7 @@ from rich.console import Console
 
 from crawlq import __version__
 from crawlq.errors import CrawlqError
-from crawlq.models import BatchStats, UrlResult
+from crawlq.models import CONTENT_FIELDS, BatchStats, UrlResult
 from crawlq.settings import HostRule, Settings
 from crawlq_cli.render import ProgressView, report_lines, status_table
 
@@ -215,7 +215,10 @@ async def stats(client: Any, batch: str, as_json: bool) -> int:
     return 0
 
 
-CSV_FIELDS = ["url", "ok", "status", "latency_ms", "attempts", "bytes", "error", "message", "final_url", "fetched_at"]
+CSV_FIELDS = [
+    *["url", "ok", "status", "latency_ms", "attempts", "bytes", "error", "message", "final_url", "fetched_at"],
+    *CONTENT_FIELDS,
+]
 
 
 async def _write_results(results: Any, out: IO[str], fmt: str) -> int:
