@@ -90,7 +90,7 @@ def _snippet(body: LexborNode | None, chars: int) -> str:
     """The first `chars` characters of the visible text (text outside script, style, template...)."""
     if body is None or chars <= 0:
         return ""
-    words: list[str] = []
+    pieces: list[str] = []
     have = 0
     for node in body.traverse(include_text=True, skip_empty=True):
         if not node.is_text_node:
@@ -98,12 +98,15 @@ def _snippet(body: LexborNode | None, chars: int) -> str:
         parent = node.parent
         if parent is not None and parent.tag in _HIDDEN:
             continue
-        found = (node.text_content or "").split()
-        words.extend(found)
-        have += sum(len(word) + 1 for word in found)
+        text = node.text_content or ""
+        piece = _collapse(text[: 4 * chars + 64])  # a long text node: collapse only what can be kept
+        if len(piece) < chars and len(text) > 4 * chars + 64:
+            piece = _collapse(text)
+        pieces.append(piece)
+        have += len(piece) + 1
         if have > chars:
             break
-    return " ".join(words)[:chars]
+    return " ".join(pieces)[:chars]
 
 
 def _html_fields(body: bytes, encoding: str, snippet_chars: int) -> tuple[str | None, str]:
