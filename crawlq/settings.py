@@ -64,6 +64,8 @@ class Settings(BaseSettings):
     connect_timeout_s: float = Field(default=5.0, gt=0)
     max_body_bytes: int = Field(default=10 * 1024 * 1024, gt=0)  #: decompressed body cap; above it: `too_large`
     max_redirects: int = Field(default=5, ge=0)
+    extract_content: bool = True  #: record type, encoding, title, snippet, SHA-256 and validators of each page
+    snippet_chars: int = Field(default=100, ge=0, le=10_000)  #: characters of visible text kept as `snippet`
 
     # --- Retries
     max_attempts: int = Field(default=3, ge=1)  #: attempts per URL for transient failures

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -107,3 +108,19 @@ def test_crawl_cleans_up_on_interrupt(tmp_path: Path, signum: int) -> None:
     assert crawl.returncode == 130, stderr
     assert b"interrupted" in stderr and b"Traceback" not in stderr
     assert wait_until(lambda: not any(alive(pid) for pid in started), timeout=10), started
+
+
+async def test_csv_cells_that_look_like_formulas_are_written_as_text() -> None:
+    import csv
+    import io
+
+    from crawlq_cli.main import _write_results
+
+    async def records() -> Any:
+        for title in ('=HYPERLINK("http://x")', "+1", "@SUM(A1)", "plain", "-x"):
+            yield {"url": "http://a.test/", "ok": True, "title": title, "status": 200}
+
+    out = io.StringIO()
+    assert await _write_results(records(), out, "csv") == 5
+    titles = [row["title"] for row in csv.DictReader(io.StringIO(out.getvalue()))]
+    assert titles == ['\'=HYPERLINK("http://x")', "'+1", "'@SUM(A1)", "plain", "'-x"]

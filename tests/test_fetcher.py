@@ -379,11 +379,17 @@ def test_decode_text_never_raises(charset: str) -> None:
 # --- broken connections, DNS --------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("path", ["/reset", "/truncated"])
-async def test_broken_connections_are_connect_errors(site: TargetSite, path: str) -> None:
-    attempt = await fetch(site.url(path))
+async def test_a_reset_connection_is_a_connect_error(site: TargetSite) -> None:
+    attempt = await fetch(site.url("/reset"))
     assert attempt.error is ErrorClass.CONNECT, attempt
     assert attempt.status is None
+
+
+async def test_a_body_cut_short_is_truncated_and_keeps_its_status(site: TargetSite) -> None:
+    attempt = await fetch(site.url("/truncated"))  # Content-Length 1000, 10 bytes sent, then closed
+    assert attempt.error is ErrorClass.TRUNCATED, attempt
+    assert attempt.status == 200
+    assert attempt.message == "HTTP 200, but the body was cut short: 10 of 1000 bytes (Content-Length)"
 
 
 async def test_refused_connection_is_a_connect_error() -> None:

@@ -37,6 +37,8 @@ SAMPLES: dict[str, tuple[str, object]] = {
     "connect_timeout_s": ("1.5", 1.5),
     "max_body_bytes": ("1048576", 1048576),
     "max_redirects": ("2", 2),
+    "extract_content": ("0", False),
+    "snippet_chars": ("250", 250),
     "max_attempts": ("6", 6),
     "backoff_base_s": ("0.25", 0.25),
     "backoff_max_s": ("9", 9.0),
