@@ -22,7 +22,7 @@ from crawlq.jobs import Deferral, Entry, job_payload, new_job_id
 from crawlq.models import BatchStats, UrlResult, now_ms
 from crawlq.settings import Settings
 
-__all__ = ["CommitOutcome", "EnqueueOutcome", "Store", "counters"]
+__all__ = ["CommitOutcome", "EnqueueOutcome", "Store", "counters", "lost_reason"]
 
 SUBMIT_LEASE_MS = 30_000  #: a producer that dies mid-submit stops holding its batch open after this
 
@@ -80,6 +80,20 @@ def _results_args(results: Sequence[UrlResult], url_ids: Sequence[str]) -> list[
     for url_id, result in zip(url_ids, results, strict=True):
         args += [url_id, pack(result.to_record())]
     return args
+
+
+def lost_reason(stats: BatchStats, manifest: int, recorded: int, open_jobs: int, submitters: int) -> str | None:
+    """Why a batch can never be complete and right, from the sizes of its keys, or None.
+
+    Every write keeps these equal (one Lua call each): manifest == total, recorded results == done, and
+    every URL without a result is owned by a job in the job table. A key that went missing breaks one."""
+    if manifest < stats.total:
+        return f"its manifest holds {manifest} of its {stats.total} URLs"
+    if recorded < stats.done:
+        return f"{recorded} of its {stats.done} recorded results are left"
+    if not stats.complete and stats.done < stats.total and open_jobs == 0 and submitters == 0:
+        return f"{stats.total - stats.done} of its {stats.total} URLs have no job left to run them"
+    return None
 
 
 class Store:
@@ -171,10 +185,19 @@ class Store:
 
     # ---- reads
     async def stats(self, batch: str) -> BatchStats:
-        raw = await result_of(self.redis.hgetall(keys.batch_meta(batch)))
+        """The batch's statistics; `state` is "lost" when some of its keys went missing (see `lost_reason`)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(keys.batch_meta(batch))
+            pipe.hlen(keys.batch_urls(batch))
+            pipe.hlen(keys.batch_results(batch))
+            pipe.hlen(keys.batch_jobs(batch))
+            pipe.zcount(keys.batch_submitters(batch), now_ms(), "+inf")
+            raw, manifest, recorded, open_jobs, submitters = await pipe.execute()
         if not raw:
             raise UnknownBatch(batch)
-        return BatchStats.from_counters(batch, {k.decode(): v.decode() for k, v in raw.items()})
+        stats = BatchStats.from_counters(batch, {k.decode(): v.decode() for k, v in raw.items()})
+        reason = lost_reason(stats, manifest, recorded, open_jobs, submitters)
+        return stats if reason is None else stats.model_copy(update={"state": "lost", "lost_reason": reason})
 
     async def overall(self) -> dict[str, Any]:
         raw = {k.decode(): v.decode() for k, v in (await result_of(self.redis.hgetall(keys.STATS_ALL))).items()}

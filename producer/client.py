@@ -9,6 +9,7 @@ async with await Client.connect(Settings()) as client:
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from types import TracebackType
@@ -18,15 +19,19 @@ from arq.connections import ArqRedis
 from redis.asyncio.client import PubSub
 
 from crawlq import keys
-from crawlq.connection import connect, result_of
-from crawlq.errors import UnknownBatch
+from crawlq.connection import connect, describe, result_of
+from crawlq.errors import BatchLost, UnknownBatch
 from crawlq.heartbeats import live_workers
+from crawlq.memory import check_eviction_policy
 from crawlq.models import BatchStats, UrlResult, now_ms
+from crawlq.outage import REDIS_DOWN, Outage
 from crawlq.settings import Settings
 from crawlq.store import Store
 from producer.submit import SubmitReport, new_batch_id, submit_lines
 
 __all__ = ["Client", "QueueDepth"]
+
+OUTAGE_RETRY_S = 0.5  #: while Redis is unreachable, `wait` tries again this often
 
 
 class QueueDepth(dict[str, int]):
@@ -49,9 +54,17 @@ class Client:
         self.store = Store(redis, settings)
 
     @classmethod
-    async def connect(cls, settings: Settings) -> Client:
-        """Raises `crawlq.errors.RedisUnavailable` (one sentence) when Redis cannot be reached."""
-        return cls(await connect(settings), settings)
+    async def connect(cls, settings: Settings, *, check_eviction: bool = True) -> Client:
+        """Raises `crawlq.errors.RedisUnavailable` (one sentence) when Redis cannot be reached, and
+        `crawlq.errors.EvictingRedis` when it evicts keys (`check_eviction`; a reader may skip it)."""
+        redis = await connect(settings)
+        if check_eviction:
+            try:
+                await check_eviction_policy(redis, settings)
+            except BaseException:
+                await redis.aclose()
+                raise
+        return cls(redis, settings)
 
     async def close(self) -> None:
         await self.redis.aclose()
@@ -80,18 +93,41 @@ class Client:
         timeout_s: float | None = None,
         poll_s: float = 0.1,
         on_progress: Callable[[BatchStats], None] | None = None,
+        on_outage: Callable[[str], None] | None = None,
     ) -> BatchStats:
-        """Wait until the batch is complete; raises TimeoutError, or UnknownBatch if Redis lost it.
+        """Wait until the batch is complete; raises TimeoutError, UnknownBatch if Redis lost it, BatchLost if
+        some of its keys went missing, or RedisUnavailable after an outage longer than `redis_retry_window_s`.
 
         Completion is seen at once (the commit that completes a batch publishes on its events channel);
-        `poll_s` only paces progress reads (`on_progress`), and is the fallback should a message be lost."""
+        `poll_s` only paces progress reads (`on_progress`), and is the fallback should a message be lost.
+        A Redis outage is reported through `on_outage` (one line when it starts, one when it ends)."""
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        outage = Outage(describe(self.settings.redis_url), self.settings.redis_retry_window_s, on_outage)
+        while True:
+            try:
+                return await self._wait(batch, deadline, timeout_s, poll_s, on_progress, outage)
+            except REDIS_DOWN as exc:
+                outage.failed(exc)
+                await asyncio.sleep(OUTAGE_RETRY_S)
+
+    async def _wait(
+        self,
+        batch: str,
+        deadline: float | None,
+        timeout_s: float | None,
+        poll_s: float,
+        on_progress: Callable[[BatchStats], None] | None,
+        outage: Outage,
+    ) -> BatchStats:
         async with self.redis.pubsub() as events:
             await events.subscribe(keys.batch_events(batch))  # before the first read: no completion is missed
             while True:
                 stats = await self.store.stats(batch)
+                outage.recovered()
                 if on_progress is not None:
                     on_progress(stats)
+                if stats.lost_reason is not None:
+                    raise BatchLost(batch, stats.lost_reason)
                 if stats.complete:
                     return stats
                 pause_s = poll_s
