@@ -225,6 +225,14 @@ class CrawlWorker(Worker):
             state.claimed.add(name)
             task.add_done_callback(functools.partial(_forget, state, name))
 
+    async def record_health(self) -> None:
+        """arq's health key; a full Redis refuses it, which must not stop the worker."""
+        try:
+            await super().record_health()
+        except ResponseError as exc:
+            if not is_out_of_memory(exc):
+                raise
+
     async def _out_of_memory(self, exc: ResponseError) -> None:
         """A full Redis refused a claim: claim nothing for a while (logged once per episode)."""
         if not self._out_of_memory_logged and self.state is not None:
@@ -289,7 +297,8 @@ class CrawlWorker(Worker):
                         logger.info("reconciler resolved %d jobs", resolved)
                     await state.redis.delete(keys.RECONCILE_LOCK)
             except ResponseError as exc:
-                logger.warning("reconciler pass failed: %s", str(exc).split("\n")[0][:200])
+                if not is_out_of_memory(exc):  # a full Redis is logged once by the commits and claims
+                    logger.warning("reconciler pass failed: %s", str(exc).split("\n")[0][:200])
             except Exception:
                 logger.warning("reconciler pass failed", exc_info=True)
 

@@ -173,26 +173,25 @@ async def _commit_when_room(
 ) -> CommitOutcome:
     """`Store.commit`, retried with backoff while Redis is out of memory: a full Redis (`noeviction`)
     refuses the script before its first write, so the retry records everything once, and the job
-    neither fails nor spends a try. Logged once when it starts and once when it ends."""
-    pause_s, since = OUT_OF_MEMORY_BACKOFF_S, 0.0
+    neither fails nor spends a try. The worker logs the episode once when it starts and once when it ends."""
+    pause_s = OUT_OF_MEMORY_BACKOFF_S
     while True:
         try:
             outcome = await state.store.commit(batch, results, merged, done_job=done_job)
         except ResponseError as exc:
             if not is_out_of_memory(exc):
                 raise
-            if not since:
-                since = time.monotonic()
-                where = describe(state.settings.redis_url)
-                message = await out_of_memory_message(state.redis, where)
-                logger.warning("%s; holding %d results and retrying the commit", message, len(results))
+            if state.out_of_memory_since is None:
+                state.out_of_memory_since = time.monotonic()
+                message = await out_of_memory_message(state.redis, describe(state.settings.redis_url))
+                logger.warning("%s; holding results and retrying commits until it has room", message)
             await asyncio.sleep(pause_s)
             pause_s = min(OUT_OF_MEMORY_BACKOFF_MAX_S, pause_s * 2)
             continue
-        if since:
-            logger.info(
-                "Redis has room again: committed %d results after %.1f s", len(results), time.monotonic() - since
-            )
+        if state.out_of_memory_since is not None:
+            waited_s = time.monotonic() - state.out_of_memory_since
+            state.out_of_memory_since = None
+            logger.info("Redis has room again: commits go on after %.1f s", waited_s)
         return outcome
 
 
