@@ -24,6 +24,7 @@ from crawlq.settings import Settings
 
 __all__ = ["CommitOutcome", "EnqueueOutcome", "Store", "counters", "lost_reason"]
 
+STRANDED_CHECK_LIMIT = 2000  #: `stranded` looks at batches with at most this many open jobs
 SUBMIT_LEASE_MS = 30_000  #: a producer that dies mid-submit stops holding its batch open after this
 
 
@@ -195,9 +196,26 @@ class Store:
             raw, manifest, recorded, open_jobs, submitters = await pipe.execute()
         if not raw:
             raise UnknownBatch(batch)
-        stats = BatchStats.from_counters(batch, {k.decode(): v.decode() for k, v in raw.items()})
-        reason = lost_reason(stats, manifest, recorded, open_jobs, submitters)
+        fields = {k.decode(): v.decode() for k, v in raw.items()}
+        stats = BatchStats.from_counters(batch, fields)
+        reason = fields.get("lost") or lost_reason(stats, manifest, recorded, open_jobs, submitters)
         return stats if reason is None else stats.model_copy(update={"state": "lost", "lost_reason": reason})
+
+    async def stranded(self, batch: str, limit: int = STRANDED_CHECK_LIMIT) -> int:
+        """How many open jobs the batch has when none of them is in the queue (0 when one is, or when it has
+        more than `limit`, not looked at). A job leaves the queue only after its last commit closed it, or when
+        arq gave up on it and the reconciler has yet to resolve it: lasting, this means keys went missing."""
+        table = await result_of(self.redis.hlen(keys.batch_jobs(batch)))
+        if not table or table > limit:
+            return 0
+        names = await result_of(self.redis.hkeys(keys.batch_jobs(batch)))
+        scores = await self.redis.execute_command("ZMSCORE", self.settings.queue_name, *names)  # type: ignore[no-untyped-call]
+        return 0 if any(score is not None for score in scores) else len(names)
+
+    async def mark_lost(self, batch: str, reason: str) -> None:
+        """Record in the batch's counters that it is lost (found by a reader over time, see `stranded`)."""
+        if await result_of(self.redis.exists(keys.batch_meta(batch))):
+            await result_of(self.redis.hset(keys.batch_meta(batch), "lost", reason))
 
     async def overall(self) -> dict[str, Any]:
         raw = {k.decode(): v.decode() for k, v in (await result_of(self.redis.hgetall(keys.STATS_ALL))).items()}

@@ -32,6 +32,7 @@ from producer.submit import SubmitReport, new_batch_id, submit_lines
 __all__ = ["Client", "QueueDepth"]
 
 OUTAGE_RETRY_S = 0.5  #: while Redis is unreachable, `wait` tries again this often
+STRANDED_RECONCILE_PASSES = 3  #: reconciler intervals a batch may have no job queued before `wait` calls it lost
 
 
 class QueueDepth(dict[str, int]):
@@ -45,6 +46,31 @@ async def _next_message(events: PubSub, timeout_s: float) -> None:
         message = await events.get_message(ignore_subscribe_messages=True, timeout=left_s)
         if message is not None:
             return
+
+
+class _Stranded:
+    """`wait`'s watch for a batch none of whose open jobs is queued or running: for a moment that is arq
+    giving up on a job before the reconciler resolves it; for `grace_s` it means keys went missing."""
+
+    def __init__(self, store: Store, batch: str, grace_s: float) -> None:
+        self.store, self.batch, self.grace_s = store, batch, grace_s
+        self.since: float | None = None
+        self._next_look = 0.0
+
+    async def check(self, stats: BatchStats) -> None:
+        now = time.monotonic()
+        if stats.complete or now < self._next_look:
+            return
+        self._next_look = now + 1.0
+        jobs = await self.store.stranded(self.batch)
+        if not jobs:
+            self.since = None
+            return
+        self.since = self.since or now
+        if now - self.since > self.grace_s:
+            reason = f"none of its {jobs} open jobs was queued or running for {now - self.since:.0f} s"
+            await self.store.mark_lost(self.batch, reason)
+            raise BatchLost(self.batch, reason)
 
 
 class Client:
@@ -119,6 +145,7 @@ class Client:
         on_progress: Callable[[BatchStats], None] | None,
         outage: Outage,
     ) -> BatchStats:
+        stranded = _Stranded(self.store, batch, STRANDED_RECONCILE_PASSES * self.settings.reconcile_interval_s)
         async with self.redis.pubsub() as events:
             await events.subscribe(keys.batch_events(batch))  # before the first read: no completion is missed
             while True:
@@ -128,6 +155,7 @@ class Client:
                     on_progress(stats)
                 if stats.lost_reason is not None:
                     raise BatchLost(batch, stats.lost_reason)
+                await stranded.check(stats)
                 if stats.complete:
                     return stats
                 pause_s = poll_s
