@@ -41,7 +41,7 @@ def redis_settings(settings: Settings, *, outage: Outage | None = None) -> Redis
     redis.conn_retries = 0
     if outage is not None and settings.redis_retry_window_s > 0:
         redis.retry = WindowRetry(outage)
-        redis.retry_on_error = [ConnectionError, TimeoutError]
+        redis.retry_on_error = [ConnectionError, TimeoutError, OSError]
     return redis
 
 

@@ -84,7 +84,7 @@ class WindowRetry(Retry):
     __slots__ = ("outage",)
 
     def __init__(self, outage: Outage) -> None:
-        super().__init__(ExponentialBackoff(cap=0.5, base=0.05), -1, REDIS_DOWN)
+        super().__init__(ExponentialBackoff(cap=0.5, base=0.05), -1, (*REDIS_DOWN, OSError))  # type: ignore[arg-type]
         self.outage = outage
 
     def __deepcopy__(self, memo: dict[int, Any]) -> WindowRetry:

@@ -70,7 +70,9 @@ def test_evicting_redis_is_refused_by_submit_and_worker(
 @pytest.mark.parametrize(
     ("renamed", "refused"), [(("CONFIG",), True), (("CONFIG", "INFO"), False)], ids=["info", "unreadable"]
 )
-def test_eviction_policy_read_without_config(renamed: tuple[str, ...], refused: bool, caplog: pytest.LogCaptureFixture) -> None:
+def test_eviction_policy_read_without_config(
+    renamed: tuple[str, ...], refused: bool, caplog: pytest.LogCaptureFixture
+) -> None:
     """CONFIG renamed away: the policy is read from INFO memory and still refused; neither readable: a warning."""
     from crawlq.connection import connect
     from crawlq.errors import EvictingRedis

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+import redis
 
 from crawlq.connection import redis_hint
 from crawlq.server import EmbeddedServer, free_port
@@ -35,6 +36,10 @@ def spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
     )
 
 
+def clients(r: redis.Redis) -> int:
+    return len(r.client_list())
+
+
 def no_traceback(text: str) -> None:
     assert "Traceback" not in text, text
 
@@ -48,13 +53,15 @@ def test_wait_watch_and_workers_ride_out_an_outage(
     the recovery and none exits; exactly once for N = 300."""
     n, batch = 300, "outage"
     env = fault_env(server.url, redis_retry_window_s=20)
-    path = write_urls(tmp_path / "urls.txt", [site.url(f"/delay?ms=50&i={i}") for i in range(n)])
+    path = write_urls(tmp_path / "urls.txt", [site.url(f"/delay?ms=150&i={i}") for i in range(n)])
     r = sync_redis(server.url)
     with Workers(env, tmp_path, 2, "--concurrency", "5", supervise=True) as pool:
         assert submit(env, path, batch)["queued"] == n
+        baseline = clients(r)
         waiter = spawn(["wait", batch, "--timeout", "120"], env)
         watcher = spawn(["status", "--watch", "--interval", "0.5"], env)
         assert wait_until(lambda: counter(r, batch, "done") >= 30, 30), tail_logs(tmp_path)
+        assert wait_until(lambda: clients(r) >= baseline + 2, 20)  # wait and watch are connected
         server.restart(down_s=4)
         _, wait_err = waiter.communicate(timeout=90)
         assert watcher.poll() is None, watcher.communicate()[1]
@@ -83,13 +90,15 @@ def test_outage_longer_than_the_window_ends_everything_with_one_sentence(
     log the outage and why they exit."""
     n, batch, window_s = 200, "gone", 3
     env = fault_env(server.url, redis_retry_window_s=window_s)
-    path = write_urls(tmp_path / "urls.txt", [site.url(f"/delay?ms=100&i={i}") for i in range(n)])
+    path = write_urls(tmp_path / "urls.txt", [site.url(f"/delay?ms=300&i={i}") for i in range(n)])
     r = sync_redis(server.url)
     with Workers(env, tmp_path, 2, "--concurrency", "5") as pool:
         assert submit(env, path, batch)["queued"] == n
+        baseline = clients(r)
         waiter = spawn(["wait", batch], env)
         watcher = spawn(["status", "--watch", "--interval", "0.5"], env)
         assert wait_until(lambda: counter(r, batch, "done") >= 20, 30), tail_logs(tmp_path)
+        assert wait_until(lambda: clients(r) >= baseline + 2, 20)  # wait and watch are connected
         stopped = time.monotonic()
         server.stop(kill=True)
         assert wait_until(lambda: all(proc.poll() is not None for proc in pool.procs), window_s + 10), tail_logs(
