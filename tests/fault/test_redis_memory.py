@@ -127,7 +127,8 @@ def test_evicted_batch_is_reported_lost(site: ThreadedTargetSite, tmp_path: Path
     assert figures["state"] == "lost" and figures["lost_reason"], figures
     assert figures["done"] < n or figures["lost_reason"], figures
     states = {b["batch"]: b["state"] for b in orjson.loads(status.stdout)["batches"]}
-    assert states[batch] == "lost", states
+    # the list of recent batches may itself have been evicted; if it names the batch, it says lost
+    assert states.get(batch, "lost") == "lost" and "running" not in states.values(), states
 
 
 def fill_up(server: EmbeddedServer) -> None:

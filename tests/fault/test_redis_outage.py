@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
 import pytest
 import redis
 
+from crawlq import keys
 from crawlq.connection import redis_hint
 from crawlq.server import EmbeddedServer, free_port
 from crawlq.settings import Settings
@@ -36,8 +38,16 @@ def spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
     )
 
 
-def clients(r: redis.Redis) -> int:
-    return len(r.client_list())
+def connected(r: redis.Redis, batch: str, watcher: subprocess.Popen[str], timeout_s: float = 30) -> None:
+    """Wait until `crawlq wait` subscribed to the batch's events and `status --watch` printed its first table."""
+    assert wait_until(
+        lambda: dict(r.pubsub_numsub(keys.batch_events(batch))).get(keys.batch_events(batch).encode(), 0) > 0, timeout_s
+    )
+    printed: list[str] = []
+    reader = threading.Thread(target=lambda: printed.append(watcher.stdout.readline() if watcher.stdout else ""))
+    reader.start()
+    reader.join(timeout_s)
+    assert printed and printed[0], "status --watch printed nothing"
 
 
 def no_traceback(text: str) -> None:
@@ -57,11 +67,10 @@ def test_wait_watch_and_workers_ride_out_an_outage(
     r = sync_redis(server.url)
     with Workers(env, tmp_path, 2, "--concurrency", "5", supervise=True) as pool:
         assert submit(env, path, batch)["queued"] == n
-        baseline = clients(r)
         waiter = spawn(["wait", batch, "--timeout", "120"], env)
         watcher = spawn(["status", "--watch", "--interval", "0.5"], env)
         assert wait_until(lambda: counter(r, batch, "done") >= 30, 30), tail_logs(tmp_path)
-        assert wait_until(lambda: clients(r) >= baseline + 2, 20)  # wait and watch are connected
+        connected(r, batch, watcher)
         server.restart(down_s=4)
         _, wait_err = waiter.communicate(timeout=90)
         assert watcher.poll() is None, watcher.communicate()[1]
@@ -94,11 +103,10 @@ def test_outage_longer_than_the_window_ends_everything_with_one_sentence(
     r = sync_redis(server.url)
     with Workers(env, tmp_path, 2, "--concurrency", "5") as pool:
         assert submit(env, path, batch)["queued"] == n
-        baseline = clients(r)
         waiter = spawn(["wait", batch], env)
         watcher = spawn(["status", "--watch", "--interval", "0.5"], env)
         assert wait_until(lambda: counter(r, batch, "done") >= 20, 30), tail_logs(tmp_path)
-        assert wait_until(lambda: clients(r) >= baseline + 2, 20)  # wait and watch are connected
+        connected(r, batch, watcher)
         stopped = time.monotonic()
         server.stop(kill=True)
         assert wait_until(lambda: all(proc.poll() is not None for proc in pool.procs), window_s + 10), tail_logs(
