@@ -202,7 +202,7 @@ class BatchStats(BaseModel):
     """A batch's statistics, computed on read from the counters the workers increment."""
 
     batch: str
-    state: str  #: "running", "complete" or "unknown"
+    state: str  #: "running", "complete", "lost" (its keys went missing from Redis) or "unknown"
     complete: bool
     total: int
     done: int
@@ -222,6 +222,7 @@ class BatchStats(BaseModel):
     finished_at: str | None
     elapsed_s: float | None
     pages_per_s: float | None
+    lost_reason: str | None = None  #: why the batch is `lost` (which of its keys went missing)
 
     @classmethod
     def from_counters(cls, batch: str, raw: dict[str, str], now: int | None = None) -> BatchStats:

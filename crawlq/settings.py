@@ -41,7 +41,10 @@ class Settings(BaseSettings):
     redis_url: str = "redis://127.0.0.1:6379/0"  #: where the queue, results and stats live
     queue_name: str = "crawlq:queue"  #: the arq queue (a sorted set) shared by producers and workers
     redis_connect_timeout_s: float = Field(default=5.0, gt=0)
-    redis_retry_window_s: float = Field(default=30.0, ge=0)  #: how long a worker rides out a Redis outage
+    redis_retry_window_s: float = Field(
+        default=30.0, ge=0
+    )  #: how long workers, wait, status --watch ride out an outage
+    allow_eviction: bool = False  #: go on (with a warning) when Redis's maxmemory-policy is not noeviction
 
     # --- Jobs
     chunk_size: int = Field(default=100, ge=1, le=1000)  #: URLs per arq job (smaller for small batches)

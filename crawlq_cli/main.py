@@ -23,8 +23,10 @@ import orjson
 from rich.console import Console
 
 from crawlq import __version__
-from crawlq.errors import CrawlqError
+from crawlq.connection import describe
+from crawlq.errors import CrawlqError, RedisUnavailable
 from crawlq.models import CONTENT_FIELDS, BatchStats, UrlResult
+from crawlq.outage import REDIS_DOWN, Outage
 from crawlq.settings import HostRule, Settings
 from crawlq_cli.render import ProgressView, report_lines, status_table
 
@@ -62,7 +64,7 @@ def _client_command(function: Callable[..., Awaitable[int | None]]) -> Callable[
         async def body() -> int | None:
             from producer.client import Client
 
-            async with await Client.connect(_settings(ctx)) as client:
+            async with await Client.connect(_settings(ctx), check_eviction=False) as client:
                 return await function(client, **kwargs)
 
         sys.exit(_run(body()) or 0)
@@ -179,9 +181,15 @@ def submit(ctx: click.Context, source: str, batch: str | None, as_json: bool, st
 
 
 # ---------------------------------------------------------------- wait / stats / results / status
+def _say(line: str) -> None:
+    click.echo(f"crawlq: {line}", err=True)
+
+
 async def _wait(client: Any, batch: str, timeout: float | None, poll_s: float = 0.2) -> BatchStats:
     with ProgressView(batch) as view:
-        return await client.wait(batch, timeout_s=timeout, poll_s=poll_s, on_progress=view.update)  # type: ignore[no-any-return]
+        return await client.wait(  # type: ignore[no-any-return]
+            batch, timeout_s=timeout, poll_s=poll_s, on_progress=view.update, on_outage=_say
+        )
 
 
 @cli.command()
@@ -304,8 +312,18 @@ async def status(client: Any, as_json: bool, watch: bool, interval: float) -> in
       crawlq status --watch
     """
     console = Console()
+    outage = Outage(describe(client.settings.redis_url), client.settings.redis_retry_window_s, _say)
     while True:
-        snapshot = await client.status()
+        try:
+            snapshot = await client.status()
+        except REDIS_DOWN as exc:
+            if not watch:
+                where = describe(client.settings.redis_url)
+                raise RedisUnavailable(f"lost Redis at {where} ({type(exc).__name__})") from exc
+            outage.failed(exc)  # one line at the start; RedisUnavailable once the retry window is over
+            await asyncio.sleep(min(interval, 1.0))
+            continue
+        outage.recovered()
         if as_json:
             click.echo(orjson.dumps(snapshot).decode())
         else:

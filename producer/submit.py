@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 from redis.exceptions import RedisError
 
 from crawlq.connection import describe
-from crawlq.errors import InvalidURL, RedisUnavailable
+from crawlq.errors import InvalidURL, RedisOutOfMemory, RedisUnavailable
 from crawlq.jobs import Entry
+from crawlq.memory import is_out_of_memory, out_of_memory_message
 from crawlq.settings import Settings
 from crawlq.store import EnqueueOutcome, Store
 from crawlq.urls import canonical, url_id
@@ -199,6 +200,12 @@ async def _enqueue_stream(
         if sending is not None:
             sending.cancel()
         where = describe(store.settings.redis_url)
+        if is_out_of_memory(exc):
+            raise RedisOutOfMemory(
+                f"{await out_of_memory_message(store.redis, where)}; it refused the submit of batch {batch} after "
+                f"{report.queued} URLs were queued; raise maxmemory or free memory, then submitting again with "
+                f"--batch {batch} queues only the rest"
+            ) from exc
         raise RedisUnavailable(
             f"lost Redis at {where} during the submit of batch {batch} after queuing {report.queued} URLs "
             f"({type(exc).__name__}); submitting again with --batch {batch} queues only the rest"

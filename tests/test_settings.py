@@ -54,6 +54,7 @@ SAMPLES: dict[str, tuple[str, object]] = {
     "robots_enabled": ("0", False),
     "robots_ttl_s": ("600", 600),
     "robots_max_crawl_delay_s": ("5", 5.0),
+    "allow_eviction": ("1", True),
     "allow_private": ("1", True),
     "allowed_networks": ("127.0.0.2/32, 10.0.0.0/8,,", ["127.0.0.2/32", "10.0.0.0/8"]),
 }

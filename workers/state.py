@@ -41,6 +41,8 @@ class WorkerState:
     chunk_estimate: float = 0.0  #: URLs per job, from the last job started
     drain_deadline: float | None = None  #: monotonic time by which in-flight URLs are handed back
     urls_done: int = 0
+    handed_back: int = 0  #: URLs put back in the queue while draining (SIGTERM)
+    out_of_memory_since: float | None = None  #: monotonic time a full Redis first refused a commit (logged once)
     isolation: asyncio.Lock = field(default_factory=asyncio.Lock)  #: one retried (suspect) job at a time
     isolating: bool = False  #: a suspect job runs alone: claim nothing meanwhile
     suspect: str | None = None  #: a claimed suspect job that has not finished: claim nothing meanwhile

@@ -13,8 +13,13 @@ import logging
 import time
 from typing import Any
 
+from redis.exceptions import ResponseError
+
+from crawlq.connection import describe
 from crawlq.jobs import Deferral, Entry
+from crawlq.memory import is_out_of_memory, out_of_memory_message
 from crawlq.models import UrlResult, now_ms
+from crawlq.store import CommitOutcome
 from workers.engine import Outcome
 from workers.events import wait_event
 from workers.state import WorkerState
@@ -25,6 +30,8 @@ logger = logging.getLogger("crawlq.worker")
 FLUSH_S = 0.5
 FLUSH_N = 500
 DRAIN_CHECK_S = 0.05  #: while draining, how often a job checks the hand-back deadline
+OUT_OF_MEMORY_BACKOFF_S = 0.1  #: first pause before retrying a commit that a full Redis refused
+OUT_OF_MEMORY_BACKOFF_MAX_S = 2.0
 
 
 async def crawl(ctx: dict[str, Any], batch: str, raw_entries: list[list[Any]]) -> int:
@@ -150,13 +157,42 @@ async def _commit(
     done_job: str = "",
 ) -> int:
     merged = _merge(deferrals)
-    outcome = await state.store.commit(batch, results, merged, done_job=done_job)
+    outcome = await _commit_when_room(state, batch, results, merged, done_job)
+    if state.engine.draining.is_set():
+        state.handed_back += sum(len(deferral.entries) for deferral in merged)
     if not outcome.known_batch:
         logger.warning("batch %s is unknown to Redis (expired or lost); dropped %d results", batch, len(results))
     state.urls_done += len(results)
     results.clear()
     deferrals.clear()
     return outcome.added
+
+
+async def _commit_when_room(
+    state: WorkerState, batch: str, results: list[tuple[str, UrlResult]], merged: list[Deferral], done_job: str
+) -> CommitOutcome:
+    """`Store.commit`, retried with backoff while Redis is out of memory: a full Redis (`noeviction`)
+    refuses the script before its first write, so the retry records everything once, and the job
+    neither fails nor spends a try. The worker logs the episode once when it starts and once when it ends."""
+    pause_s = OUT_OF_MEMORY_BACKOFF_S
+    while True:
+        try:
+            outcome = await state.store.commit(batch, results, merged, done_job=done_job)
+        except ResponseError as exc:
+            if not is_out_of_memory(exc):
+                raise
+            if state.out_of_memory_since is None:
+                state.out_of_memory_since = time.monotonic()
+                message = await out_of_memory_message(state.redis, describe(state.settings.redis_url))
+                logger.warning("%s; holding results and retrying commits until it has room", message)
+            await asyncio.sleep(pause_s)
+            pause_s = min(OUT_OF_MEMORY_BACKOFF_MAX_S, pause_s * 2)
+            continue
+        if state.out_of_memory_since is not None:
+            waited_s = time.monotonic() - state.out_of_memory_since
+            state.out_of_memory_since = None
+            logger.info("Redis has room again: commits go on after %.1f s", waited_s)
+        return outcome
 
 
 def _merge(deferrals: list[Deferral]) -> list[Deferral]:
