@@ -15,12 +15,12 @@ from crawlq import keys
 from crawlq.codec import unpack
 from crawlq.connection import result_of
 from crawlq.errors import UnknownBatch
+from crawlq.export import RESULT_FIELDS, csv_row
 from crawlq.models import UrlResult
 from crawlq.store import Store
 
-__all__ = ["CSV_FIELDS", "MEDIA_TYPES", "follow_results", "format_rows", "stored_results"]
+__all__ = ["MEDIA_TYPES", "follow_results", "format_rows", "stored_results"]
 
-CSV_FIELDS = ["url", "ok", "status", "latency_ms", "attempts", "bytes", "error", "message", "final_url", "fetched_at"]
 MEDIA_TYPES = {"jsonl": "application/x-ndjson", "csv": "text/csv; charset=utf-8"}
 _PAGE = 1000
 
@@ -32,10 +32,10 @@ async def format_rows(results: AsyncIterator[UrlResult], fmt: str) -> AsyncItera
             yield orjson.dumps(result.to_dict()) + b"\n"
         return
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS)
+    writer = csv.DictWriter(buffer, fieldnames=RESULT_FIELDS, extrasaction="ignore")
     writer.writeheader()
     async for result in results:
-        writer.writerow(result.to_dict())
+        writer.writerow(csv_row(result.to_dict()))
         yield buffer.getvalue().encode()
         buffer.seek(0)
         buffer.truncate()

@@ -25,7 +25,8 @@ from rich.console import Console
 from crawlq import __version__
 from crawlq.connection import describe
 from crawlq.errors import CrawlqError, RedisUnavailable
-from crawlq.models import CONTENT_FIELDS, BatchStats, UrlResult
+from crawlq.export import RESULT_FIELDS, csv_row
+from crawlq.models import BatchStats, UrlResult
 from crawlq.outage import REDIS_DOWN, Outage
 from crawlq.settings import HostRule, Settings
 from crawlq_cli.render import ProgressView, report_lines, status_table
@@ -229,28 +230,13 @@ async def stats(client: Any, batch: str, as_json: bool) -> int:
     return 0
 
 
-CSV_FIELDS = [
-    *["url", "ok", "status", "latency_ms", "attempts", "bytes", "error", "message", "final_url", "fetched_at"],
-    *CONTENT_FIELDS,
-]
 FORMATS = ["jsonl", "csv", "urls"]
-
-
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  #: a spreadsheet reads a cell starting so as a formula
-
-
-def _csv_cell(value: object) -> object:
-    """A CSV cell that a spreadsheet shows as text: page titles and snippets are the web's words, and one
-    that starts like a formula (`=HYPERLINK(...)`) gets a leading apostrophe (OWASP's CSV injection advice)."""
-    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
-        return "'" + value
-    return value
 
 
 async def _write_results(results: Any, out: IO[str], fmt: str, *, failed_only: bool = False) -> int:
     """Write `results` as JSON lines, CSV or bare URLs (one per line, ready to submit again)."""
     count = 0
-    writer = csv.DictWriter(out, fieldnames=CSV_FIELDS, extrasaction="ignore") if fmt == "csv" else None
+    writer = csv.DictWriter(out, fieldnames=RESULT_FIELDS, extrasaction="ignore") if fmt == "csv" else None
     if writer is not None:
         writer.writeheader()
     async for result in results:
@@ -258,7 +244,7 @@ async def _write_results(results: Any, out: IO[str], fmt: str, *, failed_only: b
         if failed_only and record["ok"]:
             continue
         if writer is not None:
-            writer.writerow({name: _csv_cell(value) for name, value in record.items()})
+            writer.writerow(csv_row(record))
         elif fmt == "urls":
             out.write(record["url"] + "\n")
         else:
