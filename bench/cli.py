@@ -90,7 +90,8 @@ async def _round(bench: Bench, parts: list[str]) -> dict[str, Any]:
             entry["contention"] = out["parts"]["throughput"]["contention"]  # its figures come from there
         out["parts"][name] = entry
         shown = ", ".join(f"{key} {value:g}" for key, value in list(entry["figures"].items())[:6])
-        foreign = f"other programs used {100 * entry['contention']['foreign_share']:.0f}% of the machine"
+        foreign = f"all its processes used {entry['contention'].get('own_cpu_s', 0):g} s of CPU, "
+        foreign += f"other programs {100 * entry['contention']['foreign_share']:.0f}% of the machine"
         print(f"    {entry['elapsed_s']:.1f} s ({foreign}): {entry.get('error') or shown}", flush=True)
     return out
 

@@ -1,4 +1,4 @@
-"""The sizes of every part for `--smoke` and `--full`, and the targets of issue 3."""
+"""The sizes of every part for `--smoke` and `--full`."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from dataclasses import dataclass
 __all__ = ["FULL", "PARTS", "SMOKE", "Profile"]
 
 #: every part, in the order a round runs them
-PARTS = ("classic", "throughput", "latency", "submit", "scaleout", "memory", "idle", "rediscost")
+PARTS = ("classic", "throughput", "latency", "submit", "scaleout", "memory", "idle", "rediscost", "slowservers")
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +24,9 @@ class Profile:
     idle_s: float  #: how long the idle worker is watched (target 6)
     pickup_trials: int  #: 1-URL batches timed from submit to result (target 6)
     rediscost_urls: int  #: /fast URLs whose Redis commands are counted (target 7)
+    slow_urls: int  #: fetches in flight at once to the slow target (issue 9: a waiting worker's CPU)
+    slow_delay_s: float  #: how long the slow target takes to answer each of them
+    slow_window_s: float  #: how long the waiting worker's CPU is measured
     install: bool  #: pip-install missing optional peers (Scrapy)
     scrapy_variants: tuple[int, ...]  #: CONCURRENT_ITEMS values to run Scrapy with
     quiet_wait_s: float  #: before each part, wait up to this long for other programs to go quiet
@@ -42,6 +45,9 @@ SMOKE = Profile(
     idle_s=2.0,
     pickup_trials=3,
     rediscost_urls=2_000,
+    slow_urls=1_000,
+    slow_delay_s=4.0,
+    slow_window_s=1.5,
     install=False,
     scrapy_variants=(100,),
     quiet_wait_s=0.0,
@@ -60,6 +66,9 @@ FULL = Profile(
     idle_s=5.0,
     pickup_trials=10,
     rediscost_urls=20_000,
+    slow_urls=1_000,
+    slow_delay_s=12.0,
+    slow_window_s=6.0,
     install=True,
     scrapy_variants=(100, 1),
     quiet_wait_s=60.0,

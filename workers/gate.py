@@ -32,7 +32,7 @@ from crawlq.settings import Settings
 __all__ = ["Grant", "HostGate", "host_limits"]
 
 logger = logging.getLogger("crawlq.gate")
-FULL_POLL_S = 0.02  #: how soon to ask again when a host has no free slot
+FULL_POLL_S = 0.02  #: how soon to ask again when a host has no free slot (the first waiter; see `_full_wait_s`)
 DELAY_MARGIN = 0.1  #: next start after a delay: +10 %, so jitter in sending never makes a gap shorter
 POOL_MIN_LIMIT = 8  #: hosts with at least this limit (and no delay) get a local lease pool
 POOL_HOLD_S = 1.0  #: how long leases may be reused locally before they go back to Redis
@@ -85,6 +85,7 @@ class HostGate:
         self._sequence = itertools.count()
         self._task: asyncio.Task[None] | None = None
         self._pools: dict[str, _Pool] = {}
+        self._full_turns: dict[str, float] = {}  #: per full host: the monotonic time of the next waiter's turn
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="crawlq-gate")
@@ -193,10 +194,19 @@ class HostGate:
             raise
         self._resolve(list(grouped.values()), prefixes, reply)
 
+    def _full_wait_s(self, host: str, limit: int) -> float:
+        """When a full host's waiter asks again: the waiters take turns, `limit` per `FULL_POLL_S`, rather
+        than each asking every `FULL_POLL_S` (which, with many URLs behind a slow host, kept a core busy)."""
+        now = time.monotonic()
+        if len(self._full_turns) > 10_000:
+            self._full_turns = {name: turn for name, turn in self._full_turns.items() if turn > now}
+        turn = max(now + FULL_POLL_S, self._full_turns.get(host, 0.0))
+        self._full_turns[host] = turn + FULL_POLL_S / max(1, limit)
+        return turn - now
+
     def _resolve(self, groups: list[list[_Acquire]], prefixes: list[str], reply: list[Any]) -> None:
         for position, requests in enumerate(groups):
             granted, wait_ms = int(reply[2 * position]), int(reply[2 * position + 1])
-            wait_s = FULL_POLL_S if wait_ms < 0 else wait_ms / 1000
             leases = [f"{prefixes[position]}:{number}" for number in range(1, granted + 1)]
             for number, request in enumerate(requests):
                 if number < granted and not request.future.done():
@@ -204,6 +214,7 @@ class HostGate:
                 elif number < granted:
                     self.release(request.host, leases[number])
                 elif not request.future.done():
+                    wait_s = self._full_wait_s(request.host, request.limit) if wait_ms < 0 else wait_ms / 1000
                     request.future.set_result(Grant(None, wait_s))
             if granted > len(requests):
                 self._pool_leases(requests[0].host, leases[len(requests) :])

@@ -5,9 +5,10 @@ Differences from a stock arq worker, and why:
   SIGKILLed worker's jobs run again after at most `lease_s`, however long a job may take;
 - jobs are claimed only while the local backlog is below `concurrency + chunk size` (no hoarding), and
   at once when a finished URL makes room (`WorkerState.room`), not on the next poll tick;
-- an empty queue is looked at again after `poll_delay_s` while busy and `idle_poll_s` when idle (few Redis
-  commands at rest), and a submit wakes workers at once through a pub/sub message (`keys.wake`), so
-  pick-up stays instant;
+- a queue with nothing to claim is looked at again after `poll_delay_s`, doubling with each empty pass
+  up to `idle_poll_s` (few Redis commands at rest, and while every job waits on slow fetches: arq keeps
+  running jobs in the queue, so a busy worker's reads never come back empty), and a submit wakes workers
+  at once through a pub/sub message (`keys.wake`), so pick-up stays instant;
 - SIGTERM drains: no new jobs or attempts, in-flight fetches get `shutdown_grace_s`, the rest is handed
   back to the queue, then the process exits 0;
 - a per-worker heartbeat key and a per-worker arq health key (arq's shared one is deleted by any exit);
@@ -70,7 +71,7 @@ class CrawlWorker(Worker):
         self.worker_id = worker_id or new_worker_id()
         self.state: WorkerState | None = None
         self._background: list[asyncio.Task[None]] = []
-        self._idle_polls = 0
+        self._empty_polls = 0  #: passes in a row that claimed nothing
         self._woken = asyncio.Event()
         self.outage = Outage(describe(settings.redis_url), settings.redis_retry_window_s, logger.warning)
         self._out_of_memory_logged = False
@@ -147,17 +148,19 @@ class CrawlWorker(Worker):
     # ---- polling
     async def _poll_iteration(self) -> None:
         """One pass of arq's loop, which sleeps only `POLL_TICK_S` between passes (the poll delay in burst
-        mode). The waiting is here: while the backlog is full, until a URL finishes; when the queue had
-        nothing for us, until a submit wakes us or the poll delay (the idle delay after a few) passes."""
+        mode). The waiting is here: while the backlog is full, until a URL finishes or a job ends
+        (`WorkerState.room`); when the pass claimed nothing, until a submit wakes us or the poll delay
+        passes, doubled for each empty pass in a row up to the idle delay."""
         state = self.state
         if state is None:
             await super()._poll_iteration()
             return
+        settings = self.crawl_settings
         draining = state.engine.draining.is_set()
         if not draining and not self.burst and state.backlog_full():
             state.room.clear()
-            if state.backlog_full():
-                await wait_event(state.room, self.crawl_settings.poll_delay_s)
+            if state.backlog_full():  # `room` is set on every change that can end this; the timeout is a backstop
+                await wait_event(state.room, settings.idle_poll_s)
         self.allow_pick_jobs = not draining and not state.backlog_full()
         self._woken.clear()
         started = self._jobs_started()
@@ -165,15 +168,15 @@ class CrawlWorker(Worker):
         if self.burst:
             return
         if draining:
-            await asyncio.sleep(self.crawl_settings.poll_delay_s)
+            await asyncio.sleep(settings.idle_poll_s)  # no claims; arq's own shutdown does not need this loop
             return
         if self._jobs_started() != started or not self.allow_pick_jobs:
-            self._idle_polls = 0
+            self._empty_polls = 0
             return
-        self._idle_polls = 0 if self.tasks else self._idle_polls + 1
-        delay = self.crawl_settings.idle_poll_s if self._idle_polls > 3 else self.crawl_settings.poll_delay_s
+        delay = min(settings.idle_poll_s, settings.poll_delay_s * 2 ** min(self._empty_polls, 20))
+        self._empty_polls += 1
         if await wait_event(self._woken, delay):
-            self._idle_polls = 0
+            self._empty_polls = 0
 
     async def _wake_loop(self) -> None:
         """Listen for submit notifications; reconnect with backoff if Redis goes away."""
@@ -304,6 +307,4 @@ class CrawlWorker(Worker):
 
 
 def _forget(state: WorkerState, name: str, _task: object) -> None:
-    state.claimed.discard(name)
-    if state.suspect == name:
-        state.suspect = None
+    state.job_ended(name)

@@ -4,6 +4,11 @@ A job whose previous run crashed its worker (`job_try > 1`) does not fetch: it s
 per URL; a single URL on a later try runs alone in its worker. So a poison URL exhausts only its own
 tries, and no innocent URL shares its crashes twice. Outcomes are committed in groups (every
 `FLUSH_S` or `FLUSH_N`), and the last commit also closes the job in the batch's job table.
+
+A running job's loop sleeps until something needs it: the first outcome since the last commit, a
+commit falling due (only while outcomes wait for one), the end of its URLs, or a drain's hand-back
+deadline. It never wakes on a timer while nothing changes, so a worker whose fetches wait on slow
+servers uses next to no CPU.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ __all__ = ["crawl"]
 logger = logging.getLogger("crawlq.worker")
 FLUSH_S = 0.5
 FLUSH_N = 500
-DRAIN_CHECK_S = 0.05  #: while draining, how often a job checks the hand-back deadline
+FLUSH_SLACK_S = 0.001  #: a commit this close to due is made now rather than after one more, tiny sleep
 OUT_OF_MEMORY_BACKOFF_S = 0.1  #: first pause before retrying a commit that a full Redis refused
 OUT_OF_MEMORY_BACKOFF_MAX_S = 2.0
 
@@ -54,8 +59,7 @@ async def _run_isolated(state: WorkerState, batch: str, job_id: str, entries: li
     async with state.isolation:
         state.isolating = True
         try:
-            while state.engine.pending > 0 or state.claimed:
-                await asyncio.sleep(0.05)
+            await state.settle()
             if len(entries) > 1:
                 logger.warning("job %s crashed a worker before; splitting its %d URLs", job_id, len(entries))
                 now = now_ms()
@@ -72,11 +76,14 @@ async def _run(state: WorkerState, batch: str, job_id: str, entries: list[Entry]
     finished: list[tuple[Entry, asyncio.Task[Outcome]]] = []
     wake = asyncio.Event()
     running: dict[asyncio.Task[Outcome], Entry] = {}
+    results: list[tuple[str, UrlResult]] = []
+    deferrals: list[Deferral] = []
 
     def on_done(task: asyncio.Task[Outcome]) -> None:
         finished.append((running.pop(task), task))
         state.finished(1)
-        if not running or len(finished) >= FLUSH_N:  # otherwise the loop wakes when a flush is due
+        first = len(finished) == 1 and not results and not deferrals  # the loop may be sleeping without a timer
+        if first or not running or len(finished) >= FLUSH_N:  # otherwise it wakes when the commit is due
             wake.set()
 
     for entry in entries:
@@ -84,34 +91,45 @@ async def _run(state: WorkerState, batch: str, job_id: str, entries: list[Entry]
         running[task] = entry
         task.add_done_callback(on_done)
     engine.pending += len(entries)
-    results: list[tuple[str, UrlResult]] = []
-    deferrals: list[Deferral] = []
     last_flush = time.monotonic()
     committed = 0
+    state.job_wakes.add(wake)
     try:
         while running or finished:
             if running and len(finished) < FLUSH_N:
                 wake.clear()
-                await wait_event(wake, _next_wake(state, last_flush))
+                sleep_s = _sleep_s(state, last_flush, bool(finished or results or deferrals))
+                if sleep_s is None or sleep_s > 0:
+                    await wait_event(wake, sleep_s)
             _collect(finished, results, deferrals)
             if state.drain_deadline is not None and time.monotonic() >= state.drain_deadline and running:
                 await _hand_back(running, finished, deferrals)
             full = len(results) + len(deferrals) >= FLUSH_N
-            if (results or deferrals) and running and (full or time.monotonic() - last_flush >= FLUSH_S):
+            if (results or deferrals) and running and (full or _flush_due(last_flush)):
                 committed += await _commit(state, batch, results, deferrals)
                 last_flush = time.monotonic()
     finally:
+        state.job_wakes.discard(wake)
         for task in list(running):
             task.cancel()  # only when leaving by an exception; on_done still counts them as finished
     committed += await _commit(state, batch, results, deferrals, done_job=job_id)
     return committed
 
 
-def _next_wake(state: WorkerState, last_flush: float) -> float:
-    """Seconds until the job loop must look again: the next flush, or soon while the worker drains."""
-    if state.engine.draining.is_set():
-        return DRAIN_CHECK_S
-    return max(0.0, last_flush + FLUSH_S - time.monotonic())
+def _sleep_s(state: WorkerState, last_flush: float, unflushed: bool) -> float | None:
+    """How long the job loop may sleep unless woken: until the next commit is due (only if outcomes
+    wait for one) or the drain's hand-back deadline; None: until an outcome arrives or a drain begins."""
+    due = [last_flush + FLUSH_S] if unflushed else []
+    if state.drain_deadline is not None:
+        due.append(state.drain_deadline)
+    if not due:
+        return None
+    return max(0.0, min(due) - time.monotonic())
+
+
+def _flush_due(last_flush: float) -> bool:
+    """Whether `FLUSH_S` has passed since the last commit (with `FLUSH_SLACK_S`: a timer may fire early)."""
+    return time.monotonic() - last_flush >= FLUSH_S - FLUSH_SLACK_S
 
 
 def _collect(
