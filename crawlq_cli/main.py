@@ -2,7 +2,8 @@
 results, status, crawl, demo) or `workers` (worker); those two never import each other.
 
 Exit codes: 0 success; 1 runtime failure (Redis unreachable, unknown batch, `wait` timed out,
-interrupted); 2 usage error; 3 `submit --strict` refused a batch with invalid lines.
+interrupted); 2 usage error, an invalid setting included (one sentence naming the variable);
+3 `submit --strict` refused a batch with invalid lines.
 """
 
 from __future__ import annotations
@@ -14,14 +15,14 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable, Iterable
 from functools import wraps
-from typing import IO, Any, TypeVar
+from typing import IO, Any, NoReturn, TypeVar
 
 import click
 import orjson
 from rich.console import Console
 
 from crawlq import __version__
-from crawlq.errors import CrawlqError
+from crawlq.errors import ConfigError, CrawlqError
 from crawlq.models import BatchStats, UrlResult
 from crawlq.settings import HostRule, Settings
 from crawlq_cli.render import ProgressView, report_lines, status_table
@@ -32,10 +33,18 @@ T = TypeVar("T")
 EXIT_FAILURE, EXIT_USAGE, EXIT_STRICT = 1, 2, 3
 
 
+def _config_error(exc: ConfigError) -> NoReturn:
+    """An invalid setting: one sentence on stderr, exit 2."""
+    click.echo(f"crawlq: {exc}", err=True)
+    sys.exit(EXIT_USAGE)
+
+
 def _run(coroutine: Awaitable[T]) -> T:
-    """Run a coroutine; crawlq errors become one sentence on stderr and exit 1."""
+    """Run a coroutine; crawlq errors become one sentence on stderr and exit 1 (2 for a ConfigError)."""
     try:
         return asyncio.run(coroutine)  # type: ignore[arg-type]
+    except ConfigError as exc:
+        _config_error(exc)
     except CrawlqError as exc:
         click.echo(f"crawlq: {exc}", err=True)
         sys.exit(EXIT_FAILURE)
@@ -47,7 +56,10 @@ def _run(coroutine: Awaitable[T]) -> T:
 def _settings(ctx: click.Context, **overrides: Any) -> Settings:
     base: Settings = ctx.obj["settings"]
     changes = {name: value for name, value in overrides.items() if value is not None}
-    return base.model_copy(update=changes) if changes else base
+    try:
+        return base.replace(**changes) if changes else base
+    except ConfigError as exc:
+        _config_error(exc)
 
 
 def _client_command(function: Callable[..., Awaitable[int | None]]) -> Callable[..., None]:
@@ -82,9 +94,12 @@ def cli(ctx: click.Context, redis_url: str | None) -> None:
       crawlq worker --concurrency 50           # on each worker machine
       crawlq submit urls.txt --batch nightly && crawlq wait nightly && crawlq stats nightly
     """
-    settings = Settings()
-    if redis_url:
-        settings = settings.model_copy(update={"redis_url": redis_url})
+    try:
+        settings = Settings()
+        if redis_url and redis_url != settings.redis_url:
+            settings = settings.replace(redis_url=redis_url)
+    except ConfigError as exc:
+        _config_error(exc)
     ctx.obj = {"settings": settings, "redis_given": bool(redis_url) or "redis_url" in settings.model_fields_set}
 
 
