@@ -13,7 +13,8 @@ import csv
 import os
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from functools import wraps
 from typing import IO, Any, NoReturn, TypeVar
 
@@ -126,19 +127,21 @@ def worker(ctx: click.Context, concurrency: int | None, burst: bool, check: bool
 
 
 # ---------------------------------------------------------------- submit
-def _report_invalid(invalid: list[Any]) -> None:
-    for bad in invalid:
-        click.echo(f"line {bad.line}: {bad.reason}: {bad.text}", err=True)
+def _report_invalid(bad: Any) -> None:
+    """One stderr line for an invalid input line (its text is already escaped: see `producer.submit.printable`)."""
+    click.echo(f"line {bad.line}: {bad.reason}: {bad.text}", err=True)
 
 
-def _read_lines(source: str) -> list[str]:
-    if source == "-":
-        return sys.stdin.read().splitlines()
+@contextmanager
+def _read_lines(source: str) -> Iterator[Any]:
+    """The input FILE (or stdin for -) as a `producer.submit.InputFile`: read as bytes, in blocks, never whole."""
+    from producer.submit import open_input
+
     try:
-        with open(source, encoding="utf-8", errors="replace") as handle:
-            return handle.read().splitlines()
+        with open_input(source) as opened:
+            yield opened
     except OSError as exc:
-        raise click.UsageError(f"cannot read {source}: {exc.strerror}") from exc
+        raise click.UsageError(f"cannot read {source}: {exc.strerror or exc}") from exc
 
 
 @cli.command()
@@ -151,33 +154,33 @@ def submit(ctx: click.Context, source: str, batch: str | None, as_json: bool, st
     """Validate, de-duplicate and enqueue the URLs of FILE (or stdin with -), one per line.
 
     \b
-    Blank lines and lines starting with # are skipped. Invalid lines are reported on stderr with
-    their line number and reason; the valid ones are still queued unless --strict.
+    Lines end with \\n or \\r\\n; a UTF-8 BOM at the start is skipped; blank lines and lines starting
+    with # are skipped. Invalid lines (not UTF-8, a control character, not an http(s) URL...) are
+    reported on stderr with their line number and reason, escaped; the valid ones are still queued
+    unless --strict. The input is streamed: memory does not grow with its size.
     Examples:
       crawlq submit urls.txt
       cat urls.txt | crawlq submit - --batch nightly --json
     """
     from producer.client import Client
-    from producer.submit import new_batch_id, parse_lines, submit_entries, submit_lines, submit_token
-
-    lines = _read_lines(source)
-    parsed = parse_lines(lines) if strict else None
-    if parsed is not None and parsed.invalid:
-        _report_invalid(parsed.invalid)
-        click.echo(f"crawlq: --strict: {len(parsed.invalid)} invalid lines; nothing was queued", err=True)
-        sys.exit(EXIT_STRICT)
+    from producer.submit import count_invalid, new_batch_id
 
     async def body() -> dict[str, object]:
         async with await Client.connect(_settings(ctx)) as client:
-            name = batch or new_batch_id()
-            if parsed is not None:
-                report = await submit_entries(client.store, name, parsed, submit_token(lines))
-            else:
-                report = await submit_lines(client.store, name, lines)
-            _report_invalid(report.invalid_lines)
+            report = await client.submit(
+                lines.read(),
+                batch or new_batch_id(),
+                token=lines.token,
+                expected_count=lines.lines,
+                on_invalid=_report_invalid,
+            )
             return report.as_dict()
 
-    result = _run(body())
+    with _read_lines(source) as lines:
+        if strict and (invalid := count_invalid(lines.read(), _report_invalid)):
+            click.echo(f"crawlq: --strict: {invalid} invalid lines; nothing was queued", err=True)
+            sys.exit(EXIT_STRICT)
+        result = _run(body())
     if as_json:
         click.echo(orjson.dumps(result).decode())
     else:
@@ -307,17 +310,21 @@ def _cancel_on_sigterm() -> None:
 
 
 async def _crawl_local(
-    settings: Settings, lines: Iterable[str], workers: int, redis_url: str | None, out: str | None
+    settings: Settings, source: list[str] | Any, workers: int, redis_url: str | None, out: str | None
 ) -> BatchStats:
+    """Crawl `source` (a list of URLs, or an input file from `_read_lines`) on a local cluster."""
     from producer.launcher import LocalCluster
 
     _cancel_on_sigterm()
     async with LocalCluster(settings, workers=workers, redis_url=redis_url) as cluster:
-        report = await cluster.client.submit(lines)
+        if isinstance(source, list):
+            report = await cluster.client.submit(source, on_invalid=_report_invalid)
+        else:
+            report = await cluster.client.submit(
+                source.read(), token=source.token, expected_count=source.lines, on_invalid=_report_invalid
+            )
         click.echo(f"batch {report.batch}: queued {report.queued}, duplicates {report.duplicates}, "
                    f"invalid {report.invalid}", err=True)  # fmt: skip
-        for bad in report.invalid_lines:
-            click.echo(f"line {bad.line}: {bad.reason}: {bad.text}", err=True)
         final = await _wait(cluster.client, report.batch, None, poll_s=0.1)
         if out:
             fmt = "csv" if out.endswith(".csv") else "jsonl"
@@ -344,7 +351,8 @@ def crawl(ctx: click.Context, source: str, workers: int, concurrency: int | None
     """
     settings = _settings(ctx, concurrency=concurrency)
     redis_url = settings.redis_url if ctx.obj["redis_given"] else None
-    final = _run(_crawl_local(settings, _read_lines(source), workers, redis_url, out))
+    with _read_lines(source) as lines:
+        final = _run(_crawl_local(settings, lines, workers, redis_url, out))
     click.echo("\n".join(report_lines(final)))
 
 
