@@ -181,13 +181,15 @@ async def test_duplicates_far_apart_are_counted_by_redis_and_owned_once(redis: A
     """The producer remembers only a window of URLs; a URL repeated far beyond it is still queued once and
     counted as a duplicate once (by enqueue.lua), and no job payload carries a URL twice."""
     n = 30_000
-    lines = [f"http://a.test/p/{i}" for i in range(n)]
-    lines += [f"http://a.test/p/{i}" for i in range(0, n, 7)] + ["http://a.test/p/5"] * 3
+    lines = [f"http://a.test/p/{i}" for i in range(n - 2000)]
+    for i in range(2000):  # new URLs mixed with 5 URLs repeated every 10 lines: within one chunk
+        lines += [f"http://a.test/new/{i}", f"http://a.test/again/{i % 5}"]
+    lines += [f"http://a.test/p/{i}" for i in range(0, n - 2000, 7)] + ["http://a.test/p/5"] * 3
     report = await submit_lines(Store(redis, settings), "far", iter(lines), expected_count=len(lines))
-    assert (report.queued, report.duplicates) == (n, len(lines) - n)
+    assert (report.queued, report.duplicates) == (n + 5, len(lines) - n - 5)
     table = await redis.hgetall(keys.batch_jobs("far"))
     owned = [url_id for ids in table.values() for url_id in ids.decode().split(",")]
-    assert len(owned) == len(set(owned)) == n
+    assert len(owned) == len(set(owned)) == n + 5
     for job_id in table:
         payload = msgpack.unpackb(await redis.get(keys.arq_job(job_id.decode())), raw=False)
         carried = [entry[0] for entry in payload["a"][1]]
