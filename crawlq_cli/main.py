@@ -14,7 +14,7 @@ import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from functools import wraps
 from typing import IO, Any, NoReturn, TypeVar
 
@@ -137,11 +137,12 @@ def _read_lines(source: str) -> Iterator[Any]:
     """The input FILE (or stdin for -) as a `producer.submit.InputFile`: read as bytes, in blocks, never whole."""
     from producer.submit import open_input
 
-    try:
-        with open_input(source) as opened:
-            yield opened
-    except OSError as exc:
-        raise click.UsageError(f"cannot read {source}: {exc.strerror or exc}") from exc
+    with ExitStack() as stack:
+        try:
+            opened = stack.enter_context(open_input(source))
+        except OSError as exc:
+            raise click.UsageError(f"cannot read {source}: {exc.strerror or exc}") from exc
+        yield opened
 
 
 @cli.command()
