@@ -21,6 +21,7 @@ class Profile:
     submit_urls: int  #: URLs in the file given to `crawlq submit` (target 3)
     scaleout_urls_per_worker: int  #: /delay?ms=100 URLs per worker (target 4, weak scaling)
     memory_urls: int  #: /fast URLs crawled by one worker while its RSS is sampled (target 5)
+    producer_memory_urls: tuple[int, ...]  #: sizes of the files given to `crawlq submit` for its peak RSS (issue 9)
     idle_s: float  #: how long the idle worker is watched (target 6)
     pickup_trials: int  #: 1-URL batches timed from submit to result (target 6)
     rediscost_urls: int  #: /fast URLs whose Redis commands are counted (target 7)
@@ -42,6 +43,7 @@ SMOKE = Profile(
     submit_urls=10_000,
     scaleout_urls_per_worker=60,
     memory_urls=5_000,
+    producer_memory_urls=(10_000, 50_000),
     idle_s=2.0,
     pickup_trials=3,
     rediscost_urls=2_000,
@@ -63,6 +65,7 @@ FULL = Profile(
     submit_urls=100_000,
     scaleout_urls_per_worker=600,
     memory_urls=100_000,
+    producer_memory_urls=(1_000_000, 5_000_000),
     idle_s=5.0,
     pickup_trials=10,
     rediscost_urls=20_000,

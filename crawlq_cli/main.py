@@ -2,7 +2,8 @@
 results, status, crawl, demo) or `workers` (worker); those two never import each other.
 
 Exit codes: 0 success; 1 runtime failure (Redis unreachable, unknown batch, `wait` timed out,
-interrupted); 2 usage error; 3 `submit --strict` refused a batch with invalid lines.
+interrupted); 2 usage error, an invalid setting included (one sentence naming the variable);
+3 `submit --strict` refused a batch with invalid lines.
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ import csv
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from functools import wraps
-from typing import IO, Any, TypeVar
+from typing import IO, Any, NoReturn, TypeVar
 from urllib.parse import urlsplit
 
 import click
@@ -24,7 +26,7 @@ from rich.console import Console
 
 from crawlq import __version__
 from crawlq.connection import describe
-from crawlq.errors import CrawlqError, RedisUnavailable
+from crawlq.errors import ConfigError, CrawlqError, RedisUnavailable
 from crawlq.export import RESULT_FIELDS, csv_row
 from crawlq.models import BatchStats, UrlResult
 from crawlq.outage import REDIS_DOWN, Outage
@@ -37,10 +39,18 @@ T = TypeVar("T")
 EXIT_FAILURE, EXIT_USAGE, EXIT_STRICT = 1, 2, 3
 
 
+def _config_error(exc: ConfigError) -> NoReturn:
+    """An invalid setting: one sentence on stderr, exit 2."""
+    click.echo(f"crawlq: {exc}", err=True)
+    sys.exit(EXIT_USAGE)
+
+
 def _run(coroutine: Awaitable[T]) -> T:
-    """Run a coroutine; crawlq errors become one sentence on stderr and exit 1."""
+    """Run a coroutine; crawlq errors become one sentence on stderr and exit 1 (2 for a ConfigError)."""
     try:
         return asyncio.run(coroutine)  # type: ignore[arg-type]
+    except ConfigError as exc:
+        _config_error(exc)
     except CrawlqError as exc:
         click.echo(f"crawlq: {exc}", err=True)
         sys.exit(EXIT_FAILURE)
@@ -52,7 +62,10 @@ def _run(coroutine: Awaitable[T]) -> T:
 def _settings(ctx: click.Context, **overrides: Any) -> Settings:
     base: Settings = ctx.obj["settings"]
     changes = {name: value for name, value in overrides.items() if value is not None}
-    return base.model_copy(update=changes) if changes else base
+    try:
+        return base.replace(**changes) if changes else base
+    except ConfigError as exc:
+        _config_error(exc)
 
 
 def _client_command(function: Callable[..., Awaitable[int | None]]) -> Callable[..., None]:
@@ -87,9 +100,12 @@ def cli(ctx: click.Context, redis_url: str | None) -> None:
       crawlq worker --concurrency 50           # on each worker machine
       crawlq submit urls.txt --batch nightly && crawlq wait nightly && crawlq stats nightly
     """
-    settings = Settings()
-    if redis_url:
-        settings = settings.model_copy(update={"redis_url": redis_url})
+    try:
+        settings = Settings()
+        if redis_url and redis_url != settings.redis_url:
+            settings = settings.replace(redis_url=redis_url)
+    except ConfigError as exc:
+        _config_error(exc)
     ctx.obj = {"settings": settings, "redis_given": bool(redis_url) or "redis_url" in settings.model_fields_set}
 
 
@@ -118,19 +134,22 @@ def worker(ctx: click.Context, concurrency: int | None, burst: bool, check: bool
 
 
 # ---------------------------------------------------------------- submit
-def _report_invalid(invalid: list[Any]) -> None:
-    for bad in invalid:
-        click.echo(f"line {bad.line}: {bad.reason}: {bad.text}", err=True)
+def _report_invalid(bad: Any) -> None:
+    """One stderr line for an invalid input line (its text is already escaped: see `producer.submit.printable`)."""
+    click.echo(f"line {bad.line}: {bad.reason}: {bad.text}", err=True)
 
 
-def _read_lines(source: str) -> list[str]:
-    if source == "-":
-        return sys.stdin.read().splitlines()
-    try:
-        with open(source, encoding="utf-8", errors="replace") as handle:
-            return handle.read().splitlines()
-    except OSError as exc:
-        raise click.UsageError(f"cannot read {source}: {exc.strerror}") from exc
+@contextmanager
+def _read_lines(source: str) -> Iterator[Any]:
+    """The input FILE (or stdin for -) as a `producer.submit.InputFile`: read as bytes, in blocks, never whole."""
+    from producer.submit import open_input
+
+    with ExitStack() as stack:
+        try:
+            opened = stack.enter_context(open_input(source))
+        except OSError as exc:
+            raise click.UsageError(f"cannot read {source}: {exc.strerror or exc}") from exc
+        yield opened
 
 
 @cli.command()
@@ -143,8 +162,10 @@ def submit(ctx: click.Context, source: str, batch: str | None, as_json: bool, st
     """Validate, de-duplicate and enqueue the URLs of FILE (or stdin with -), one per line.
 
     \b
-    Blank lines and lines starting with # are skipped. Invalid lines are reported on stderr with
-    their line number and reason; the valid ones are still queued unless --strict.
+    Lines end with \\n or \\r\\n; a UTF-8 BOM at the start is skipped; blank lines and lines starting
+    with # are skipped. Invalid lines (not UTF-8, a control character, not an http(s) URL...) are
+    reported on stderr with their line number and reason, escaped; the valid ones are still queued
+    unless --strict. The input is streamed: memory does not grow with its size.
 
     \b
     Examples:
@@ -152,26 +173,24 @@ def submit(ctx: click.Context, source: str, batch: str | None, as_json: bool, st
       cat urls.txt | crawlq submit - --batch nightly --json
     """
     from producer.client import Client
-    from producer.submit import new_batch_id, parse_lines, submit_entries, submit_lines, submit_token
-
-    lines = _read_lines(source)
-    parsed = parse_lines(lines) if strict else None
-    if parsed is not None and parsed.invalid:
-        _report_invalid(parsed.invalid)
-        click.echo(f"crawlq: --strict: {len(parsed.invalid)} invalid lines; nothing was queued", err=True)
-        sys.exit(EXIT_STRICT)
+    from producer.submit import count_invalid, new_batch_id
 
     async def body() -> dict[str, object]:
         async with await Client.connect(_settings(ctx)) as client:
-            name = batch or new_batch_id()
-            if parsed is not None:
-                report = await submit_entries(client.store, name, parsed, submit_token(lines))
-            else:
-                report = await submit_lines(client.store, name, lines)
-            _report_invalid(report.invalid_lines)
+            report = await client.submit(
+                lines.read(),
+                batch or new_batch_id(),
+                token=lines.token,
+                expected_count=lines.lines,
+                on_invalid=_report_invalid,
+            )
             return report.as_dict()
 
-    result = _run(body())
+    with _read_lines(source) as lines:
+        if strict and (invalid := count_invalid(lines.read(), _report_invalid)):
+            click.echo(f"crawlq: --strict: {invalid} invalid lines; nothing was queued", err=True)
+            sys.exit(EXIT_STRICT)
+        result = _run(body())
     if as_json:
         click.echo(orjson.dumps(result).decode())
     else:
@@ -331,19 +350,23 @@ def _cancel_on_sigterm() -> None:
 
 
 async def _crawl_local(
-    settings: Settings, lines: Iterable[str], workers: int, redis_url: str | None, out: str | None
+    settings: Settings, source: list[str] | Any, workers: int, redis_url: str | None, out: str | None
 ) -> BatchStats:
-    """Submit `lines` to a local cluster, show progress, keep the results in `out` (`""`: not kept; None: a file
-    named after the batch), and say when per-host limits rather than the workers bounded the crawl."""
+    """Submit `source` (a list of URLs, or an input file from `_read_lines`) to a local cluster, show progress, keep
+    the results in `out` (`""`: not kept; None: a file named after the batch), and say when per-host limits
+    rather than the workers bounded the crawl."""
     from producer.launcher import LocalCluster
 
     _cancel_on_sigterm()
     async with LocalCluster(settings, workers=workers, redis_url=redis_url) as cluster:
-        report = await cluster.client.submit(lines)
+        if isinstance(source, list):
+            report = await cluster.client.submit(source, on_invalid=_report_invalid)
+        else:
+            report = await cluster.client.submit(
+                source.read(), token=source.token, expected_count=source.lines, on_invalid=_report_invalid
+            )
         click.echo(f"batch {report.batch}: queued {report.queued}, duplicates {report.duplicates}, "
                    f"invalid {report.invalid}", err=True)  # fmt: skip
-        for bad in report.invalid_lines:
-            click.echo(f"line {bad.line}: {bad.reason}: {bad.text}", err=True)
         final = await _wait(cluster.client, report.batch, None, poll_s=0.1)
         hosts: collections.Counter[str] = collections.Counter()
         records = _counting_hosts(cluster.client.results(report.batch), hosts)
@@ -417,7 +440,8 @@ def crawl(
     """
     settings = _settings(ctx, concurrency=concurrency, per_host_concurrency=per_host)
     redis_url = settings.redis_url if ctx.obj["redis_given"] else None
-    final = _run(_crawl_local(settings, _read_lines(source), workers, redis_url, "" if no_out else out))
+    with _read_lines(source) as lines:
+        final = _run(_crawl_local(settings, lines, workers, redis_url, "" if no_out else out))
     click.echo("\n".join(report_lines(final)))
 
 

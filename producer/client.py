@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Sized
 from types import TracebackType
 from typing import Any
 
@@ -27,7 +27,7 @@ from crawlq.models import BatchStats, UrlResult, now_ms
 from crawlq.outage import REDIS_DOWN, Outage
 from crawlq.settings import Settings
 from crawlq.store import Store
-from producer.submit import SubmitReport, new_batch_id, submit_lines
+from producer.submit import InvalidLine, SubmitReport, new_batch_id, submit_lines
 
 __all__ = ["Client", "QueueDepth"]
 
@@ -103,11 +103,28 @@ class Client:
     ) -> None:
         await self.close()
 
-    async def submit(self, urls: Iterable[str], batch: str | None = None) -> SubmitReport:
+    async def submit(
+        self,
+        urls: Iterable[str | bytes],
+        batch: str | None = None,
+        *,
+        token: str | None = None,
+        expected_count: int | None = None,
+        on_invalid: Callable[[InvalidLine], None] | None = None,
+    ) -> SubmitReport:
         """Validate, de-duplicate and enqueue `urls` (invalid ones are reported, not queued); the first
-        jobs are enqueued while the rest is still being parsed."""
-        lines = urls if isinstance(urls, list | tuple) else list(urls)
-        return await submit_lines(self.store, batch or new_batch_id(), lines)
+        jobs are enqueued while the rest is still being read. An iterator is read into a list first unless
+        `expected_count` is given (then it is read as it goes); see `producer.submit.submit_lines`."""
+        if expected_count is None and not isinstance(urls, Sized):
+            urls = list(urls)
+        return await submit_lines(
+            self.store,
+            batch or new_batch_id(),
+            urls,
+            token=token,
+            expected_count=expected_count,
+            on_invalid=on_invalid,
+        )
 
     async def stats(self, batch: str) -> BatchStats:
         return await self.store.stats(batch)

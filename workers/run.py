@@ -9,7 +9,7 @@ import socket
 import sys
 
 from crawlq.connection import connect, describe
-from crawlq.errors import CrawlqError, RedisUnavailable
+from crawlq.errors import ConfigError, CrawlqError, RedisUnavailable
 from crawlq.heartbeats import live_workers
 from crawlq.memory import check_eviction_policy
 from crawlq.settings import Settings
@@ -97,7 +97,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--burst", action="store_true", help="exit once the queue is empty")
     parser.add_argument("--check", action="store_true", help="health check: exit 0 if a worker here is alive")
     args = parser.parse_args(argv)
-    settings = Settings()
-    if args.concurrency:
-        settings = settings.model_copy(update={"concurrency": args.concurrency})
+    try:
+        settings = Settings()
+        if args.concurrency is not None:
+            settings = settings.replace(concurrency=args.concurrency)
+    except ConfigError as exc:
+        print(f"python -m workers: {exc}", file=sys.stderr)
+        sys.exit(2)
     sys.exit(check_health(settings) if args.check else run_worker(settings, burst=args.burst))
