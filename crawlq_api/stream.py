@@ -15,12 +15,16 @@ from crawlq import keys
 from crawlq.codec import unpack
 from crawlq.connection import result_of
 from crawlq.errors import UnknownBatch
-from crawlq.models import UrlResult
+from crawlq.models import CONTENT_FIELDS, UrlResult
 from crawlq.store import Store
 
 __all__ = ["CSV_FIELDS", "MEDIA_TYPES", "follow_results", "format_rows", "stored_results"]
 
-CSV_FIELDS = ["url", "ok", "status", "latency_ms", "attempts", "bytes", "error", "message", "final_url", "fetched_at"]
+CSV_FIELDS = [
+    *["url", "ok", "status", "latency_ms", "attempts", "bytes", "error", "message", "final_url", "fetched_at"],
+    "unchanged",
+    *CONTENT_FIELDS,
+]
 MEDIA_TYPES = {"jsonl": "application/x-ndjson", "csv": "text/csv; charset=utf-8"}
 _PAGE = 1000
 

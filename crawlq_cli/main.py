@@ -25,6 +25,7 @@ from rich.console import Console
 from crawlq import __version__
 from crawlq.errors import CrawlqError
 from crawlq.models import CONTENT_FIELDS, BatchStats, UrlResult
+from crawlq.options import BatchOptions, FollowOptions, parse_cookie, parse_header
 from crawlq.settings import HostRule, Settings
 from crawlq_cli.render import ProgressView, report_lines, status_table
 
@@ -130,13 +131,59 @@ def _read_lines(source: str) -> list[str]:
         raise click.UsageError(f"cannot read {source}: {exc.strerror}") from exc
 
 
+def batch_options(function: Callable[..., Any]) -> Callable[..., Any]:
+    """The per-batch fetch options of `submit` and `crawl`."""
+    flags = [
+        click.option("--header", "headers", multiple=True, metavar="'NAME: VALUE'",
+                     help="Send this request header (repeatable). Credential headers are never printed."),
+        click.option("--cookie", "cookies", multiple=True, metavar="NAME=VALUE",
+                     help="Send this cookie (repeatable). Cookie values are never printed."),
+        click.option("--user-agent", help="Replace crawlq's User-Agent (which names crawlq and its URL)."),
+        click.option("--proxy", metavar="URL", help="Fetch through this http(s) proxy (its address is SSRF-checked)."),
+        click.option("--recrawl-of", metavar="BATCH",
+                     help="Conditional re-crawl: send the validators BATCH recorded (If-None-Match...)."),
+        click.option("--follow", is_flag=True, help="Follow the links of fetched HTML pages into this batch."),
+        click.option("--max-depth", type=click.IntRange(0, 100), default=3, show_default=True,
+                     help="With --follow: link depth limit (the submitted URLs are depth 0)."),
+        click.option("--scope", default="same-host", show_default=True,
+                     help="With --follow: same-host, same-domain or a regular expression the URL must match."),
+        click.option("--max-pages", type=click.IntRange(1), help="With --follow: the batch's URL count limit."),
+    ]  # fmt: skip
+    for flag in reversed(flags):
+        function = flag(function)
+    return function
+
+
+def options_from(kwargs: dict[str, Any]) -> BatchOptions:
+    """The `BatchOptions` of the flags in `kwargs` (which loses them); bad values are a usage error."""
+    from pydantic import ValidationError
+
+    headers, cookies = kwargs.pop("headers"), kwargs.pop("cookies")
+    follow, depth, scope, pages = (kwargs.pop(name) for name in ("follow", "max_depth", "scope", "max_pages"))
+    try:
+        return BatchOptions(
+            headers=dict(parse_header(text) for text in headers),
+            cookies=dict(parse_cookie(text) for text in cookies),
+            user_agent=kwargs.pop("user_agent"),
+            proxy=kwargs.pop("proxy"),
+            recrawl_of=kwargs.pop("recrawl_of"),
+            follow=FollowOptions(max_depth=depth, scope=scope, max_pages=pages) if follow else None,
+        )
+    except ValidationError as exc:
+        reason = exc.errors()[0]["msg"].removeprefix("Value error, ")
+        raise click.UsageError(reason) from None
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
 @cli.command()
 @click.argument("source", metavar="FILE|-")
 @click.option("--batch", help="Batch id (default: a new one). Re-submitting to a batch queues only new URLs.")
 @click.option("--json", "as_json", is_flag=True, help='Print {"batch", "queued", "duplicates", "invalid"}.')
 @click.option("--strict", is_flag=True, help="Refuse the whole batch if any line is invalid (exit 3).")
+@batch_options
 @click.pass_context
-def submit(ctx: click.Context, source: str, batch: str | None, as_json: bool, strict: bool) -> None:
+def submit(ctx: click.Context, /, source: str, batch: str | None, as_json: bool, strict: bool, **flags: Any) -> None:
     """Validate, de-duplicate and enqueue the URLs of FILE (or stdin with -), one per line.
 
     \b
@@ -147,10 +194,14 @@ def submit(ctx: click.Context, source: str, batch: str | None, as_json: bool, st
     Examples:
       crawlq submit urls.txt
       cat urls.txt | crawlq submit - --batch nightly --json
+      crawlq submit urls.txt --header 'Authorization: Bearer abc' --cookie session=xyz
+      crawlq submit urls.txt --batch tuesday --recrawl-of monday
+      crawlq submit seeds.txt --follow --max-depth 2 --scope same-domain --max-pages 1000
     """
     from producer.client import Client
     from producer.submit import new_batch_id, parse_lines, submit_entries, submit_lines, submit_token
 
+    options = options_from(flags)
     lines = _read_lines(source)
     parsed = parse_lines(lines) if strict else None
     if parsed is not None and parsed.invalid:
@@ -162,9 +213,9 @@ def submit(ctx: click.Context, source: str, batch: str | None, as_json: bool, st
         async with await Client.connect(_settings(ctx)) as client:
             name = batch or new_batch_id()
             if parsed is not None:
-                report = await submit_entries(client.store, name, parsed, submit_token(lines))
+                report = await submit_entries(client.store, name, parsed, submit_token(lines), options)
             else:
-                report = await submit_lines(client.store, name, lines)
+                report = await submit_lines(client.store, name, lines, options)
             _report_invalid(report.invalid_lines)
             return report.as_dict()
 
@@ -223,6 +274,7 @@ async def stats(client: Any, batch: str, as_json: bool) -> int:
 
 CSV_FIELDS = [
     *["url", "ok", "status", "latency_ms", "attempts", "bytes", "error", "message", "final_url", "fetched_at"],
+    "unchanged",
     *CONTENT_FIELDS,
 ]
 FORMATS = ["jsonl", "csv", "urls"]
@@ -327,7 +379,12 @@ def _cancel_on_sigterm() -> None:
 
 
 async def _crawl_local(
-    settings: Settings, lines: Iterable[str], workers: int, redis_url: str | None, out: str | None
+    settings: Settings,
+    lines: Iterable[str],
+    workers: int,
+    redis_url: str | None,
+    out: str | None,
+    options: BatchOptions | None = None,
 ) -> BatchStats:
     """Submit `lines` to a local cluster, show progress, keep the results in `out` (`""`: not kept; None: a file
     named after the batch), and say when per-host limits rather than the workers bounded the crawl."""
@@ -335,7 +392,7 @@ async def _crawl_local(
 
     _cancel_on_sigterm()
     async with LocalCluster(settings, workers=workers, redis_url=redis_url) as cluster:
-        report = await cluster.client.submit(lines)
+        report = await cluster.client.submit(lines, options=options)
         click.echo(f"batch {report.batch}: queued {report.queued}, duplicates {report.duplicates}, "
                    f"invalid {report.invalid}", err=True)  # fmt: skip
         for bad in report.invalid_lines:
@@ -390,15 +447,18 @@ def host_bound_note(settings: Settings, hosts: collections.Counter[str], workers
 @click.option("--out", type=click.Path(dir_okay=False, writable=True),
               help="Write every result here (.jsonl or .csv); default: BATCH.jsonl in this directory.")  # fmt: skip
 @click.option("--no-out", is_flag=True, help="Do not keep the results (they go with the embedded Redis).")
+@batch_options
 @click.pass_context
 def crawl(
     ctx: click.Context,
+    /,
     source: str,
     workers: int,
     concurrency: int | None,
     per_host: int | None,
     out: str | None,
     no_out: bool,
+    **flags: Any,
 ) -> None:
     """Crawl FILE on this machine: an embedded Redis (unless CRAWLQ_REDIS_URL is set), N workers, a report.
 
@@ -411,9 +471,10 @@ def crawl(
       crawlq crawl urls.txt
       crawlq crawl urls.txt --workers 4 --concurrency 50 --per-host 4 --out results.jsonl
     """
+    options = options_from(flags)
     settings = _settings(ctx, concurrency=concurrency, per_host_concurrency=per_host)
     redis_url = settings.redis_url if ctx.obj["redis_given"] else None
-    final = _run(_crawl_local(settings, _read_lines(source), workers, redis_url, "" if no_out else out))
+    final = _run(_crawl_local(settings, _read_lines(source), workers, redis_url, "" if no_out else out, options))
     click.echo("\n".join(report_lines(final)))
 
 

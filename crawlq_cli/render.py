@@ -25,7 +25,7 @@ def _counts(counts: dict[str, int]) -> str:
 
 def report_lines(stats: BatchStats) -> list[str]:
     rate = "-" if stats.success_rate is None else f"{stats.success_rate * 100:.1f} %"
-    return [
+    lines = [
         f"batch {stats.batch}: {stats.state}",
         f"  succeeded    {stats.succeeded}/{stats.total} ({rate}); failed {stats.failed}; pending {stats.pending}",
         f"  latency      avg {_ms(stats.avg_latency_ms)}   p50 {_ms(stats.p50_ms)}   p95 {_ms(stats.p95_ms)}"
@@ -35,6 +35,11 @@ def report_lines(stats: BatchStats) -> list[str]:
         f"  total time   {stats.elapsed_s if stats.elapsed_s is not None else '-'} s"
         f"   pages/s {stats.pages_per_s if stats.pages_per_s is not None else '-'}",
     ]
+    if stats.unchanged:
+        lines.append(f"  unchanged    {stats.unchanged} (re-crawl: 304 or the same content_sha256)")
+    if stats.discovered or stats.depth_counts:
+        lines.append(f"  discovered   {stats.discovered}; by depth {_counts(stats.depth_counts)}")
+    return lines
 
 
 class ProgressView:

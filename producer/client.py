@@ -22,6 +22,7 @@ from crawlq.connection import connect, result_of
 from crawlq.errors import UnknownBatch
 from crawlq.heartbeats import live_workers
 from crawlq.models import BatchStats, UrlResult, now_ms
+from crawlq.options import BatchOptions
 from crawlq.settings import Settings
 from crawlq.store import Store
 from producer.submit import SubmitReport, new_batch_id, submit_lines
@@ -64,11 +65,16 @@ class Client:
     ) -> None:
         await self.close()
 
-    async def submit(self, urls: Iterable[str], batch: str | None = None) -> SubmitReport:
+    async def submit(
+        self, urls: Iterable[str], batch: str | None = None, *, options: BatchOptions | None = None
+    ) -> SubmitReport:
         """Validate, de-duplicate and enqueue `urls` (invalid ones are reported, not queued); the first
-        jobs are enqueued while the rest is still being parsed."""
+        jobs are enqueued while the rest is still being parsed.
+
+        :param options: headers, cookies, user agent, proxy, re-crawl and link following for every fetch
+            of the batch (`crawlq.options.BatchOptions`); a batch keeps the options of its first submit"""
         lines = urls if isinstance(urls, list | tuple) else list(urls)
-        return await submit_lines(self.store, batch or new_batch_id(), lines)
+        return await submit_lines(self.store, batch or new_batch_id(), lines, options)
 
     async def stats(self, batch: str) -> BatchStats:
         return await self.store.stats(batch)

@@ -20,6 +20,7 @@ from redis.exceptions import RedisError
 from crawlq.connection import describe
 from crawlq.errors import InvalidURL, RedisUnavailable
 from crawlq.jobs import Entry
+from crawlq.options import BatchOptions
 from crawlq.settings import Settings
 from crawlq.store import EnqueueOutcome, Store
 from crawlq.urls import canonical, url_id
@@ -135,9 +136,14 @@ def _pieces(lines: Sequence[str], first: int, rest: int) -> Iterator[Sequence[st
         yield lines[start : start + rest]
 
 
-async def submit_lines(store: Store, batch: str, lines: Sequence[str]) -> SubmitReport:
+async def submit_lines(
+    store: Store, batch: str, lines: Sequence[str], options: BatchOptions | None = None
+) -> SubmitReport:
     """Parse `lines` and enqueue them as they are parsed: the first jobs are in Redis (and being fetched)
-    while the rest of the input is still being parsed. The batch cannot complete before this returns."""
+    while the rest of the input is still being parsed. The batch cannot complete before this returns.
+
+    :param options: the batch's fetch options, written once before its first URL"""
+    await _save_options(store, batch, options)
     size = chunk_size_for(len(lines), store.settings)
     parser = LineParser()
     pieces = (parser.feed(piece) for piece in _pieces(lines, FIRST_PIECE_CHUNKS * size, CHUNKS_PER_CALL * size))
@@ -148,14 +154,27 @@ async def submit_lines(store: Store, batch: str, lines: Sequence[str]) -> Submit
     return report
 
 
-async def submit_entries(store: Store, batch: str, parsed: ParsedInput, token: str) -> SubmitReport:
+async def submit_entries(
+    store: Store, batch: str, parsed: ParsedInput, token: str, options: BatchOptions | None = None
+) -> SubmitReport:
     """Enqueue entries parsed before (`crawlq submit --strict` checks every line first)."""
+    await _save_options(store, batch, options)
     size = chunk_size_for(len(parsed.entries), store.settings)
     report = await _enqueue_stream(store, batch, token, size, iter([parsed.entries]))
     report.duplicates += parsed.duplicates
     report.invalid = len(parsed.invalid)
     report.invalid_lines = parsed.invalid
     return report
+
+
+async def _save_options(store: Store, batch: str, options: BatchOptions | None) -> None:
+    if options is None:
+        return
+    try:
+        await store.save_options(batch, options)
+    except (RedisError, OSError) as exc:
+        where = describe(store.settings.redis_url)
+        raise RedisUnavailable(f"cannot reach Redis at {where} to submit batch {batch} ({type(exc).__name__})") from exc
 
 
 async def _enqueue_stream(

@@ -14,7 +14,8 @@ import ipaddress
 import socket
 import ssl
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
@@ -30,12 +31,36 @@ from workers.addresses import AddressPolicy, BlockedAddress, GuardedResolver, li
 from workers.content import Extractor
 from workers.retry import parse_retry_after
 
-__all__ = ["DECODABLE_ENCODINGS", "Attempt", "Fetcher", "decode_text", "one_request_per_attempt"]
+__all__ = ["DECODABLE_ENCODINGS", "Attempt", "Fetcher", "RequestSpec", "decode_text", "one_request_per_attempt"]
 
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 READ_CHUNK = 64 * 1024
 #: the Content-Encodings aiohttp decodes here (br: Brotli, zstd: backports.zstd or Python 3.14's own)
 DECODABLE_ENCODINGS = frozenset({"identity", "gzip", "deflate", "br", "zstd"})
+
+
+@dataclass(slots=True, frozen=True)
+class RequestSpec:
+    """What a batch adds to its requests (`crawlq.options.BatchOptions`), plus a URL's conditional headers.
+
+    `private` headers (credentials, cookies) go only to the first URL's host: a redirect elsewhere drops
+    them, as browsers drop Authorization."""
+
+    headers: Mapping[str, str] = field(default_factory=dict)
+    private: frozenset[str] = frozenset()  #: names (lower case) of the headers kept to the first host
+    proxy: str | None = None
+
+    @property
+    def conditional(self) -> bool:
+        return any(name.lower() in ("if-none-match", "if-modified-since") for name in self.headers)
+
+    def for_hop(self, first_host: str, host: str) -> Mapping[str, str]:
+        if host == first_host or not self.private:
+            return self.headers
+        return {name: value for name, value in self.headers.items() if name.lower() not in self.private}
+
+
+NO_REQUEST = RequestSpec()
 
 
 @dataclass(slots=True)
@@ -179,11 +204,14 @@ class Fetcher:
             raise RuntimeError("Fetcher.start() was not called")
         return self._session
 
-    async def fetch(self, url: str, *, keep_body: bool = False, content: bool = True) -> Attempt:
+    async def fetch(
+        self, url: str, *, keep_body: bool = False, content: bool = True, request: RequestSpec = NO_REQUEST
+    ) -> Attempt:
         """One attempt, redirects included, within `fetch_timeout_s` overall.
 
         :param keep_body: keep the body in the `Attempt` (robots.txt)
-        :param content: describe a successful page (`Attempt.content`), when `extract_content` is on"""
+        :param content: describe a successful page (`Attempt.content`), when `extract_content` is on
+        :param request: the batch's headers and proxy; a 304 to a conditional request is a success"""
         start = time.perf_counter()
         state = {"url": url}
         task = asyncio.current_task()
@@ -191,7 +219,7 @@ class Fetcher:
         cancelling = task.cancelling()
         self._deadlines.watch(task, time.monotonic() + self.settings.fetch_timeout_s)
         try:
-            return await self._follow(url, start, state, keep_body, content)
+            return await self._follow(url, start, state, keep_body, content, request)
         except asyncio.CancelledError:
             if not self._deadlines.expired(task) or task.uncancel() > cancelling:
                 raise  # cancelled from outside (shutdown, hand-back), not by the deadline
@@ -210,7 +238,9 @@ class Fetcher:
         finally:
             self._deadlines.forget(task)
 
-    async def _follow(self, url: str, start: float, state: dict[str, str], keep_body: bool, content: bool) -> Attempt:
+    async def _follow(
+        self, url: str, start: float, state: dict[str, str], keep_body: bool, content: bool, request: RequestSpec
+    ) -> Attempt:
         text = url
         try:
             current = URL(url, encoded=True)
@@ -220,12 +250,19 @@ class Fetcher:
                 return self._failed(ErrorClass.BLOCKED_ADDRESS, legacy, start, url)
             raise
         seen = {text}
+        first_host = current.raw_host or ""
+        if request.proxy is not None:
+            blocked = self._blocked_host(request.proxy, URL(request.proxy))
+            if blocked:
+                return self._failed(ErrorClass.BLOCKED_ADDRESS, f"proxy: {blocked}", start, text)
         for _ in range(self.settings.max_redirects + 1):
             state["url"] = text
             blocked = self._blocked_host(text, current)
             if blocked:
                 return self._failed(ErrorClass.BLOCKED_ADDRESS, blocked, start, text)
-            async with self.session.get(current, allow_redirects=False) as response:
+            headers = request.for_hop(first_host, current.raw_host or "")
+            get = self.session.get(current, allow_redirects=False, headers=headers, proxy=request.proxy)
+            async with get as response:
                 status = response.status
                 if status in REDIRECT_STATUSES and "Location" in response.headers:
                     location = response.headers["Location"]
@@ -241,6 +278,8 @@ class Fetcher:
                     seen.add(text)
                     current = target
                     continue
+                if response.status == 304 and request.conditional:
+                    return Attempt(304, None, None, (time.perf_counter() - start) * 1000, 0, text)
                 return await self._final(response, text, start, keep_body, content)
         message = f"more than {self.settings.max_redirects} redirects"
         return self._failed(ErrorClass.REDIRECT_LOOP, message, start, text)

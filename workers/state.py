@@ -13,6 +13,7 @@ from arq.connections import ArqRedis
 from crawlq.models import now_ms
 from crawlq.settings import Settings
 from crawlq.store import Store
+from workers.batches import BatchContexts
 from workers.engine import Engine
 from workers.fetcher import Fetcher
 from workers.gate import HostGate
@@ -45,6 +46,11 @@ class WorkerState:
     isolating: bool = False  #: a suspect job runs alone: claim nothing meanwhile
     suspect: str | None = None  #: a claimed suspect job that has not finished: claim nothing meanwhile
     room: asyncio.Event = field(default_factory=asyncio.Event)  #: set when the backlog falls below its limit
+    batches: BatchContexts | None = None  #: each batch's options, read once
+
+    def __post_init__(self) -> None:
+        if self.batches is None:
+            self.batches = BatchContexts(self.store)
 
     @classmethod
     async def start(cls, settings: Settings, redis: ArqRedis, worker_id: str) -> WorkerState:
