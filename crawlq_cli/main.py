@@ -371,6 +371,52 @@ async def status(client: Any, as_json: bool, watch: bool, interval: float) -> in
 
 
 # ---------------------------------------------------------------- crawl / demo
+@cli.command(name="export")
+@click.argument("batch")
+@click.argument("directory", type=click.Path(file_okay=False))
+@_client_command
+async def export(client: Any, batch: str, directory: str) -> int:
+    """Write BATCH's records to DIRECTORY/records.jsonl and their stored bodies to DIRECTORY/bodies/.
+
+    \b
+    Each body is written once, as DIRECTORY/bodies/<content_sha256> (decompressed); its records name it
+    in `body_file`. Bodies are kept only with CRAWLQ_STORE_BODIES set (dir:/path or redis) on the workers.
+
+    \b
+    Examples:
+      crawlq export nightly ./nightly-export
+    """
+    from crawlq.bodies import read_body
+
+    root = os.path.abspath(directory)
+    try:
+        os.makedirs(os.path.join(root, "bodies"), exist_ok=True)
+    except OSError as exc:
+        raise click.UsageError(f"cannot create {root}: {exc.strerror}") from None
+    records = bodies = missing = 0
+    with open(os.path.join(root, "records.jsonl"), "wb") as out:
+        async for result in client.results(batch):
+            row = result.to_dict()
+            ref = row.get("body_ref")
+            if ref:
+                name: str | None = os.path.join("bodies", str(row["content_sha256"]))
+                if name is not None and not os.path.exists(os.path.join(root, name)):
+                    body = await read_body(ref, client.redis)
+                    if body is None:
+                        missing += 1
+                        name = None
+                    else:
+                        with open(os.path.join(root, name), "wb") as handle:
+                            handle.write(body)
+                        bodies += 1
+                row["body_file"] = name
+            out.write(orjson.dumps(row) + b"\n")
+            records += 1
+    gone = f"; {missing} bodies were gone (expired or deleted)" if missing else ""
+    click.echo(f"wrote {records} records and {bodies} bodies to {root}{gone}", err=True)
+    return 0
+
+
 def _cancel_on_sigterm() -> None:
     """SIGTERM stops `crawl`/`demo` like Ctrl-C does: the main task is cancelled and cleans up."""
     task = asyncio.current_task()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import hashlib
 import ipaddress
 import socket
 import ssl
@@ -23,6 +24,7 @@ from aiohttp import http_exceptions
 from aiohttp.abc import AbstractResolver
 from yarl import URL
 
+from crawlq.bodies import BodyStore, StorageFailed
 from crawlq.errors import InvalidURL
 from crawlq.models import Content, ErrorClass
 from crawlq.settings import Settings
@@ -172,6 +174,7 @@ class Fetcher:
         self._literal_verdicts: dict[str, str | None] = {}
         self._deadlines = _Deadlines()
         self._extractor = Extractor(settings.snippet_chars) if settings.extract_content else None
+        self.bodies: BodyStore | None = None  #: where successful bodies go (`CRAWLQ_STORE_BODIES`), if anywhere
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(
@@ -304,6 +307,11 @@ class Fetcher:
             described = None
             if content and self._extractor is not None:
                 described = await self._extractor.describe(body, response.headers, response.charset)
+            if content and self.bodies is not None:
+                try:
+                    described = await self._store(body, described)
+                except StorageFailed as exc:
+                    return self._failed(ErrorClass.STORAGE, str(exc)[:300], start, text, status, read=len(body))
             kept, charset = (body, response.charset) if keep_body else (b"", None)
             return Attempt(status, None, None, latency_ms, len(body), text, None, kept, charset, described)
         return Attempt(
@@ -317,6 +325,15 @@ class Fetcher:
             body=body if keep_body else b"",
             charset=response.charset if keep_body else None,
         )
+
+    async def _store(self, body: bytes, described: Content | None) -> Content:
+        """Put the body in the body store; the returned description names where (`body_ref`)."""
+        assert self.bodies is not None
+        if described is None:
+            described = Content(content_sha256=hashlib.sha256(body).hexdigest())
+        assert described.content_sha256 is not None
+        described.body_ref = await self.bodies.put(body, described.content_sha256)
+        return described
 
     async def _read_body(self, response: aiohttp.ClientResponse) -> bytes:
         """Read the decompressed body, stopping as soon as it exceeds the cap."""

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from arq.connections import ArqRedis
 
+from crawlq.bodies import open_body_store
 from crawlq.models import now_ms
 from crawlq.settings import Settings
 from crawlq.store import Store
@@ -55,6 +56,7 @@ class WorkerState:
     @classmethod
     async def start(cls, settings: Settings, redis: ArqRedis, worker_id: str) -> WorkerState:
         fetcher = Fetcher(settings)
+        fetcher.bodies = open_body_store(settings, redis)
         await fetcher.start()
         gate = HostGate(redis, settings, worker_id)
         gate.start()
