@@ -9,8 +9,6 @@ Per batch (all expire `result_ttl_s` after the last write of a submit or the com
   crawlq:b:{batch}:jobs      hash  arq job id -> comma-separated url ids owned by that job (until its last commit)
   crawlq:b:{batch}:submitters zset producer token -> lease expiry (ms); a batch cannot complete while one is live
   crawlq:b:{batch}:options   string the batch's fetch options (JSON, `crawlq.options.BatchOptions`), set once
-  crawlq:b:{batch}:found     hash  url id -> "depth,parent url id" of URLs found by link following
-  crawlq:b:{batch}:parents   set   url ids whose links are registered (a page fetched twice adds them once)
   crawlq:body:{sha256}       string a gzip body (CRAWLQ_STORE_BODIES=redis), with its own TTL
 Global:
   crawlq:batches             zset  batch -> created_at ms (recent batches, for `status`)
@@ -38,9 +36,7 @@ __all__ = [
     "arq_result",
     "arq_retry",
     "batch_events",
-    "batch_found",
     "batch_options",
-    "batch_parents",
     "body",
     "batch_jobs",
     "batch_meta",
@@ -85,14 +81,6 @@ def batch_submitters(batch: str) -> str:
 
 def batch_options(batch: str) -> str:
     return f"crawlq:b:{batch}:options"
-
-
-def batch_found(batch: str) -> str:
-    return f"crawlq:b:{batch}:found"
-
-
-def batch_parents(batch: str) -> str:
-    return f"crawlq:b:{batch}:parents"
 
 
 def body(sha256: str) -> str:

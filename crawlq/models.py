@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -100,8 +100,6 @@ class Content:
     content_language: str | None = None
     content_encoding: str | None = None  #: the Content-Encoding the body was decoded from (`br`, `gzip`...)
     body_ref: str | None = None  #: where the body is kept (`dir:/path/ab/<sha256>.gz`, `redis:<key>`), if stored
-    #: the page's links (canonical, absolute), when its batch follows links; never stored in the record
-    links: list[str] | None = field(default=None, compare=False, repr=False)
 
     def to_record(self, record: dict[str, Any]) -> None:
         """Add the non-empty fields to a compact record (the hash as 32 raw bytes)."""
@@ -233,8 +231,6 @@ class BatchStats(BaseModel):
     attempts: int
     bytes: int
     unchanged: int = 0  #: re-crawled pages found as they were (304, or the same content_sha256)
-    discovered: int = 0  #: URLs link following added to the batch
-    depth_counts: dict[str, int] = {}  #: URLs of the batch by link depth ("0": the submitted seeds)
     started_at: str | None
     finished_at: str | None
     elapsed_s: float | None
@@ -275,8 +271,6 @@ class BatchStats(BaseModel):
             attempts=int(number("attempts")),
             bytes=int(number("bytes")),
             unchanged=int(number("unchanged")),
-            discovered=int(number("discovered")),
-            depth_counts=_depths(raw, total - int(number("discovered"))),
             started_at=iso_ms(created),
             finished_at=iso_ms(finished),
             elapsed_s=round(elapsed, 3) if elapsed is not None else None,
@@ -291,11 +285,3 @@ def _round(value: float | None) -> float | None:
 def _counts(raw: dict[str, str], prefix: str) -> dict[str, int]:
     counts = {k[len(prefix) :]: int(v) for k, v in raw.items() if k.startswith(prefix) and int(v)}
     return dict(sorted(counts.items()))
-
-
-def _depths(raw: dict[str, str], seeds: int) -> dict[str, int]:
-    """URLs by depth: the seeds, then the `d:<depth>` counters link following keeps."""
-    depths = {k[2:]: int(v) for k, v in raw.items() if k.startswith("d:") and int(v)}
-    if not depths:
-        return {}
-    return {"0": seeds, **dict(sorted(depths.items(), key=lambda item: int(item[0])))}

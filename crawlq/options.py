@@ -1,4 +1,4 @@
-"""A batch's fetch options: request headers, cookies, user agent, proxy, re-crawl and link following.
+"""A batch's fetch options: request headers, cookies, user agent, proxy, and the batch it re-crawls.
 
 They are written once into Redis at submit (`keys.batch_options`, JSON) and read by each worker once per
 batch. Secrets (cookie values, the proxy's credentials, credential-bearing headers) travel to the workers
@@ -16,7 +16,6 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 __all__ = [
     "REDACTED",
     "BatchOptions",
-    "FollowOptions",
     "is_secret_header",
     "parse_cookie",
     "parse_header",
@@ -71,27 +70,6 @@ def redact_url(url: str) -> str:
     return urlunsplit((parts.scheme, f"{REDACTED}@{host}", parts.path, parts.query, parts.fragment))
 
 
-class FollowOptions(BaseModel):
-    """Link following: links of fetched HTML pages join the batch, within scope, depth and page limits."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    max_depth: int = Field(default=3, ge=0, le=100)  #: seeds are depth 0; links of a depth-d page are d + 1
-    #: `same-host` (the link's host is its seed's), `same-domain` (the seed's registrable suffix), or a regex
-    scope: str = "same-host"
-    max_pages: int | None = Field(default=None, ge=1)  #: the batch's total, seeds included, never exceeds this
-
-    @field_validator("scope")
-    @classmethod
-    def _check_scope(cls, value: str) -> str:
-        if value not in ("same-host", "same-domain"):
-            try:
-                re.compile(value)
-            except re.error as exc:
-                raise ValueError(f"--scope is same-host, same-domain or a regular expression ({exc})") from exc
-        return value
-
-
 class BatchOptions(BaseModel):
     """What every fetch of one batch carries. Empty options change nothing."""
 
@@ -103,7 +81,6 @@ class BatchOptions(BaseModel):
     user_agent: str | None = None
     proxy: str | None = None  #: an http(s) proxy URL; its own address is checked by the SSRF guard
     recrawl_of: str | None = None  #: an earlier batch whose validators make this one's requests conditional
-    follow: FollowOptions | None = None  #: link following (off when None)
 
     @field_validator("headers")
     @classmethod
@@ -181,8 +158,6 @@ class BatchOptions(BaseModel):
             shown["proxy"] = redact_url(self.proxy)
         if self.recrawl_of is not None:
             shown["recrawl_of"] = self.recrawl_of
-        if self.follow is not None:
-            shown["follow"] = self.follow.model_dump()
         return shown
 
     def __repr__(self) -> str:

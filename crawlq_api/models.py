@@ -36,7 +36,7 @@ class SubmitRequest(BaseModel):
     strict: bool = Field(default=False, description="refuse the whole batch (422) if any line is invalid")
     options: BatchOptions | None = Field(
         default=None,
-        description="the batch's fetch options: headers, cookies, user_agent, proxy, recrawl_of, follow "
+        description="the batch's fetch options: headers, cookies, user_agent, proxy, recrawl_of "
         "(secrets are never echoed, not even in a 422)",
     )
 

@@ -25,7 +25,7 @@ from rich.console import Console
 from crawlq import __version__
 from crawlq.errors import CrawlqError
 from crawlq.models import CONTENT_FIELDS, BatchStats, UrlResult
-from crawlq.options import BatchOptions, FollowOptions, parse_cookie, parse_header
+from crawlq.options import BatchOptions, parse_cookie, parse_header
 from crawlq.settings import HostRule, Settings
 from crawlq_cli.render import ProgressView, report_lines, status_table
 
@@ -142,12 +142,6 @@ def batch_options(function: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--proxy", metavar="URL", help="Fetch through this http(s) proxy (its address is SSRF-checked)."),
         click.option("--recrawl-of", metavar="BATCH",
                      help="Conditional re-crawl: send the validators BATCH recorded (If-None-Match...)."),
-        click.option("--follow", is_flag=True, help="Follow the links of fetched HTML pages into this batch."),
-        click.option("--max-depth", type=click.IntRange(0, 100), default=3, show_default=True,
-                     help="With --follow: link depth limit (the submitted URLs are depth 0)."),
-        click.option("--scope", default="same-host", show_default=True,
-                     help="With --follow: same-host, same-domain or a regular expression the URL must match."),
-        click.option("--max-pages", type=click.IntRange(1), help="With --follow: the batch's URL count limit."),
     ]  # fmt: skip
     for flag in reversed(flags):
         function = flag(function)
@@ -159,7 +153,6 @@ def options_from(kwargs: dict[str, Any]) -> BatchOptions:
     from pydantic import ValidationError
 
     headers, cookies = kwargs.pop("headers"), kwargs.pop("cookies")
-    follow, depth, scope, pages = (kwargs.pop(name) for name in ("follow", "max_depth", "scope", "max_pages"))
     try:
         return BatchOptions(
             headers=dict(parse_header(text) for text in headers),
@@ -167,7 +160,6 @@ def options_from(kwargs: dict[str, Any]) -> BatchOptions:
             user_agent=kwargs.pop("user_agent"),
             proxy=kwargs.pop("proxy"),
             recrawl_of=kwargs.pop("recrawl_of"),
-            follow=FollowOptions(max_depth=depth, scope=scope, max_pages=pages) if follow else None,
         )
     except ValidationError as exc:
         reason = exc.errors()[0]["msg"].removeprefix("Value error, ")
@@ -196,7 +188,6 @@ def submit(ctx: click.Context, /, source: str, batch: str | None, as_json: bool,
       cat urls.txt | crawlq submit - --batch nightly --json
       crawlq submit urls.txt --header 'Authorization: Bearer abc' --cookie session=xyz
       crawlq submit urls.txt --batch tuesday --recrawl-of monday
-      crawlq submit seeds.txt --follow --max-depth 2 --scope same-domain --max-pages 1000
     """
     from producer.client import Client
     from producer.submit import new_batch_id, parse_lines, submit_entries, submit_lines, submit_token

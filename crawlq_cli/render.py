@@ -37,8 +37,6 @@ def report_lines(stats: BatchStats) -> list[str]:
     ]
     if stats.unchanged:
         lines.append(f"  unchanged    {stats.unchanged} (re-crawl: 304 or the same content_sha256)")
-    if stats.discovered or stats.depth_counts:
-        lines.append(f"  discovered   {stats.discovered}; by depth {_counts(stats.depth_counts)}")
     return lines
 
 

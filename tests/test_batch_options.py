@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from crawlq.options import BatchOptions, FollowOptions, redact_url
+from crawlq.options import BatchOptions, redact_url
 from crawlq.server import EmbeddedServer
 from crawlq.settings import Settings
 from crawlq.store import OptionsConflict, Store
@@ -60,8 +60,6 @@ def test_secrets_are_redacted_everywhere_they_are_shown() -> None:
 def test_bad_options_are_refused(kwargs: dict[str, object]) -> None:
     with pytest.raises(ValidationError):
         BatchOptions.model_validate(kwargs)
-    with pytest.raises(ValidationError):
-        FollowOptions(scope="(unclosed")
 
 
 async def test_options_are_written_once_per_batch(settings: Settings, redis: object) -> None:

@@ -66,8 +66,6 @@ class JobContext:
         if result.status == 304:
             result.unchanged = True
             if earlier is not None:
-                if result.content is not None:
-                    earlier.links = result.content.links
                 result.content = earlier
         elif earlier is not None and result.content is not None:
             result.unchanged = result.content.content_sha256 == earlier.content_sha256
