@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from redis.exceptions import RedisError
 
@@ -18,6 +20,7 @@ from crawlq.errors import ConfigError, RedisUnavailable, UnknownBatch
 from crawlq.heartbeats import live_workers
 from crawlq.models import BatchStats
 from crawlq.settings import Settings
+from crawlq.store import OptionsConflict
 from crawlq_api.guard import SubmitGuard
 from crawlq_api.metrics import render_metrics
 from crawlq_api.models import (
@@ -149,12 +152,17 @@ async def submit_batch(body: SubmitRequest, ctx: Ctx) -> SubmitResponse:
     non-public address are refused unless in CRAWLQ_API_ALLOWED_NETWORKS. With `wait_s`, wait up to that
     long and return the results complete by then (`partial` and `pending` say what is missing)."""
     client = await ctx.backend.client()
+    if body.options is not None and body.options.proxy is not None:
+        reason = await ctx.guard.proxy_reason(body.options.proxy)
+        if reason is not None:
+            detail = [{"loc": ["body", "options", "proxy"], "msg": f"proxy: {reason}", "type": "blocked_address"}]
+            raise HTTPException(422, detail)
     lines, blocked = await ctx.guard.screen(body.input_lines())
     if body.strict:
         invalid = sorted(parse_lines(lines).invalid + blocked, key=lambda bad: bad.line)
         if invalid:
             raise _strict_refusal(invalid)
-    report = await client.submit(lines, body.batch)
+    report = await client.submit(lines, body.batch, options=body.options)
     invalid_lines = sorted(report.invalid_lines + blocked, key=lambda bad: bad.line)
     response = SubmitResponse(
         batch=report.batch,
@@ -319,6 +327,21 @@ async def _unknown_batch(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": str(exc)}, status_code=404)
 
 
+async def _options_conflict(request: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse({"detail": str(exc)}, status_code=409)
+
+
+async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
+    """FastAPI's 422, without echoing what was sent for the batch options (it may hold secrets)."""
+    assert isinstance(exc, RequestValidationError)
+    errors = []
+    for error in exc.errors():
+        if "options" in error.get("loc", ()):
+            error = {name: value for name, value in error.items() if name not in ("input", "ctx")}
+        errors.append(error)
+    return JSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
+
+
 def create_app(settings: Settings, api: ApiSettings) -> FastAPI:
     """The API over the Redis of `settings`. Raises ConfigError without `CRAWLQ_API_TOKEN`."""
     if api.token is None or not api.token.get_secret_value():
@@ -342,5 +365,7 @@ def create_app(settings: Settings, api: ApiSettings) -> FastAPI:
     app.add_exception_handler(RedisUnavailable, _redis_unavailable)
     app.add_exception_handler(RedisError, _redis_lost(settings))
     app.add_exception_handler(UnknownBatch, _unknown_batch)
+    app.add_exception_handler(OptionsConflict, _options_conflict)
+    app.add_exception_handler(RequestValidationError, _invalid_request)
     app.include_router(router)
     return app

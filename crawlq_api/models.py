@@ -7,6 +7,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from crawlq.models import BatchStats
+from crawlq.options import BatchOptions
 from crawlq_api.settings import MAX_WAIT_S
 
 __all__ = [
@@ -33,6 +34,11 @@ class SubmitRequest(BaseModel):
     batch: str | None = Field(default=None, pattern=BATCH_PATTERN, description="batch id (default: a new one)")
     wait_s: float = Field(default=0.0, ge=0, le=MAX_WAIT_S, description="wait up to this long for the results")
     strict: bool = Field(default=False, description="refuse the whole batch (422) if any line is invalid")
+    options: BatchOptions | None = Field(
+        default=None,
+        description="the batch's fetch options: headers, cookies, user_agent, proxy, recrawl_of "
+        "(secrets are never echoed, not even in a 422)",
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> SubmitRequest:
@@ -61,6 +67,18 @@ class ResultRecord(BaseModel):
     message: str | None
     final_url: str
     fetched_at: str | None
+    unchanged: bool = False
+    content_type: str | None = None
+    encoding: str | None = None
+    title: str | None = None
+    snippet: str | None = None
+    content_sha256: str | None = None
+    etag: str | None = None
+    last_modified: str | None = None
+    content_length: int | None = None
+    content_language: str | None = None
+    content_encoding: str | None = None
+    body_ref: str | None = None
 
 
 class SubmitResponse(BaseModel):

@@ -26,7 +26,7 @@ def _counts(counts: dict[str, int]) -> str:
 def report_lines(stats: BatchStats) -> list[str]:
     rate = "-" if stats.success_rate is None else f"{stats.success_rate * 100:.1f} %"
     lost = [f"  lost         {stats.lost_reason}"] if stats.lost_reason else []
-    return [
+    lines = [
         f"batch {stats.batch}: {stats.state}",
         *lost,
         f"  succeeded    {stats.succeeded}/{stats.total} ({rate}); failed {stats.failed}; pending {stats.pending}",
@@ -37,6 +37,9 @@ def report_lines(stats: BatchStats) -> list[str]:
         f"  total time   {stats.elapsed_s if stats.elapsed_s is not None else '-'} s"
         f"   pages/s {stats.pages_per_s if stats.pages_per_s is not None else '-'}",
     ]
+    if stats.unchanged:
+        lines.append(f"  unchanged    {stats.unchanged} (re-crawl: 304 or the same content_sha256)")
+    return lines
 
 
 class ProgressView:

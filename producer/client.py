@@ -24,6 +24,7 @@ from crawlq.errors import BatchLost, UnknownBatch
 from crawlq.heartbeats import live_workers
 from crawlq.memory import check_eviction_policy
 from crawlq.models import BatchStats, UrlResult, now_ms
+from crawlq.options import BatchOptions
 from crawlq.outage import REDIS_DOWN, Outage
 from crawlq.settings import Settings
 from crawlq.store import Store
@@ -111,10 +112,14 @@ class Client:
         token: str | None = None,
         expected_count: int | None = None,
         on_invalid: Callable[[InvalidLine], None] | None = None,
+        options: BatchOptions | None = None,
     ) -> SubmitReport:
         """Validate, de-duplicate and enqueue `urls` (invalid ones are reported, not queued); the first
         jobs are enqueued while the rest is still being read. An iterator is read into a list first unless
-        `expected_count` is given (then it is read as it goes); see `producer.submit.submit_lines`."""
+        `expected_count` is given (then it is read as it goes); see `producer.submit.submit_lines`.
+
+        :param options: headers, cookies, user agent, proxy and re-crawl for every fetch of the batch
+            (`crawlq.options.BatchOptions`); a batch keeps the options of its first submit"""
         if expected_count is None and not isinstance(urls, Sized):
             urls = list(urls)
         return await submit_lines(
@@ -124,6 +129,7 @@ class Client:
             token=token,
             expected_count=expected_count,
             on_invalid=on_invalid,
+            options=options,
         )
 
     async def stats(self, batch: str) -> BatchStats:

@@ -195,7 +195,8 @@ async def test_robots_with_a_hostile_charset_still_gives_a_verdict(
 
 async def test_a_robots_failure_that_is_not_the_servers_does_not_disallow(redis: ArqRedis, robots_on: Settings) -> None:
     """`http://127.0.0.1./` (refused at submit today, but possible in an older job): the robots.txt fetch fails
-    as invalid_url (our side), so the URL gets its own outcome, not robots_disallowed; an unknown name gets `dns`; a blocked address `blocked_address`."""
+    as invalid_url (our side), so the URL gets its own outcome, not robots_disallowed; an unknown name gets `dns`;
+    a blocked address `blocked_address`."""
     once = robots_on.model_copy(update={"max_attempts": 1})
     guarded = once.model_copy(update={"allow_private": False, "allowed_networks": []})
     async with TargetSite() as site, engine_for(redis, once) as engine, engine_for(redis, guarded) as strict:

@@ -16,7 +16,7 @@ from crawlq.models import ErrorClass, UrlResult, now_ms
 from crawlq.settings import Settings
 from crawlq.urls import host_of
 from workers.events import wait_event
-from workers.fetcher import Attempt, Fetcher
+from workers.fetcher import NO_REQUEST, Attempt, Fetcher, RequestSpec
 from workers.gate import HostGate, host_limits
 from workers.retry import decide
 from workers.robots import RobotsCache
@@ -41,9 +41,9 @@ class Engine:
         self.fetches = 0
         self._limit_cache: dict[tuple[str, float | None], tuple[int, float]] = {}
 
-    async def process(self, entry: Entry, deadline: float) -> Outcome:
+    async def process(self, entry: Entry, deadline: float, request: RequestSpec = NO_REQUEST) -> Outcome:
         """Run `entry` until it has a final result, or hand it back; `deadline` is a monotonic time
-        after which no new attempt starts."""
+        after which no new attempt starts; `request` is what the batch adds to each request."""
         host = host_of(entry.url)
         crawl_delay: float | None = None
         if self.settings.robots_enabled:
@@ -58,7 +58,7 @@ class Engine:
             async with self.slots:
                 grant = await self.gate.acquire(host, limit, delay_s)
                 if grant.lease is not None:
-                    attempt = await self._fetch(entry.url, host, grant.lease)
+                    attempt = await self._fetch(entry.url, host, grant.lease, request)
             if grant.lease is None:
                 if time.monotonic() + grant.wait_s >= deadline:
                     return Deferral([entry], now_ms() + int(grant.wait_s * 1000))
@@ -79,11 +79,11 @@ class Engine:
         """Sleep, but wake at once when the worker starts draining."""
         await wait_event(self.draining, seconds)
 
-    async def _fetch(self, url: str, host: str, lease: str) -> Attempt:
+    async def _fetch(self, url: str, host: str, lease: str, request: RequestSpec) -> Attempt:
         self.in_flight += 1
         attempt: Attempt | None = None
         try:
-            attempt = await self.fetcher.fetch(url)
+            attempt = await self.fetcher.fetch(url, request=request)
             return attempt
         finally:
             self.in_flight -= 1

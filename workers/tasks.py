@@ -25,6 +25,7 @@ from crawlq.jobs import Deferral, Entry
 from crawlq.memory import is_out_of_memory, out_of_memory_message
 from crawlq.models import UrlResult, now_ms
 from crawlq.store import CommitOutcome
+from workers.batches import JobContext
 from workers.engine import Outcome
 from workers.events import wait_event
 from workers.state import WorkerState
@@ -47,12 +48,14 @@ async def crawl(ctx: dict[str, Any], batch: str, raw_entries: list[list[Any]]) -
     state.chunk_estimate = float(max(1, len(entries)))  # jobs of one batch have one size; follow it at once
     owned = await state.store.owned_open_ids(batch, job_id, [e.url_id for e in entries])
     entries = [e for e in entries if e.url_id in owned]
+    assert state.batches is not None
+    job = await state.batches.job(batch, entries)
     if ctx["job_try"] > 1 and entries:
-        return await _run_isolated(state, batch, job_id, entries)
-    return await _run(state, batch, job_id, entries)
+        return await _run_isolated(state, batch, job_id, entries, job)
+    return await _run(state, batch, job_id, entries, job)
 
 
-async def _run_isolated(state: WorkerState, batch: str, job_id: str, entries: list[Entry]) -> int:
+async def _run_isolated(state: WorkerState, batch: str, job_id: str, entries: list[Entry], job: JobContext) -> int:
     """A job whose previous run crashed its worker runs alone here (nothing else running or claimed), so
     if it crashes the worker again it uses up no other job's tries. With several URLs it only splits
     into single-URL jobs; a single URL is fetched."""
@@ -65,12 +68,12 @@ async def _run_isolated(state: WorkerState, batch: str, job_id: str, entries: li
                 now = now_ms()
                 await state.store.commit(batch, deferrals=[Deferral([e], now) for e in entries], done_job=job_id)
                 return 0
-            return await _run(state, batch, job_id, entries)
+            return await _run(state, batch, job_id, entries, job)
         finally:
             state.isolating = False
 
 
-async def _run(state: WorkerState, batch: str, job_id: str, entries: list[Entry]) -> int:
+async def _run(state: WorkerState, batch: str, job_id: str, entries: list[Entry], job: JobContext) -> int:
     engine = state.engine
     deadline = time.monotonic() + state.settings.chunk_max_s
     finished: list[tuple[Entry, asyncio.Task[Outcome]]] = []
@@ -87,7 +90,7 @@ async def _run(state: WorkerState, batch: str, job_id: str, entries: list[Entry]
             wake.set()
 
     for entry in entries:
-        task = asyncio.create_task(engine.process(entry, deadline))
+        task = asyncio.create_task(engine.process(entry, deadline, job.request_for(entry)))
         running[task] = entry
         task.add_done_callback(on_done)
     engine.pending += len(entries)
@@ -101,7 +104,7 @@ async def _run(state: WorkerState, batch: str, job_id: str, entries: list[Entry]
                 sleep_s = _sleep_s(state, last_flush, bool(finished or results or deferrals))
                 if sleep_s is None or sleep_s > 0:
                     await wait_event(wake, sleep_s)
-            _collect(finished, results, deferrals)
+            _collect(finished, results, deferrals, job)
             if state.drain_deadline is not None and time.monotonic() >= state.drain_deadline and running:
                 await _hand_back(running, finished, deferrals)
             full = len(results) + len(deferrals) >= FLUSH_N
@@ -136,8 +139,9 @@ def _collect(
     finished: list[tuple[Entry, asyncio.Task[Outcome]]],
     results: list[tuple[str, UrlResult]],
     deferrals: list[Deferral],
+    job: JobContext,
 ) -> None:
-    """Move finished tasks' outcomes to `results` / `deferrals`."""
+    """Move finished tasks' outcomes to `results` / `deferrals` (re-crawled pages marked `unchanged`)."""
     while finished:
         entry, task = finished.pop()
         if task.cancelled():
@@ -150,7 +154,7 @@ def _collect(
             continue
         outcome = task.result()
         if isinstance(outcome, UrlResult):
-            results.append((entry.url_id, outcome))
+            results.append((entry.url_id, job.finish(entry.url_id, outcome)))
         else:
             deferrals.append(outcome)
 
