@@ -30,6 +30,7 @@ from arq.worker import func
 from crawlq import keys
 from crawlq.codec import pack, unpack
 from crawlq.connection import redis_settings
+from crawlq.heartbeats import RateWindow
 from crawlq.jobs import CRAWL_FUNCTION
 from crawlq.models import now_ms
 from crawlq.reconcile import reconcile_all
@@ -48,6 +49,7 @@ class CrawlWorker(Worker):
     def __init__(self, settings: Settings, *, burst: bool = False, worker_id: str | None = None) -> None:
         self.crawl_settings = settings
         self.worker_id = worker_id or new_worker_id()
+        self._pages_rate = RateWindow(60.0)  #: the heartbeat's pages/s over the last minute
         self.state: WorkerState | None = None
         self._background: list[asyncio.Task[None]] = []
         self._idle_polls = 0
@@ -193,6 +195,7 @@ class CrawlWorker(Worker):
             "pending": state.engine.pending,
             "fetches": state.engine.fetches,
             "urls_done": state.urls_done,
+            "pages_per_s_1m": self._pages_rate.observe(state.urls_done),
             "jobs_running": len(self.tasks),
             "draining": state.engine.draining.is_set(),
         }
