@@ -101,7 +101,7 @@ let lastDone = null;
 function makeChart(target, series) {
   const el = $(target);
   const options = {
-    width: el.clientWidth, height: 220, legend: { show: true },
+    width: el.clientWidth, height: 220, legend: { show: true, live: false },
     scales: { x: { time: true }, y: { range: (u, min, max) => [0, Math.max(1, max * 1.1)] } },
     axes: [{ stroke: "#6b7685" }, { stroke: "#6b7685", size: 60 }],
     series: [{}].concat(series.map(([label, color]) => ({ label, stroke: color, width: 2, fill: color + "22" }))),
@@ -234,10 +234,13 @@ async function tick() {
   const settled = await Promise.allSettled(paths.map((path) => api(path)));
   const got = {};
   const failed = [];
+  if (settled.some((outcome) => outcome.status === "rejected" && outcome.reason.unauthorized)) {
+    signOut("The token was refused: enter a valid one.");
+    return;
+  }
   settled.forEach((outcome, i) => {
     if (outcome.status === "fulfilled") got[names[i]] = outcome.value;
     else failed.push(names[i]);
-    if (outcome.status === "rejected" && outcome.reason.unauthorized) signOut("The token was refused: enter a valid one.");
   });
   if (got.queue && got.queue.partial_failure) failed.push("queue (partial)");
   drawTiles(got.queue, got.workers, got.totals);
