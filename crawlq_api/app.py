@@ -51,6 +51,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     503: {"description": "Redis cannot be reached"},
 }
 BatchId = Annotated[str, "batch id"]
+PLACEHOLDER_TOKEN = "REPLACE-ME"  #: the start of the placeholder tokens shipped in deploy/k8s/api-secret.yaml
 
 
 class Backend:
@@ -363,6 +364,8 @@ def create_app(settings: Settings, api: ApiSettings) -> FastAPI:
     """The API over the Redis of `settings`. Raises ConfigError without `CRAWLQ_API_TOKEN`."""
     if api.token is None or not api.token.get_secret_value():
         raise ConfigError("set CRAWLQ_API_TOKEN: the API refuses to serve without a bearer token")
+    if api.token.get_secret_value().startswith(PLACEHOLDER_TOKEN):
+        raise ConfigError("CRAWLQ_API_TOKEN is still the placeholder of deploy/k8s/api-secret.yaml: replace it")
     backend = Backend(settings)
 
     @asynccontextmanager
