@@ -21,24 +21,29 @@ from crawlq.heartbeats import live_workers
 from crawlq.models import BatchStats
 from crawlq.settings import Settings
 from crawlq.store import OptionsConflict
+from crawlq_api.dashboard import router as dashboard_router
 from crawlq_api.guard import SubmitGuard
-from crawlq_api.metrics import render_metrics
+from crawlq_api.metrics import cumulative_latency, read_totals, render_metrics
 from crawlq_api.models import (
     BatchDetail,
     BatchPage,
+    HostModel,
+    HostsModel,
     InvalidLineModel,
+    LatencyBucket,
     QueueDepthModel,
     ResultRecord,
     SubmitRequest,
     SubmitResponse,
+    TotalsModel,
     WorkersModel,
 )
-from crawlq_api.queue import QueueUrls, queue_urls
 from crawlq_api.reads import gather_within
 from crawlq_api.security import BodyLimit, TokenCheck
 from crawlq_api.settings import ApiSettings
 from crawlq_api.stream import MEDIA_TYPES, follow_results, format_rows, stored_results
 from producer.client import Client
+from producer.cluster import queue_urls, read_hosts
 from producer.submit import InvalidLine, parse_lines
 
 __all__ = ["create_app"]
@@ -49,6 +54,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     503: {"description": "Redis cannot be reached"},
 }
 BatchId = Annotated[str, "batch id"]
+PLACEHOLDER_TOKEN = "REPLACE-ME"  #: the start of the placeholder tokens shipped in deploy/k8s/api-secret.yaml
 
 
 class Backend:
@@ -264,12 +270,6 @@ async def batch_results(
 
 
 # ---------------------------------------------------------------- cluster
-def _depth(queue: QueueUrls) -> tuple[dict[str, int], dict[str, int]]:
-    urls = {"ready": queue.ready_urls, "deferred": queue.deferred_urls, "in_flight": queue.in_flight_urls}
-    jobs = {"ready": queue.ready_jobs, "deferred": queue.deferred_jobs, "in_flight": queue.in_flight_jobs}
-    return urls, jobs
-
-
 @router.get("/queue", tags=["cluster"], response_model=QueueDepthModel)
 async def queue(ctx: Ctx) -> QueueDepthModel:
     """Queue depth in URLs and in jobs, by state, and the workers' fetches in flight."""
@@ -278,7 +278,8 @@ async def queue(ctx: Ctx) -> QueueDepthModel:
         ctx.api.read_deadline_s,
         {"queue": queue_urls(client.redis, ctx.backend.settings.queue_name), "workers": live_workers(client.redis)},
     )
-    urls, jobs = _depth(gathered.values["queue"]) if "queue" in gathered.values else (None, None)
+    depth = gathered.values.get("queue")
+    urls, jobs = (depth.urls(), depth.jobs()) if depth is not None else (None, None)
     beats: list[dict[str, Any]] | None = gathered.values.get("workers")
     return QueueDepthModel(
         urls=urls,
@@ -300,6 +301,46 @@ async def workers(ctx: Ctx) -> WorkersModel:
     except TimeoutError as exc:
         raise HTTPException(503, f"Redis did not answer within {ctx.api.read_deadline_s:g} s") from exc
     return WorkersModel(workers=beats, count=len(beats))
+
+
+async def _within(deadline_s: float, source: Any) -> Any:
+    try:
+        async with asyncio.timeout(deadline_s):
+            return await source
+    except TimeoutError as exc:
+        raise HTTPException(503, f"Redis did not answer within {deadline_s:g} s") from exc
+
+
+@router.get("/hosts", tags=["cluster"], response_model=HostsModel)
+async def hosts(ctx: Ctx, limit: Annotated[int, Query(ge=1, le=1000)] = 50) -> HostsModel:
+    """Per-host politeness state, busiest first: requests in flight, limit, delay, cooldown left."""
+    client = await ctx.backend.client()
+    found = await _within(ctx.api.read_deadline_s, read_hosts(client.redis, ctx.backend.settings))
+    return HostsModel(
+        hosts=[HostModel(**host.as_dict()) for host in found[:limit]],
+        total=len(found),
+        in_cooldown=sum(1 for host in found if host.cooldown_s > 0),
+        at_limit=sum(1 for host in found if host.in_flight >= host.limit),
+    )
+
+
+@router.get("/totals", tags=["cluster"], response_model=TotalsModel)
+async def totals(ctx: Ctx) -> TotalsModel:
+    """Counters over every batch and the latency histogram of the final attempts."""
+    client = await ctx.backend.client()
+    raw: dict[str, str] = await _within(ctx.api.read_deadline_s, read_totals(client.redis))
+    stats = BatchStats.from_counters("*", raw)
+    latency: list[LatencyBucket] = []
+    below = 0
+    for bound_s, cumulative in cumulative_latency(raw):
+        latency.append(LatencyBucket(le_ms=bound_s * 1000, count=cumulative - below))
+        below = cumulative
+    measured = sum(int(value) for field, value in raw.items() if field.startswith("h:"))
+    latency.append(LatencyBucket(le_ms=None, count=measured - below))
+    return TotalsModel(
+        done=stats.done, succeeded=stats.succeeded, failed=stats.failed, attempts=stats.attempts,
+        p50_ms=stats.p50_ms, p95_ms=stats.p95_ms, p99_ms=stats.p99_ms, latency=latency,
+    )  # fmt: skip
 
 
 @router.get("/metrics", tags=["cluster"], response_class=Response, responses={200: {"content": {"text/plain": {}}}})
@@ -346,6 +387,8 @@ def create_app(settings: Settings, api: ApiSettings) -> FastAPI:
     """The API over the Redis of `settings`. Raises ConfigError without `CRAWLQ_API_TOKEN`."""
     if api.token is None or not api.token.get_secret_value():
         raise ConfigError("set CRAWLQ_API_TOKEN: the API refuses to serve without a bearer token")
+    if api.token.get_secret_value().startswith(PLACEHOLDER_TOKEN):
+        raise ConfigError("CRAWLQ_API_TOKEN is still the placeholder of deploy/k8s/api-secret.yaml: replace it")
     backend = Backend(settings)
 
     @asynccontextmanager
@@ -368,4 +411,5 @@ def create_app(settings: Settings, api: ApiSettings) -> FastAPI:
     app.add_exception_handler(OptionsConflict, _options_conflict)
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.include_router(router)
+    app.include_router(dashboard_router)
     return app

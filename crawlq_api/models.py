@@ -13,11 +13,15 @@ from crawlq_api.settings import MAX_WAIT_S
 __all__ = [
     "BatchDetail",
     "BatchPage",
+    "HostModel",
+    "HostsModel",
     "InvalidLineModel",
+    "LatencyBucket",
     "QueueDepthModel",
     "ResultRecord",
     "SubmitRequest",
     "SubmitResponse",
+    "TotalsModel",
     "WorkersModel",
 ]
 
@@ -127,3 +131,35 @@ class QueueDepthModel(BaseModel):
 class WorkersModel(BaseModel):
     workers: list[dict[str, Any]]
     count: int
+
+
+class HostModel(BaseModel):
+    host: str
+    in_flight: int = Field(description="requests holding a lease on the host now")
+    limit: int = Field(description="requests in flight allowed (CRAWLQ_PER_HOST_CONCURRENCY or a host rule)")
+    delay_s: float = Field(description="minimum gap between request starts")
+    cooldown_s: float = Field(description="cooldown left after a 429/503, 0 if none")
+    penalty_ms: int = Field(description="the cooldown the next throttle starts from")
+
+
+class HostsModel(BaseModel):
+    hosts: list[HostModel] = Field(description="busiest first: in flight, then cooldown left")
+    total: int = Field(description="hosts with politeness state")
+    in_cooldown: int
+    at_limit: int = Field(description="hosts whose in-flight requests reached their limit")
+
+
+class LatencyBucket(BaseModel):
+    le_ms: float | None = Field(description="upper bound in ms; null for the last, unbounded bucket")
+    count: int = Field(description="final attempts in this bucket (not cumulative)")
+
+
+class TotalsModel(BaseModel):
+    done: int
+    succeeded: int
+    failed: int
+    attempts: int
+    p50_ms: float | None
+    p95_ms: float | None
+    p99_ms: float | None
+    latency: list[LatencyBucket] = Field(description="histogram of the final attempts' latency, all batches")

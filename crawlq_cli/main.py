@@ -32,7 +32,7 @@ from crawlq.models import BatchStats, UrlResult
 from crawlq.options import BatchOptions, parse_cookie, parse_header
 from crawlq.outage import REDIS_DOWN, Outage
 from crawlq.settings import HostRule, Settings
-from crawlq_cli.render import ProgressView, report_lines, status_table
+from crawlq_cli.render import ProgressView, hosts_table, report_lines, status_table
 
 __all__ = ["main"]
 
@@ -352,7 +352,8 @@ async def results(client: Any, batch: str, fmt: str, failed_only: bool, output: 
 @click.option("--interval", type=float, default=2.0, show_default=True)
 @_client_command
 async def status(client: Any, as_json: bool, watch: bool, interval: float) -> int:
-    """Show queue depth (ready, deferred, in progress), live workers and recent batches.
+    """Show queue depth in URLs (ready, deferred, in flight; jobs beside), live workers with their pages/s over
+    the last minute, recent batches with progress, failures and ETA, and the busiest hosts.
 
     \b
     Examples:
@@ -383,6 +384,34 @@ async def status(client: Any, as_json: bool, watch: bool, interval: float) -> in
         if not watch:
             return 0
         await asyncio.sleep(interval)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per host, one a line.")
+@click.option("--limit", type=click.IntRange(1), default=50, show_default=True, help="Show at most this many hosts.")
+@_client_command
+async def hosts(client: Any, as_json: bool, limit: int) -> int:
+    """List hosts with politeness state, busiest first: requests in flight, limit, delay, cooldown left.
+
+    \b
+    The limit is CRAWLQ_PER_HOST_CONCURRENCY or the matching CRAWLQ_HOST_RULES entry, as this command's
+    settings give it (the workers' when they share the configuration).
+
+    \b
+    Examples:
+      crawlq hosts
+      crawlq hosts --json | jq 'select(.cooldown_s > 0)'
+    """
+    found = await client.hosts()
+    if as_json:
+        for host in found[:limit]:
+            click.echo(orjson.dumps(host.as_dict()).decode())
+        return 0
+    if not found:
+        click.echo("no host has politeness state (nothing fetched recently)")
+        return 0
+    Console().print(hosts_table([host.as_dict() for host in found[:limit]], len(found)))
+    return 0
 
 
 # ---------------------------------------------------------------- crawl / demo

@@ -28,6 +28,7 @@ from crawlq.options import BatchOptions
 from crawlq.outage import REDIS_DOWN, Outage
 from crawlq.settings import Settings
 from crawlq.store import Store
+from producer.cluster import HostState, QueueUrls, queue_urls, read_hosts
 from producer.submit import InvalidLine, SubmitReport, new_batch_id, submit_lines
 
 __all__ = ["Client", "QueueDepth"]
@@ -206,6 +207,14 @@ class Client:
         ready = max(0, due - running)
         return QueueDepth(ready=ready, deferred=deferred, in_progress=running, total=ready + deferred + running)
 
+    async def queue_urls(self) -> QueueUrls:
+        """Queue depth in URLs and in jobs, by state (ready, deferred, in flight)."""
+        return await queue_urls(self.redis, self.settings.queue_name)
+
+    async def hosts(self) -> list[HostState]:
+        """Hosts with politeness state, busiest first."""
+        return await read_hosts(self.redis, self.settings)
+
     async def workers(self) -> list[dict[str, Any]]:
         return await live_workers(self.redis)
 
@@ -219,10 +228,15 @@ class Client:
                 out.append(raw.decode())
         return out
 
-    async def status(self) -> dict[str, Any]:
+    async def status(self, hosts_shown: int = 10) -> dict[str, Any]:
+        """The cluster at a glance: queue depth in URLs and jobs, workers, recent batches, busiest hosts."""
         batches = await self.recent_batches()
+        depth = await self.queue_urls()
+        hosts = await self.hosts()
         return {
-            "queue": dict(await self.queue_depth()),
+            "queue": {"urls": depth.urls(), "jobs": depth.jobs()},
+            "hosts": [host.as_dict() for host in hosts[:hosts_shown]],
+            "hosts_total": len(hosts),
             "workers": await self.workers(),
             "batches": [
                 b.model_dump() if isinstance(b, BatchStats) else {"batch": b, "state": "unknown"} for b in batches
