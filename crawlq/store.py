@@ -17,7 +17,7 @@ from redis.commands.core import AsyncScript
 from crawlq import histogram, keys
 from crawlq.codec import pack, unpack
 from crawlq.connection import result_of
-from crawlq.errors import CrawlqError, UnknownBatch
+from crawlq.errors import BatchLost, CrawlqError, UnknownBatch
 from crawlq.jobs import Deferral, Entry, job_payload, new_job_id
 from crawlq.models import BatchStats, UrlResult, now_ms
 from crawlq.options import BatchOptions
@@ -115,12 +115,21 @@ class Store:
 
     # ---- writes
     async def enqueue(
-        self, batch: str, chunks: Sequence[Sequence[Entry]], *, token: str = "", run_at_ms: int | None = None
+        self,
+        batch: str,
+        chunks: Sequence[Sequence[Entry]],
+        *,
+        token: str = "",
+        run_at_ms: int | None = None,
+        expect_batch: bool = False,
     ) -> EnqueueOutcome:
-        """Register the entries of `chunks` in `batch` and enqueue one job per chunk that has new URLs."""
+        """Register the entries of `chunks` in `batch` and enqueue one job per chunk that has new URLs.
+
+        :param expect_batch: an earlier call of the same submit wrote the batch: raise `BatchLost` instead of
+            writing anything if its counters are gone (an evicting or flushed Redis)."""
         now = now_ms()
         args: list[Any] = [batch, now, self.settings.result_ttl_s, self.settings.job_expires_s * 1000]
-        args += [token, SUBMIT_LEASE_MS, len(chunks)]
+        args += [token, SUBMIT_LEASE_MS, len(chunks), "1" if expect_batch else "0"]
         for chunk in chunks:
             args += [new_job_id(batch), job_payload(batch, list(chunk), now), run_at_ms or now]
         script_keys = [
@@ -134,6 +143,8 @@ class Store:
             keys.wake(self.settings.queue_name),
         ]
         added, duplicates, jobs = await self._enqueue(keys=script_keys, args=args)
+        if int(added) < 0:
+            raise BatchLost(batch, "its counters vanished from Redis while it was being submitted")
         return EnqueueOutcome(int(added), int(duplicates), int(jobs))
 
     async def commit(

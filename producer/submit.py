@@ -320,6 +320,7 @@ async def _enqueue_stream(
     script call; while one call is in Redis the next piece is parsed. Then release the submit hold."""
     report = SubmitReport(batch, 0, 0, 0)
     sending: asyncio.Task[EnqueueOutcome] | None = None
+    sent = False  #: an earlier call wrote the batch: its counters must still be there
 
     async def settle() -> None:
         nonlocal sending
@@ -330,9 +331,10 @@ async def _enqueue_stream(
             report.jobs += outcome.jobs
 
     async def send(chunks: list[list[Entry]]) -> None:
-        nonlocal sending
+        nonlocal sending, sent
         await settle()
-        sending = asyncio.create_task(store.enqueue(batch, chunks, token=token))
+        sending = asyncio.create_task(store.enqueue(batch, chunks, token=token, expect_batch=sent))
+        sent = True
         await asyncio.sleep(0)  # let it write its command before the next piece is parsed
 
     try:

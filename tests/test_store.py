@@ -6,7 +6,7 @@ import pytest
 from arq.connections import ArqRedis
 
 from crawlq import histogram, keys
-from crawlq.errors import UnknownBatch
+from crawlq.errors import BatchLost, UnknownBatch
 from crawlq.jobs import Deferral, Entry
 from crawlq.models import UrlResult, now_ms
 from crawlq.settings import Settings
@@ -31,6 +31,19 @@ async def test_enqueue_dedupes_within_and_across_calls(redis: ArqRedis, settings
     assert (again.added, again.duplicates, again.jobs) == (0, 7, 0)
     assert await redis.zcard(settings.queue_name) == 2
     assert (await store.stats("b1")).total == 10
+
+
+async def test_a_submit_whose_counters_vanished_writes_nothing_more(redis: ArqRedis, settings: Settings) -> None:
+    """An evicting (or flushed) Redis dropped the batch's counters between two calls of one submit: the next
+    call refuses to re-create the batch smaller (which would let it complete with URLs missing)."""
+    store = Store(redis, settings)
+    batch = entries([f"http://a.test/{i}" for i in range(10)])
+    await store.enqueue("gone", [batch[:5]], token="t")
+    await redis.delete(keys.batch_meta("gone"))
+    with pytest.raises(BatchLost, match="batch gone is lost: its counters vanished"):
+        await store.enqueue("gone", [batch[5:]], token="t", expect_batch=True)
+    assert await redis.hlen(keys.batch_urls("gone")) == 5 and not await redis.exists(keys.batch_meta("gone"))
+    assert (await store.enqueue("fresh", [batch], token="t", expect_batch=False)).added == 10
 
 
 async def test_commit_is_first_write_wins_and_completes_once(redis: ArqRedis, settings: Settings) -> None:

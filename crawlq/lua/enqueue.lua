@@ -1,12 +1,16 @@
 -- Register URLs in a batch and enqueue the arq jobs that carry them, one chunk at a time, atomically.
 -- KEYS: 1 meta, 2 urls, 3 jobs, 4 arq queue, 5 submitters, 6 batches zset, 7 active set, 8 wake channel
 -- ARGV: 1 batch, 2 now_ms, 3 ttl_s, 4 job_ttl_ms, 5 token, 6 lease_ms, 7 nchunks,
+--       8 expect_batch ('1': an earlier call of this submit wrote the batch, so its counters must exist),
 --       then per chunk: job_id, payload, score (the URLs are read from the arq payload, msgpack:
 --       {f, a = {batch, {{url_id, url, attempts}, ...}}, ...})
 local batch, now, ttl, job_ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local token, lease, nchunks = ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[7])
+-- Returns {added, duplicates, jobs}, or {-1, 0, 0} when the batch's counters vanished during the submit
+-- (an evicting or flushed Redis): nothing is written, so the batch is not silently re-created smaller.
+if ARGV[8] == '1' and redis.call('EXISTS', KEYS[1]) == 0 then return {-1, 0, 0} end
 local added, dups, jobs = 0, 0, 0
-local pos = 8
+local pos = 9
 for _ = 1, nchunks do
   local job_id, payload, score = ARGV[pos], ARGV[pos + 1], ARGV[pos + 2]
   pos = pos + 3

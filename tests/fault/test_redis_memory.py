@@ -109,7 +109,6 @@ def test_evicted_batch_is_reported_lost(site: ThreadedTargetSite, tmp_path: Path
         env = fault_env(server.url, allow_eviction=1)
         path = write_urls(tmp_path / "urls.txt", [site.url(f"/page/{i}?pad={'x' * 40}") for i in range(n)])
         submitted = run_cli(["submit", str(path), "--batch", batch, "--json"], env, timeout=120)
-        assert submitted.returncode == 0, submitted.stderr
         r = sync_redis(server.url)
         with Workers(env, tmp_path, 2, "--concurrency", "20"):
             # workers take what is left; the batch can never complete
@@ -117,18 +116,26 @@ def test_evicted_batch_is_reported_lost(site: ThreadedTargetSite, tmp_path: Path
         stats = run_cli(["stats", batch, "--json"], env)
         status = run_cli(["status", "--json"], env)
         meta_left = r.exists(keys.batch_meta(batch))
-    print(f"\n[eviction] wait: exit {waited.returncode}: {waited.stderr.strip().splitlines()[-1:]}")
-    assert meta_left, "the meta hash itself was evicted; the test needs a batch whose counters survive"
+    print(f"\n[eviction] submit: exit {submitted.returncode}; wait: exit {waited.returncode}: "
+          f"{waited.stderr.strip().splitlines()[-1:]}")  # fmt: skip
+    # Which keys LRU drops is up to Redis: the batch's counters themselves may go. Whatever went, no command
+    # may call the batch complete or running: `submit` or `wait` end with exit 1 and one sentence.
+    assert submitted.returncode in (0, 1) and "Traceback" not in submitted.stderr, submitted.stderr
+    if submitted.returncode == 1:
+        assert f"batch {batch} is lost" in submitted.stderr, submitted.stderr
     assert waited.returncode == 1, waited.stderr
     line = waited.stderr.strip().splitlines()[-1]
-    assert "Traceback" not in waited.stderr and f"batch {batch} is lost" in line, waited.stderr
-    assert stats.returncode == 0, stats.stderr
-    figures = orjson.loads(stats.stdout)
-    assert figures["state"] == "lost" and figures["lost_reason"], figures
-    assert figures["done"] < n or figures["lost_reason"], figures
+    assert "Traceback" not in waited.stderr, waited.stderr
+    assert f"batch {batch} is lost" in line or f"unknown batch {batch!r}" in line, waited.stderr
     states = {b["batch"]: b["state"] for b in orjson.loads(status.stdout)["batches"]}
     # the list of recent batches may itself have been evicted; if it names the batch, it says lost
     assert states.get(batch, "lost") == "lost" and "running" not in states.values(), states
+    if not meta_left:
+        assert stats.returncode == 1 and "unknown batch" in stats.stderr, stats.stderr
+        return
+    assert stats.returncode == 0, stats.stderr
+    figures = orjson.loads(stats.stdout)
+    assert figures["state"] == "lost" and figures["lost_reason"], figures
 
 
 def fill_up(server: EmbeddedServer) -> None:
