@@ -7,7 +7,7 @@ from dataclasses import dataclass
 __all__ = ["FULL", "PARTS", "SMOKE", "Profile"]
 
 #: every part, in the order a round runs them
-PARTS = ("classic", "throughput", "latency", "submit", "scaleout", "memory", "idle", "rediscost")
+PARTS = ("classic", "throughput", "manyhosts", "latency", "submit", "scaleout", "memory", "idle", "rediscost")
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +24,7 @@ class Profile:
     idle_s: float  #: how long the idle worker is watched (target 6)
     pickup_trials: int  #: 1-URL batches timed from submit to result (target 6)
     rediscost_urls: int  #: /fast URLs whose Redis commands are counted (target 7)
+    manyhosts_urls: int  #: URLs per many-host shape: over 64 hosts, and 20 per host (issue 11)
     install: bool  #: pip-install missing optional peers (Scrapy)
     scrapy_variants: tuple[int, ...]  #: CONCURRENT_ITEMS values to run Scrapy with
     quiet_wait_s: float  #: before each part, wait up to this long for other programs to go quiet
@@ -42,6 +43,7 @@ SMOKE = Profile(
     idle_s=2.0,
     pickup_trials=3,
     rediscost_urls=2_000,
+    manyhosts_urls=5_000,
     install=False,
     scrapy_variants=(100,),
     quiet_wait_s=0.0,
@@ -60,6 +62,7 @@ FULL = Profile(
     idle_s=5.0,
     pickup_trials=10,
     rediscost_urls=20_000,
+    manyhosts_urls=20_000,
     install=True,
     scrapy_variants=(100, 1),
     quiet_wait_s=60.0,

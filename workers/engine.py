@@ -1,8 +1,9 @@
 """The per-process URL engine: robots, the host gate, the global fetch semaphore, and the retry decision.
 
 `Engine.process(entry)` takes one URL through one or more attempts and returns either a final
-`UrlResult` or a `Deferral` (a retry after backoff, a long host wait, a hand-back at shutdown). It never
-sleeps while holding a slot of the global semaphore, and waits for a busy host without holding one.
+`UrlResult` or a `Deferral` (a retry after backoff, a long host wait, a hand-back at shutdown). It waits
+for a busy host in the gate (no slot of the global semaphore held, no Redis traffic), and hands the URL
+back when the wait would outlast the job's deadline.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from crawlq.jobs import Deferral, Entry
 from crawlq.models import ErrorClass, UrlResult, now_ms
 from crawlq.settings import Settings
 from crawlq.urls import host_of
-from workers.events import wait_event
 from workers.fetcher import Attempt, Fetcher
 from workers.gate import HostGate, host_limits
 from workers.retry import decide
@@ -52,19 +52,14 @@ class Engine:
                 return _final(entry, None, ErrorClass.ROBOTS_DISALLOWED, "disallowed by robots.txt", entry.attempts)
             crawl_delay = verdict.crawl_delay(self.robots.agent)
         limit, delay_s = self._limits(host, crawl_delay)
-        while True:
-            if self.draining.is_set() or time.monotonic() >= deadline:
-                return Deferral([entry], now_ms())
-            async with self.slots:
-                grant = await self.gate.acquire(host, limit, delay_s)
-                if grant.lease is not None:
-                    attempt = await self._fetch(entry.url, host, grant.lease)
-            if grant.lease is None:
-                if time.monotonic() + grant.wait_s >= deadline:
-                    return Deferral([entry], now_ms() + int(grant.wait_s * 1000))
-                await self._pause(grant.wait_s * (1 + 0.2 * self.rng.random()))
-                continue
-            return self._after(entry, attempt)
+        if self.draining.is_set() or time.monotonic() >= deadline:
+            return Deferral([entry], now_ms())
+        grant = await self.gate.acquire(host, limit, delay_s, deadline)  # waits without a fetch slot
+        if grant.lease is None:
+            return Deferral([entry], now_ms() + int(grant.wait_s * 1000))
+        async with self.slots:
+            attempt = await self._fetch(entry.url, host, grant.lease)
+        return self._after(entry, attempt)
 
     def _limits(self, host: str, crawl_delay: float | None) -> tuple[int, float]:
         key = (host, crawl_delay)
@@ -74,10 +69,6 @@ class Engine:
                 self._limit_cache.clear()
             found = self._limit_cache[key] = host_limits(self.settings, host, crawl_delay)
         return found
-
-    async def _pause(self, seconds: float) -> None:
-        """Sleep, but wake at once when the worker starts draining."""
-        await wait_event(self.draining, seconds)
 
     async def _fetch(self, url: str, host: str, lease: str) -> Attempt:
         self.in_flight += 1

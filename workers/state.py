@@ -82,4 +82,5 @@ class WorkerState:
 
     def drain(self) -> None:
         self.engine.draining.set()
+        self.gate.abandon_waiters()
         self.drain_deadline = time.monotonic() + max(0.5, self.settings.shutdown_grace_s - 1.5)
