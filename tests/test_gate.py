@@ -206,3 +206,35 @@ async def test_hostile_retry_after_does_not_break_the_engine(redis: ArqRedis, se
         assert outcome.run_at_ms - time.time() * 1000 == pytest.approx(7000, abs=500)
         await asyncio.sleep(0.1)
         assert await redis.zcard(keys.host_leases(host_of(url))) == 0
+
+
+async def test_waiting_for_a_full_host_sends_no_redis_commands(redis: ArqRedis, settings: Settings) -> None:
+    """A URL waiting for a host that another worker fills is silent, and is woken by the release at once."""
+    async with gates(redis, settings, 2) as (holder, waiter):
+        lease = await take(holder, "full.test", 1)
+        waiting = asyncio.create_task(waiter.acquire("full.test", 1, 0.0))
+        await asyncio.sleep(0.3)  # the waiter asked once and parked
+        calls = waiter.calls
+        before = int((await redis.info("commandstats")).get("cmdstat_evalsha", {}).get("calls", 0))
+        await asyncio.sleep(1.0)
+        after = int((await redis.info("commandstats")).get("cmdstat_evalsha", {}).get("calls", 0))
+        assert not waiting.done()
+        assert waiter.calls == calls and after == before, "a waiting URL made gate calls"
+        released_at = time.monotonic()
+        holder.release("full.test", lease, "ok")
+        grant = await asyncio.wait_for(waiting, timeout=2)
+        assert grant.lease is not None
+        assert time.monotonic() - released_at < 0.5  # woken by the release, not by a poll
+
+
+async def test_a_freed_lease_goes_to_a_local_waiter_without_redis(redis: ArqRedis, settings: Settings) -> None:
+    async with gates(redis, settings, 1) as (gate,):
+        lease = await take(gate, "local.test", 1)
+        waiting = asyncio.create_task(gate.acquire("local.test", 1, 0.0))
+        await asyncio.sleep(0.2)
+        calls = gate.calls
+        released_at = time.monotonic()
+        gate.release("local.test", lease, "ok")
+        grant = await asyncio.wait_for(waiting, timeout=2)
+        assert grant.lease == lease and gate.calls == calls
+        assert time.monotonic() - released_at < 0.005
