@@ -25,6 +25,7 @@ __all__ = ["Engine", "Outcome"]
 
 Outcome = UrlResult | Deferral
 THROTTLE_STATUSES = frozenset({429, 503})
+ASK_S = 0.05  #: a URL of a host with a delay holds a fetch slot while it asks; a known wait lets the slot go
 
 
 class Engine:
@@ -54,12 +55,35 @@ class Engine:
         limit, delay_s = self._limits(host, crawl_delay)
         if self.draining.is_set() or time.monotonic() >= deadline:
             return Deferral([entry], now_ms())
+        if delay_s > 0:
+            return await self._process_delayed(entry, host, limit, delay_s, deadline)
         grant = await self.gate.acquire(host, limit, delay_s, deadline)  # waits without a fetch slot
         if grant.lease is None:
             return Deferral([entry], now_ms() + int(grant.wait_s * 1000))
         async with self.slots:
             attempt = await self._fetch(entry.url, host, grant.lease)
         return self._after(entry, attempt)
+
+    async def _process_delayed(self, entry: Entry, host: str, limit: int, delay_s: float, deadline: float) -> Outcome:
+        """A host with a delay: Redis times the next start from each grant, so the request must start as
+        soon as it is granted. The URL waits out the host's known delay without a fetch slot, then asks
+        for a lease holding one (a short wait: a grant, or the time to wait again)."""
+        while True:
+            wait_s = self.gate.known_wait(host)
+            if wait_s > 0:
+                if time.monotonic() + wait_s > deadline:
+                    return Deferral([entry], now_ms() + int(wait_s * 1000))
+                await asyncio.sleep(wait_s)
+            if self.draining.is_set():
+                return Deferral([entry], now_ms())
+            async with self.slots:
+                asked_until = min(deadline, time.monotonic() + ASK_S)
+                grant = await self.gate.acquire(host, limit, delay_s, asked_until)
+                if grant.lease is not None:
+                    attempt = await self._fetch(entry.url, host, grant.lease)
+                    return self._after(entry, attempt)
+            if time.monotonic() >= deadline:
+                return Deferral([entry], now_ms() + int(grant.wait_s * 1000))
 
     def _limits(self, host: str, crawl_delay: float | None) -> tuple[int, float]:
         key = (host, crawl_delay)

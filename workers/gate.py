@@ -151,6 +151,11 @@ class HostGate:
             while host.hand(Grant(None, 0.0)):
                 pass
 
+    def known_wait(self, host: str) -> float:
+        """Seconds until `host` (in a cooldown or a delay known here) may be asked again; 0 if now."""
+        state = self._hosts.get(host)
+        return 0.0 if state is None else max(0.0, state.blocked_until - time.monotonic())
+
     async def acquire(self, host: str, limit: int, delay_s: float, deadline: float | None = None) -> Grant:
         """A lease for one request to `host`, waiting (without Redis traffic) until one is free; a Grant
         without a lease if `deadline` (monotonic) comes first, or if the host's known wait ends after it."""
