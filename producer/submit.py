@@ -22,13 +22,14 @@ from crawlq.errors import InvalidURL, RedisUnavailable
 from crawlq.jobs import Entry
 from crawlq.settings import Settings
 from crawlq.store import EnqueueOutcome, Store
-from crawlq.urls import canonical, url_id
+from crawlq.urls import canonical, host_of, url_id
 
 __all__ = [
     "InvalidLine",
     "LineParser",
     "SubmitReport",
     "chunk_size_for",
+    "grouped_by_host",
     "new_batch_id",
     "parse_lines",
     "submit_entries",
@@ -128,6 +129,20 @@ def chunk_size_for(count: int, settings: Settings) -> int:
     return max(1, min(settings.chunk_size, math.ceil(count / 200)))
 
 
+def grouped_by_host(entries: Sequence[Entry]) -> list[Entry]:
+    """`entries` with the URLs of each host together (hosts in order of first appearance, each host's URLs
+    in input order), so that a chunk holds few hosts and a worker reuses one lease for many of its URLs."""
+    by_host: dict[str, list[Entry]] = {}
+    for entry in entries:
+        host = host_of(entry.url)
+        group = by_host.get(host)
+        if group is None:
+            by_host[host] = [entry]
+        else:
+            group.append(entry)
+    return [entry for group in by_host.values() for entry in group]
+
+
 def _pieces(lines: Sequence[str], first: int, rest: int) -> Iterator[Sequence[str]]:
     """`lines` cut into a small first piece (so fetching starts at once) and larger ones after it."""
     yield lines[:first]
@@ -184,7 +199,7 @@ async def _enqueue_stream(
         carry: list[Entry] = []
         calls = 0
         for entries in pieces:
-            carry.extend(entries)
+            carry.extend(grouped_by_host(entries))
             whole = len(carry) - len(carry) % size
             for start in range(0, whole, CHUNKS_PER_CALL * size):
                 end = min(whole, start + CHUNKS_PER_CALL * size)
