@@ -15,7 +15,7 @@ from crawlq.settings import Settings
 from crawlq.store import Store
 from crawlq.target import TargetSite
 from crawlq.urls import canonical, url_id
-from workers import tasks
+from workers import commits, tasks
 from workers.state import BACKLOG_CHUNKS, WorkerState
 
 pytestmark = pytest.mark.timeout(30)
@@ -49,7 +49,7 @@ async def test_results_are_committed_while_a_slow_url_still_runs(
     job_id, wire = await queued_job(state.store, "slow-tail", urls)
     ctx = {"state": state, "job_id": job_id, "job_try": 1}
     job = asyncio.create_task(tasks.crawl(ctx, "slow-tail", wire))
-    await asyncio.sleep(tasks.FLUSH_S + 0.6)
+    await asyncio.sleep(commits.FLUSH_S + 0.6)
     done_meanwhile = int(await redis.hget(keys.batch_meta("slow-tail"), "done") or 0)
     assert not job.done()
     assert done_meanwhile == 5  # the fast URLs did not wait for the slow one

@@ -163,6 +163,8 @@ class HostGate:
         if state is None:
             state = self._hosts[host] = _Host(host, limit, int(delay_s * 1000))
         state.limit, state.delay_ms = limit, int(delay_s * 1000)
+        if state.idle and state.delay_ms:  # kept from a grant without a delay: Redis must time this start
+            self._give_back_idle(state)
         if state.idle:
             return Grant(state.idle.pop())
         until = float("inf") if deadline is None else deadline

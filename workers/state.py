@@ -1,4 +1,4 @@
-"""What one worker process owns: its Redis pool, store, fetcher, gate, robots cache and engine."""
+"""What one worker process owns: its Redis pool, store, committer, fetcher, gate, robots cache and engine."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from arq.connections import ArqRedis
 from crawlq.models import now_ms
 from crawlq.settings import Settings
 from crawlq.store import Store
+from workers.commits import Committer
 from workers.engine import Engine
 from workers.fetcher import Fetcher
 from workers.gate import HostGate
@@ -36,11 +37,11 @@ class WorkerState:
     fetcher: Fetcher
     gate: HostGate
     engine: Engine
+    committer: Committer
     started_at: int = field(default_factory=now_ms)
     claimed: set[str] = field(default_factory=set)  #: jobs claimed whose URLs are not yet registered
     chunk_estimate: float = 0.0  #: URLs per job, from the last job started
     drain_deadline: float | None = None  #: monotonic time by which in-flight URLs are handed back
-    urls_done: int = 0
     isolation: asyncio.Lock = field(default_factory=asyncio.Lock)  #: one retried (suspect) job at a time
     isolating: bool = False  #: a suspect job runs alone: claim nothing meanwhile
     suspect: str | None = None  #: a claimed suspect job that has not finished: claim nothing meanwhile
@@ -53,12 +54,20 @@ class WorkerState:
         gate = HostGate(redis, settings, worker_id)
         gate.start()
         engine = Engine(settings, fetcher, gate, RobotsCache(redis, settings, fetcher, gate))
-        state = cls(settings, redis, worker_id, Store(redis, settings), fetcher, gate, engine)
+        store = Store(redis, settings)
+        committer = Committer(store, lambda: engine.pending == 0)
+        committer.start()
+        state = cls(settings, redis, worker_id, store, fetcher, gate, engine, committer)
         state.chunk_estimate = float(settings.chunk_size)
         return state
 
+    @property
+    def urls_done(self) -> int:
+        return self.committer.urls_done
+
     async def close(self) -> None:
         await self.gate.close()
+        await self.committer.close()
         await self.fetcher.close()
 
     def backlog(self) -> float:

@@ -2,8 +2,9 @@
 
 A job whose previous run crashed its worker (`job_try > 1`) does not fetch: it splits into one job
 per URL; a single URL on a later try runs alone in its worker. So a poison URL exhausts only its own
-tries, and no innocent URL shares its crashes twice. Outcomes are committed in groups (every
-`FLUSH_S` or `FLUSH_N`), and the last commit also closes the job in the batch's job table.
+tries, and no innocent URL shares its crashes twice. Outcomes go to the worker's committer
+(`workers.commits`), which commits those of every job running here together and closes the jobs
+whose URLs are all done.
 """
 
 from __future__ import annotations
@@ -22,9 +23,8 @@ from workers.state import WorkerState
 __all__ = ["crawl"]
 
 logger = logging.getLogger("crawlq.worker")
-FLUSH_S = 0.5
-FLUSH_N = 500
 DRAIN_CHECK_S = 0.05  #: while draining, how often a job checks the hand-back deadline
+IDLE_CHECK_S = 1.0  #: otherwise a job is woken by its last URL; this is only a safety net
 
 
 async def crawl(ctx: dict[str, Any], batch: str, raw_entries: list[list[Any]]) -> int:
@@ -60,113 +60,64 @@ async def _run_isolated(state: WorkerState, batch: str, job_id: str, entries: li
 
 
 async def _run(state: WorkerState, batch: str, job_id: str, entries: list[Entry]) -> int:
-    engine = state.engine
+    """Run every URL of the job; each outcome goes to the worker's committer as it comes, and the job
+    returns once its last outcomes and its closure are committed (`workers.commits`)."""
+    engine, committer = state.engine, state.committer
     deadline = time.monotonic() + state.settings.chunk_max_s
-    finished: list[tuple[Entry, asyncio.Task[Outcome]]] = []
-    wake = asyncio.Event()
+    all_done = asyncio.Event()
     running: dict[asyncio.Task[Outcome], Entry] = {}
+    results = 0
 
     def on_done(task: asyncio.Task[Outcome]) -> None:
-        finished.append((running.pop(task), task))
+        nonlocal results
+        entry = running.pop(task)
+        outcome = _outcome(entry, task)
+        if isinstance(outcome, UrlResult):
+            results += 1
+            committer.add(batch, (entry.url_id, outcome), None)
+        else:
+            committer.add(batch, None, outcome)
         state.finished(1)
-        if not running or len(finished) >= FLUSH_N:  # otherwise the loop wakes when a flush is due
-            wake.set()
+        if not running:
+            all_done.set()
 
     for entry in entries:
         task = asyncio.create_task(engine.process(entry, deadline))
         running[task] = entry
         task.add_done_callback(on_done)
     engine.pending += len(entries)
-    results: list[tuple[str, UrlResult]] = []
-    deferrals: list[Deferral] = []
-    last_flush = time.monotonic()
-    committed = 0
     try:
-        while running or finished:
-            if running and len(finished) < FLUSH_N:
-                wake.clear()
-                await wait_event(wake, _next_wake(state, last_flush))
-            _collect(finished, results, deferrals)
-            if state.drain_deadline is not None and time.monotonic() >= state.drain_deadline and running:
-                await _hand_back(running, finished, deferrals)
-            full = len(results) + len(deferrals) >= FLUSH_N
-            if (results or deferrals) and running and (full or time.monotonic() - last_flush >= FLUSH_S):
-                committed += await _commit(state, batch, results, deferrals)
-                last_flush = time.monotonic()
+        while running:
+            await wait_event(all_done, _next_wake(state))
+            if running and state.drain_deadline is not None and time.monotonic() >= state.drain_deadline:
+                await _hand_back(running)
     finally:
         for task in list(running):
-            task.cancel()  # only when leaving by an exception; on_done still counts them as finished
-    committed += await _commit(state, batch, results, deferrals, done_job=job_id)
-    return committed
+            task.cancel()  # only when leaving by an exception; on_done still hands their URLs back
+    await committer.close_job(batch, job_id)
+    return results
 
 
-def _next_wake(state: WorkerState, last_flush: float) -> float:
-    """Seconds until the job loop must look again: the next flush, or soon while the worker drains."""
-    if state.engine.draining.is_set():
-        return DRAIN_CHECK_S
-    return max(0.0, last_flush + FLUSH_S - time.monotonic())
+def _next_wake(state: WorkerState) -> float:
+    """Seconds until the job loop looks again without being woken: soon while the worker drains (the
+    hand-back deadline), else `IDLE_CHECK_S`; never 0."""
+    return DRAIN_CHECK_S if state.engine.draining.is_set() else IDLE_CHECK_S
 
 
-def _collect(
-    finished: list[tuple[Entry, asyncio.Task[Outcome]]],
-    results: list[tuple[str, UrlResult]],
-    deferrals: list[Deferral],
-) -> None:
-    """Move finished tasks' outcomes to `results` / `deferrals`."""
-    while finished:
-        entry, task = finished.pop()
-        if task.cancelled():
-            deferrals.append(Deferral([entry], now_ms()))
-            continue
-        error = task.exception()
-        if error is not None:
-            logger.warning("URL %s failed inside the worker; handing it back", entry.url, exc_info=error)
-            deferrals.append(Deferral([entry], now_ms() + 1000))
-            continue
-        outcome = task.result()
-        if isinstance(outcome, UrlResult):
-            results.append((entry.url_id, outcome))
-        else:
-            deferrals.append(outcome)
+def _outcome(entry: Entry, task: asyncio.Task[Outcome]) -> Outcome:
+    """A finished task's outcome; a cancelled or crashed one hands its URL back."""
+    if task.cancelled():
+        return Deferral([entry], now_ms())
+    error = task.exception()
+    if error is not None:
+        logger.warning("URL %s failed inside the worker; handing it back", entry.url, exc_info=error)
+        return Deferral([entry], now_ms() + 1000)
+    return task.result()
 
 
-async def _hand_back(
-    running: dict[asyncio.Task[Outcome], Entry],
-    finished: list[tuple[Entry, asyncio.Task[Outcome]]],
-    deferrals: list[Deferral],
-) -> None:
+async def _hand_back(running: dict[asyncio.Task[Outcome], Entry]) -> None:
     """Shutdown grace is over: cancel what is still in flight; those URLs go to a new job unchanged."""
     tasks = list(running)
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
-
-
-async def _commit(
-    state: WorkerState,
-    batch: str,
-    results: list[tuple[str, UrlResult]],
-    deferrals: list[Deferral],
-    done_job: str = "",
-) -> int:
-    merged = _merge(deferrals)
-    outcome = await state.store.commit(batch, results, merged, done_job=done_job)
-    if not outcome.known_batch:
-        logger.warning("batch %s is unknown to Redis (expired or lost); dropped %d results", batch, len(results))
-    state.urls_done += len(results)
-    results.clear()
-    deferrals.clear()
-    return outcome.added
-
-
-def _merge(deferrals: list[Deferral]) -> list[Deferral]:
-    """Deferrals due within the same 100 ms share one job."""
-    groups: dict[int, Deferral] = {}
-    for deferral in deferrals:
-        slot = deferral.run_at_ms // 100
-        if slot in groups:
-            groups[slot].entries.extend(deferral.entries)
-            groups[slot].run_at_ms = max(groups[slot].run_at_ms, deferral.run_at_ms)
-        else:
-            groups[slot] = Deferral(list(deferral.entries), deferral.run_at_ms)
-    return list(groups.values())
