@@ -40,6 +40,7 @@ class Engine:
         self.in_flight = 0
         self.pending = 0  #: URLs accepted by running jobs and not finished
         self.fetches = 0
+        self.resting = 0  #: URLs of hosts with a delay waiting it out (no fetch slot could serve them now)
         self._limit_cache: dict[tuple[str, float | None], tuple[int, float]] = {}
 
     async def process(self, entry: Entry, deadline: float) -> Outcome:
@@ -73,7 +74,11 @@ class Engine:
             if wait_s > 0:
                 if time.monotonic() + wait_s > deadline:
                     return Deferral([entry], now_ms() + int(wait_s * 1000))
-                await asyncio.sleep(wait_s)
+                self.resting += 1
+                try:
+                    await asyncio.sleep(wait_s)
+                finally:
+                    self.resting -= 1
             if self.draining.is_set():
                 return Deferral([entry], now_ms())
             async with self.slots:
@@ -84,6 +89,10 @@ class Engine:
                     return self._after(entry, attempt)
             if time.monotonic() >= deadline:
                 return Deferral([entry], now_ms() + int(grant.wait_s * 1000))
+
+    def stalled(self) -> int:
+        """URLs held here that a free fetch slot could not serve now (see `HostGate.stalled`)."""
+        return self.gate.stalled() + self.resting
 
     def _limits(self, host: str, crawl_delay: float | None) -> tuple[int, float]:
         key = (host, crawl_delay)

@@ -46,6 +46,7 @@ HOLD_S = 2.0  #: how long a lease granted by Redis may be reused (or kept idle) 
 RETRY_S = 0.2  #: after a failed gate call, ask again this soon
 RECOVERY_RELEASES = 8  #: successes after a cooldown that are reported to Redis one by one
 SWEEP_S = 0.5  #: how often waiters past their deadline are let go
+STALLED_CACHE_S = 0.01  #: `stalled()` is recomputed at most this often
 
 
 @dataclass(slots=True, frozen=True)
@@ -92,6 +93,11 @@ class _Host:
         return False
 
 
+def _forgettable(state: _Host, now: float) -> bool:
+    busy = state.held or state.asking or state.parked or state.recovering or state.live_waiters()
+    return not busy and state.blocked_until <= now
+
+
 def host_limits(settings: Settings, host: str, crawl_delay_s: float | None = None) -> tuple[int, float]:
     """(concurrency, delay_s) for a host: the first matching `host_rules` entry, else the defaults,
     with the delay raised to robots.txt's Crawl-delay (capped)."""
@@ -125,6 +131,8 @@ class HostGate:
         self._sequence = itertools.count()
         self._tasks: list[asyncio.Task[None]] = []
         self.calls = 0  #: script calls made (for tests and benchmarks)
+        self._stalled = 0
+        self._stalled_at = 0.0
 
     def start(self) -> None:
         self._tasks = [
@@ -155,6 +163,23 @@ class HostGate:
         """Seconds until `host` (in a cooldown or a delay known here) may be asked again; 0 if now."""
         state = self._hosts.get(host)
         return 0.0 if state is None else max(0.0, state.blocked_until - time.monotonic())
+
+    def stalled(self) -> int:
+        """URLs waiting here that could not use a free fetch slot now: those of hosts in a cooldown, a
+        delay or full cluster-wide, and those beyond a host's free leases. Recomputed at most every
+        `STALLED_CACHE_S` (the claim loop asks after every finished URL)."""
+        now = time.monotonic()
+        if now - self._stalled_at < STALLED_CACHE_S:
+            return self._stalled
+        total = 0
+        for state in self._hosts.values():
+            waiting = state.live_waiters()
+            if waiting:
+                blocked = state.parked or state.blocked_until > now
+                room = 0 if blocked else max(0, state.limit - state.held + len(state.idle))
+                total += max(0, waiting - room)
+        self._stalled, self._stalled_at = total, now
+        return total
 
     async def acquire(self, host: str, limit: int, delay_s: float, deadline: float | None = None) -> Grant:
         """A lease for one request to `host`, waiting (without Redis traffic) until one is free; a Grant
@@ -296,10 +321,12 @@ class HostGate:
 
     async def _sweep(self) -> None:
         """Let waiters past their deadline go (the engine hands their URLs back); give back idle leases
-        past their reuse time."""
+        past their reuse time; forget hosts with nothing going on."""
         while True:
             await asyncio.sleep(SWEEP_S)
             now = time.monotonic()
+            for name in [name for name, state in self._hosts.items() if _forgettable(state, now)]:
+                del self._hosts[name]  # nothing held, asked, waited for or remembered: bounded by live hosts
             for state in self._hosts.values():
                 while state.idle and self._reuse_until.get(state.idle[0], 0.0) <= now:
                     self._give_back(state, state.idle.pop(0), "other", 0)
@@ -332,7 +359,9 @@ class HostGate:
             if room <= 0:
                 break
             del self._hungry[name]
-            state = self._hosts[name]
+            state = self._hosts.get(name)
+            if state is None:
+                continue
             want = min(state.live_waiters(), state.limit - state.held, room)
             if want <= 0 or state.asking or state.parked:
                 continue

@@ -19,9 +19,10 @@ from workers.fetcher import Fetcher
 from workers.gate import HostGate
 from workers.robots import RobotsCache
 
-__all__ = ["BACKLOG_CHUNKS", "WorkerState", "new_worker_id"]
+__all__ = ["BACKLOG_CHUNKS", "BACKLOG_MAX_FACTOR", "WorkerState", "new_worker_id"]
 
 BACKLOG_CHUNKS = 1  #: jobs' worth of URLs a worker holds beyond its concurrency
+BACKLOG_MAX_FACTOR = 4  #: at most this many times its concurrency (plus a job) held, stalled URLs included
 
 
 def new_worker_id() -> str:
@@ -74,14 +75,24 @@ class WorkerState:
         return self.engine.pending + len(self.claimed) * self.chunk_estimate
 
     def backlog_limit(self) -> float:
-        """URLs a worker holds (running, waiting for a slot, or in claimed jobs): its concurrency plus
-        `BACKLOG_CHUNKS` jobs, so that slots never wait for a claim round trip."""
+        """URLs a worker holds (running, waiting for a slot, or in claimed jobs) that a free fetch slot could
+        serve: its concurrency plus `BACKLOG_CHUNKS` jobs, so that slots never wait for a claim round trip."""
         return self.settings.concurrency + BACKLOG_CHUNKS * self.chunk_estimate
+
+    def backlog_cap(self) -> float:
+        """URLs a worker holds at most, stalled ones (full, delayed or cooling hosts) included."""
+        return BACKLOG_MAX_FACTOR * self.settings.concurrency + BACKLOG_CHUNKS * self.chunk_estimate
+
+    def backlog_room(self) -> float:
+        """URLs to claim now: while the URLs held leave fetch slots that none of them can use (they wait
+        for full or delayed hosts), more are claimed, up to `backlog_cap`."""
+        held = self.backlog()
+        return min(self.backlog_limit() - (held - self.engine.stalled()), self.backlog_cap() - held)
 
     def backlog_full(self) -> bool:
         if self.isolating or self.isolation.locked() or self.suspect is not None:
             return True
-        return self.backlog() >= self.backlog_limit()
+        return self.backlog_room() <= 0
 
     def finished(self, count: int) -> None:
         """`count` URLs of running jobs have their outcome: wake the poll loop if there is room now."""
