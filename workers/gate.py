@@ -352,8 +352,8 @@ class HostGate:
         """Hosts to ask leases for now, and how many: bounded by waiters, host limit and this worker's room."""
         asks: list[tuple[_Host, int]] = []
         if self._hungry and self._held >= self.capacity:  # make room: idle leases go back first
-            for state in self._hosts.values():
-                self._give_back_idle(state)
+            for idle_host in self._hosts.values():
+                self._give_back_idle(idle_host)
         for name in list(self._hungry):
             room = self.capacity - self._held
             if room <= 0:
