@@ -126,6 +126,21 @@ def test_each_host_has_its_own_limit(redis_url: str, tmp_path: Path) -> None:
         assert stats.max_in_flight >= 3  # the two hosts were fetched in parallel
 
 
+def test_per_host_limit_holds_across_three_workers_with_many_hosts(redis_url: str, tmp_path: Path) -> None:
+    """20 hosts, 12 URLs each, round-robin in the input (so chunks are grouped by host and leases are kept
+    and reused on the workers): no host ever sees more than its limit in flight, counted at the target."""
+    env = cli_env(redis_url, per_host_concurrency=2, chunk_size=8)
+    hosts = [f"127.0.0.{i}" for i in range(10, 30)]
+    with loopback_sites(*hosts) as (sites, stats):
+        urls = [site.url(DELAY_URL.format(i=i)) for i in range(12) for site in sites]
+        records, fetches = crawl(env, urls, "polite-many", tmp_path)
+        assert all(r["ok"] for r in records)
+        assert set(stats.per_host_max_in_flight) == set(hosts)
+        assert max(stats.per_host_max_in_flight.values()) == 2, stats.per_host_max_in_flight
+        assert stats.max_in_flight >= 6  # hosts were fetched in parallel
+    assert sum(f > 0 for f in fetches) >= 2, f"not a multi-process run: fetches per worker {fetches}"
+
+
 def test_retries_end_to_end(redis_url: str, tmp_path: Path) -> None:
     env = cli_env(redis_url)
     with ThreadedTargetSite("127.0.0.1") as site:
