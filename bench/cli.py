@@ -28,7 +28,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--smoke", action="store_true", help="small sizes, 1 round, a few seconds per part (CI)")
-    size.add_argument("--full", action="store_true", help="issue 3's sizes, 3 rounds (several minutes)")
+    size.add_argument("--full", action="store_true", help="full sizes (20,000-100,000 URLs a part), 3 rounds, ~10 min")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out", help="results.json, chart.png, logs")
     parser.add_argument("--only", default="", help=f"comma list of parts: {', '.join(PARTS)}")
     parser.add_argument("--rounds", type=int, default=0, help="override the profile's number of rounds")
@@ -90,7 +90,8 @@ async def _round(bench: Bench, parts: list[str]) -> dict[str, Any]:
             entry["contention"] = out["parts"]["throughput"]["contention"]  # its figures come from there
         out["parts"][name] = entry
         shown = ", ".join(f"{key} {value:g}" for key, value in list(entry["figures"].items())[:6])
-        foreign = f"other programs used {100 * entry['contention']['foreign_share']:.0f}% of the machine"
+        foreign = f"all its processes used {entry['contention'].get('own_cpu_s', 0):g} s of CPU, "
+        foreign += f"other programs {100 * entry['contention']['foreign_share']:.0f}% of the machine"
         print(f"    {entry['elapsed_s']:.1f} s ({foreign}): {entry.get('error') or shown}", flush=True)
     return out
 

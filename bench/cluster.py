@@ -36,13 +36,13 @@ HOST_PATTERN = "127.0.0.1*"
 
 
 def crawlq_settings(concurrency: int, workers: int, **overrides: Any) -> Settings:
-    """Settings for a bench cluster: politeness on (robots.txt, per-host gate), private addresses allowed,
+    """Settings for a bench cluster: politeness on (robots.txt, per-host gate), loopback allowed,
     and the per-host limit of the local target raised to twice the cluster's total concurrency."""
     rule = HostRule(pattern=HOST_PATTERN, concurrency=2 * concurrency * workers)
     values: dict[str, Any] = {
         "concurrency": concurrency,
         "host_rules": [rule],
-        "allow_private": True,
+        "allowed_networks": ["127.0.0.0/8", "::1/128"],  # the loopback target, not all private ranges
         "robots_enabled": True,
         **overrides,
     }

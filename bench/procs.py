@@ -26,6 +26,7 @@ __all__ = [
     "CpuMeter",
     "wait_quiet",
     "TargetProcess",
+    "cpu_ms_per_page",
     "cpu_seconds",
     "ensure_package",
     "rss_bytes",
@@ -75,6 +76,12 @@ class CpuMeter:
         return self.used_s
 
 
+def cpu_ms_per_page(cpu_s: dict[str, float], pages: int) -> dict[str, float]:
+    """Table columns `<group>_cpu_ms_per_page` from CPU seconds per process group (workers, redis,
+    producer, client...), set beside a part's wall-clock figures."""
+    return {f"{group}_cpu_ms_per_page": round(1000 * seconds / max(1, pages), 4) for group, seconds in cpu_s.items()}
+
+
 def machine_busy_s() -> float:
     """CPU seconds spent in user, nice and system mode by the whole machine since boot (/proc/stat)."""
     fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
@@ -104,10 +111,12 @@ class Contention:
     def stop(self) -> dict[str, float]:
         wall = time.monotonic() - self._wall
         machine = machine_busy_s() - self._machine
-        foreign = max(0.0, machine - (own_cpu_s(self.pids) - self._own))
+        own = own_cpu_s(self.pids) - self._own
+        foreign = max(0.0, machine - own)
         share = foreign / (wall * (os.cpu_count() or 1)) if wall > 0 else 0.0
         return {
             "machine_busy_s": round(machine, 2),
+            "own_cpu_s": round(own, 2),  #: the part's whole CPU: bench, workers, Redis, clients, target, start-ups
             "foreign_cpu_s": round(foreign, 2),
             "foreign_share": round(share, 4),
         }

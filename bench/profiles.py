@@ -1,4 +1,4 @@
-"""The sizes of every part for `--smoke` and `--full`, and the targets of issue 3."""
+"""The sizes of every part for `--smoke` and `--full`."""
 
 from __future__ import annotations
 
@@ -7,7 +7,18 @@ from dataclasses import dataclass
 __all__ = ["FULL", "PARTS", "SMOKE", "Profile"]
 
 #: every part, in the order a round runs them
-PARTS = ("classic", "throughput", "manyhosts", "latency", "submit", "scaleout", "memory", "idle", "rediscost")
+PARTS = (
+    "classic",
+    "throughput",
+    "manyhosts",
+    "latency",
+    "submit",
+    "scaleout",
+    "memory",
+    "idle",
+    "rediscost",
+    "slowservers",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,10 +32,14 @@ class Profile:
     submit_urls: int  #: URLs in the file given to `crawlq submit` (target 3)
     scaleout_urls_per_worker: int  #: /delay?ms=100 URLs per worker (target 4, weak scaling)
     memory_urls: int  #: /fast URLs crawled by one worker while its RSS is sampled (target 5)
+    producer_memory_urls: tuple[int, ...]  #: sizes of the files given to `crawlq submit` for its peak RSS (issue 9)
     idle_s: float  #: how long the idle worker is watched (target 6)
     pickup_trials: int  #: 1-URL batches timed from submit to result (target 6)
     rediscost_urls: int  #: /fast URLs whose Redis commands are counted (target 7)
     manyhosts_urls: int  #: URLs per many-host shape: over 64 hosts, and 20 per host (issue 11)
+    slow_urls: int  #: fetches in flight at once to the slow target (issue 9: a waiting worker's CPU)
+    slow_delay_s: float  #: how long the slow target takes to answer each of them
+    slow_window_s: float  #: how long the waiting worker's CPU is measured
     install: bool  #: pip-install missing optional peers (Scrapy)
     scrapy_variants: tuple[int, ...]  #: CONCURRENT_ITEMS values to run Scrapy with
     quiet_wait_s: float  #: before each part, wait up to this long for other programs to go quiet
@@ -40,10 +55,14 @@ SMOKE = Profile(
     submit_urls=10_000,
     scaleout_urls_per_worker=60,
     memory_urls=5_000,
+    producer_memory_urls=(10_000, 50_000),
     idle_s=2.0,
     pickup_trials=3,
     rediscost_urls=2_000,
     manyhosts_urls=5_000,
+    slow_urls=1_000,
+    slow_delay_s=4.0,
+    slow_window_s=1.5,
     install=False,
     scrapy_variants=(100,),
     quiet_wait_s=0.0,
@@ -59,10 +78,14 @@ FULL = Profile(
     submit_urls=100_000,
     scaleout_urls_per_worker=600,
     memory_urls=100_000,
+    producer_memory_urls=(1_000_000, 5_000_000),
     idle_s=5.0,
     pickup_trials=10,
     rediscost_urls=20_000,
     manyhosts_urls=20_000,
+    slow_urls=1_000,
+    slow_delay_s=12.0,
+    slow_window_s=6.0,
     install=True,
     scrapy_variants=(100, 1),
     quiet_wait_s=60.0,

@@ -125,10 +125,13 @@ TARGETS = (
     Target("5 memory: worker max RSS MB", "memory", "max_rss_mb", 200, False),
     Target("5 memory: RSS second / first half", "memory", "second/first", 1.10, False),
     Target("5 memory: Redis bytes per result", "memory", "redis_bytes_per_result", 400, False),
+    Target("8 producer: submit max RSS MB", "memory", "producer max_rss_mb", 150, False),
     Target("6 idle: Redis commands/s", "idle", "idle commands/s", 20, False),
     Target("6 idle: pick-up latency max s", "idle", "pickup max_s", 0.5, False),
     Target("7 Redis commands per URL", "rediscost", "crawlq commands/URL", 6, False),
     Target("7 (info) pages/s per Redis core", "rediscost", "crawlq pages/s per Redis core (CPU)", 50_000, True, True),
+    Target("9 latency CPU/page: workers / bare", "latency", "crawlq workers / bare aiohttp cpu/page", 1.3, False),
+    Target("9 slow servers: worker % of a core", "slowservers", "waiting worker cpu % of a core", 5, False),
 )
 
 

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
 from arq.connections import ArqRedis, RedisSettings, create_pool
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
 from redis.exceptions import AuthenticationError, ConnectionError, RedisError, ResponseError, TimeoutError
 
 from crawlq.codec import pack, unpack
 from crawlq.errors import RedisUnavailable
+from crawlq.outage import Outage, WindowRetry
 from crawlq.settings import Settings
 
-__all__ = ["connect", "describe", "redis_settings", "result_of"]
+__all__ = ["connect", "describe", "redis_hint", "redis_settings", "result_of"]
 
 T = TypeVar("T")
 
@@ -26,24 +26,31 @@ def describe(url: str) -> str:
     return f"{scheme}://{settings.host}:{settings.port}/{settings.database}"
 
 
-def redis_settings(settings: Settings, *, ride_out_outages: bool = False) -> RedisSettings:
-    """arq's RedisSettings for our URL; workers ride out Redis outages for `redis_retry_window_s`."""
+def redis_hint(settings: Settings) -> str:
+    """ "; set CRAWLQ_REDIS_URL" when the Redis address is the default one nobody chose, else ""."""
+    if os.environ.get("CRAWLQ_REDIS_URL") or "redis_url" in settings.model_fields_set:
+        return ""
+    return "; set CRAWLQ_REDIS_URL"
+
+
+def redis_settings(settings: Settings, *, outage: Outage | None = None) -> RedisSettings:
+    """arq's RedisSettings for our URL; with `outage`, commands ride out a Redis outage for
+    `redis_retry_window_s` from its first failure (workers)."""
     redis = RedisSettings.from_dsn(settings.redis_url)
     redis.conn_timeout = int(max(1, settings.redis_connect_timeout_s))
     redis.conn_retries = 0
-    if ride_out_outages and settings.redis_retry_window_s > 0:
-        steps = max(1, int(settings.redis_retry_window_s / 0.5))
-        redis.retry = Retry(ExponentialBackoff(cap=0.5, base=0.05), steps)
+    if outage is not None and settings.redis_retry_window_s > 0:
+        redis.retry = WindowRetry(outage)
         redis.retry_on_error = [ConnectionError, TimeoutError, OSError]
     return redis
 
 
-async def connect(settings: Settings, *, ride_out_outages: bool = False) -> ArqRedis:
+async def connect(settings: Settings, *, outage: Outage | None = None) -> ArqRedis:
     """An arq pool (a redis-py client) using msgpack; raises RedisUnavailable with one sentence on failure."""
     where = describe(settings.redis_url)
     try:
         pool: ArqRedis = await create_pool(
-            redis_settings(settings, ride_out_outages=ride_out_outages),
+            redis_settings(settings, outage=outage),
             job_serializer=pack,
             job_deserializer=unpack,
             default_queue_name=settings.queue_name,
@@ -62,7 +69,7 @@ async def connect(settings: Settings, *, ride_out_outages: bool = False) -> ArqR
                 f"TLS handshake with Redis at {where} failed or got no answer ({_reason(exc)}); "
                 "is that server TLS-enabled, and are its certificates trusted?"
             ) from exc
-        raise RedisUnavailable(f"cannot reach Redis at {where} ({_reason(exc)}); set CRAWLQ_REDIS_URL") from exc
+        raise RedisUnavailable(f"cannot reach Redis at {where} ({_reason(exc)}){redis_hint(settings)}") from exc
     return pool
 
 

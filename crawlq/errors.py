@@ -3,6 +3,9 @@
 * CrawlqError
   + ConfigError              bad settings or arguments
   + RedisUnavailable         Redis cannot be reached, refused our credentials, or TLS failed
+  + RedisOutOfMemory         Redis (maxmemory, noeviction) refused a write: it is full
+  + EvictingRedis (ConfigError)  Redis evicts keys (maxmemory-policy is not noeviction)
+  + BatchLost                a batch's keys went missing from Redis (evicted, flushed); it can never complete
   + UnknownBatch             no such batch (never submitted, expired, or lost with a Redis restart)
   + InvalidURL (ValueError)  a URL failed validation; carries the reason
   + ServerError              the embedded Redis-protocol server could not start
@@ -10,7 +13,17 @@
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "CrawlqError", "InvalidURL", "RedisUnavailable", "ServerError", "UnknownBatch"]
+__all__ = [
+    "BatchLost",
+    "ConfigError",
+    "CrawlqError",
+    "EvictingRedis",
+    "InvalidURL",
+    "RedisOutOfMemory",
+    "RedisUnavailable",
+    "ServerError",
+    "UnknownBatch",
+]
 
 
 class CrawlqError(Exception):
@@ -23,6 +36,24 @@ class ConfigError(CrawlqError):
 
 class RedisUnavailable(CrawlqError):
     pass
+
+
+class RedisOutOfMemory(CrawlqError):
+    pass
+
+
+class EvictingRedis(ConfigError):
+    pass
+
+
+class BatchLost(CrawlqError):
+    def __init__(self, batch: str, reason: str) -> None:
+        super().__init__(
+            f"batch {batch} is lost: {reason}; Redis dropped its keys (evicted or flushed), so it can never "
+            f"complete; submit it again to a Redis with maxmemory-policy noeviction"
+        )
+        self.batch = batch
+        self.reason = reason
 
 
 class UnknownBatch(CrawlqError):

@@ -3,7 +3,7 @@
 Per batch (all expire `result_ttl_s` after the last write of a submit or the completion):
   crawlq:b:{batch}:meta      hash  counters: total, done, succeeded, failed, latency_n, latency_sum_ms, bytes,
                                    attempts, completions, s:<status>, e:<error class>, h:<histogram bucket>,
-                                   created_at, finished_at (epoch ms)
+                                   created_at, finished_at (epoch ms), lost (why keys went missing, set by `wait`)
   crawlq:b:{batch}:urls      hash  url id -> canonical URL (the manifest)
   crawlq:b:{batch}:results   hash  url id -> msgpack result record (first write wins)
   crawlq:b:{batch}:jobs      hash  arq job id -> comma-separated url ids owned by that job (until its last commit)

@@ -12,7 +12,7 @@ from pydantic import BaseModel
 
 from crawlq import histogram
 
-__all__ = ["BatchStats", "ErrorClass", "UrlResult", "iso_ms", "now_ms"]
+__all__ = ["CONTENT_FIELDS", "BatchStats", "Content", "ErrorClass", "UrlResult", "iso_ms", "now_ms"]
 
 
 class ErrorClass(StrEnum):
@@ -20,8 +20,12 @@ class ErrorClass(StrEnum):
 
     #: the attempt's overall deadline (connect, headers and body) passed
     TIMEOUT = "timeout"
-    #: connection refused, reset, closed early, or a broken response
+    #: connection refused or reset, or closed before the response's headers were complete
     CONNECT = "connect"
+    #: the reply is not valid HTTP/1.x (a bad status line, another protocol, malformed headers)
+    PROTOCOL = "protocol"
+    #: the body ended before its Content-Length or its last chunk; the status is kept
+    TRUNCATED = "truncated"
     #: the host name did not resolve
     DNS = "dns"
     #: TLS handshake or certificate failure
@@ -40,7 +44,7 @@ class ErrorClass(StrEnum):
     ROBOTS_DISALLOWED = "robots_disallowed"
     #: the URL failed validation
     INVALID_URL = "invalid_url"
-    #: the response could not be decoded
+    #: the body's Content-Encoding is unknown or its compressed bytes are corrupt (final at once)
     DECODE = "decode"
     #: the fetch was cancelled
     CANCELLED = "cancelled"
@@ -60,6 +64,74 @@ def iso_ms(ms: int | None) -> str | None:
     return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds")
 
 
+#: `Content` field -> its key in the compact Redis record
+_CONTENT_KEYS = {
+    "content_type": "ct",
+    "encoding": "en",
+    "title": "ti",
+    "snippet": "sn",
+    "etag": "et",
+    "last_modified": "lm",
+    "content_length": "cl",
+    "content_language": "la",
+    "content_encoding": "ce",
+}
+
+
+@dataclass(slots=True)
+class Content:
+    """What a successful result records of its page and its response headers.
+
+    `etag` and `last_modified` are the validators a conditional re-crawl sends back; `content_sha256`
+    tells an unchanged body from a changed one."""
+
+    content_type: str | None = None  #: the media type, lower case, without parameters (`text/html`)
+    encoding: str | None = None  #: the character encoding the text was read with (text types only)
+    title: str | None = None  #: the HTML `<title>`, whitespace collapsed
+    snippet: str | None = None  #: the first `snippet_chars` characters of the visible text
+    content_sha256: str | None = None  #: hex SHA-256 of the (decompressed) body
+    etag: str | None = None
+    last_modified: str | None = None
+    content_length: int | None = None  #: the Content-Length header (bytes on the wire)
+    content_language: str | None = None
+    content_encoding: str | None = None  #: the Content-Encoding the body was decoded from (`br`, `gzip`...)
+
+    def to_record(self, record: dict[str, Any]) -> None:
+        """Add the non-empty fields to a compact record (the hash as 32 raw bytes)."""
+        for name, key in _CONTENT_KEYS.items():
+            value = getattr(self, name)
+            if value is not None:
+                record[key] = value
+        if self.content_sha256 is not None:
+            record["h"] = bytes.fromhex(self.content_sha256)
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> Content | None:
+        if "h" not in record:
+            return None
+        content = cls(**{name: record.get(key) for name, key in _CONTENT_KEYS.items()})
+        content.content_sha256 = bytes(record["h"]).hex()
+        return content
+
+    def to_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in CONTENT_FIELDS}
+
+
+#: the exported content columns, in order
+CONTENT_FIELDS = [
+    "content_type",
+    "encoding",
+    "title",
+    "snippet",
+    "content_sha256",
+    "etag",
+    "last_modified",
+    "content_length",
+    "content_language",
+    "content_encoding",
+]
+
+
 @dataclass(slots=True)
 class UrlResult:
     """The outcome of one URL. `latency_ms` is the last attempt's time to the end of the body."""
@@ -74,6 +146,7 @@ class UrlResult:
     message: str | None
     final_url: str
     fetched_at: int  #: epoch ms
+    content: Content | None = None  #: successful results, unless content extraction is off
 
     def to_record(self) -> dict[str, Any]:
         """The compact form stored in Redis (the URL lives in the batch manifest)."""
@@ -87,6 +160,8 @@ class UrlResult:
             record["m"] = self.message[:300]
         if self.final_url != self.url:
             record["f"] = self.final_url
+        if self.content is not None:
+            self.content.to_record(record)
         return record
 
     @classmethod
@@ -102,10 +177,12 @@ class UrlResult:
             message=record.get("m"),
             final_url=record.get("f", url),
             fetched_at=int(record.get("t", 0)),
+            content=Content.from_record(record),
         )
 
     def to_dict(self) -> dict[str, Any]:
-        """The exported form (`crawlq results`)."""
+        """The exported form (`crawlq results`): the content columns are null when there is no content."""
+        content = self.content.to_dict() if self.content is not None else dict.fromkeys(CONTENT_FIELDS)
         return {
             "url": self.url,
             "ok": self.ok,
@@ -117,6 +194,7 @@ class UrlResult:
             "message": self.message,
             "final_url": self.final_url,
             "fetched_at": iso_ms(self.fetched_at),
+            **content,
         }
 
 
@@ -124,7 +202,7 @@ class BatchStats(BaseModel):
     """A batch's statistics, computed on read from the counters the workers increment."""
 
     batch: str
-    state: str  #: "running", "complete" or "unknown"
+    state: str  #: "running", "complete", "lost" (its keys went missing from Redis) or "unknown"
     complete: bool
     total: int
     done: int
@@ -144,6 +222,7 @@ class BatchStats(BaseModel):
     finished_at: str | None
     elapsed_s: float | None
     pages_per_s: float | None
+    lost_reason: str | None = None  #: why the batch is `lost` (which of its keys went missing)
 
     @classmethod
     def from_counters(cls, batch: str, raw: dict[str, str], now: int | None = None) -> BatchStats:

@@ -15,6 +15,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -50,9 +51,17 @@ class EmbeddedServer:
     """A private Redis-protocol server process on a loopback port.
 
     :param appendonly: turn AOF on (`appendfsync always`), so a restart keeps every acknowledged write.
+    :param extra_args: more server options, e.g. `("--maxmemory", "4mb", "--maxmemory-policy", "allkeys-lru")`.
     """
 
-    def __init__(self, *, port: int | None = None, appendonly: bool = False, data_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        port: int | None = None,
+        appendonly: bool = False,
+        data_dir: Path | None = None,
+        extra_args: Sequence[str] = (),
+    ) -> None:
         self.host = "127.0.0.1"
         self.port = port or free_port()
         self.appendonly = appendonly
@@ -60,6 +69,7 @@ class EmbeddedServer:
         self.data_dir = data_dir or Path(tempfile.mkdtemp(prefix="crawlq-redis-"))
         self.binary = find_server_binary()
         self._process: subprocess.Popen[bytes] | None = None
+        self.extra_args = list(extra_args)
 
     @property
     def url(self) -> str:
@@ -83,7 +93,7 @@ class EmbeddedServer:
         ]  # fmt: skip
         if self.appendonly:
             args += ["--appendfsync", "always"]
-        return args
+        return args + self.extra_args
 
     def start(self, timeout_s: float = 10.0) -> None:
         if self._process is not None and self._process.poll() is None:

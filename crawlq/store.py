@@ -22,8 +22,9 @@ from crawlq.jobs import Deferral, Entry, job_payload, new_job_id
 from crawlq.models import BatchStats, UrlResult, now_ms
 from crawlq.settings import Settings
 
-__all__ = ["CommitOutcome", "EnqueueOutcome", "Store", "counters"]
+__all__ = ["CommitOutcome", "EnqueueOutcome", "Store", "counters", "lost_reason"]
 
+STRANDED_CHECK_LIMIT = 2000  #: `stranded` looks at batches with at most this many open jobs
 SUBMIT_LEASE_MS = 30_000  #: a producer that dies mid-submit stops holding its batch open after this
 
 
@@ -80,6 +81,20 @@ def _results_args(results: Sequence[UrlResult], url_ids: Sequence[str]) -> list[
     for url_id, result in zip(url_ids, results, strict=True):
         args += [url_id, pack(result.to_record())]
     return args
+
+
+def lost_reason(stats: BatchStats, manifest: int, recorded: int, open_jobs: int, submitters: int) -> str | None:
+    """Why a batch can never be complete and right, from the sizes of its keys, or None.
+
+    Every write keeps these equal (one Lua call each): manifest == total, recorded results == done, and
+    every URL without a result is owned by a job in the job table. A key that went missing breaks one."""
+    if manifest < stats.total:
+        return f"its manifest holds {manifest} of its {stats.total} URLs"
+    if recorded < stats.done:
+        return f"{recorded} of its {stats.done} recorded results are left"
+    if not stats.complete and stats.done < stats.total and open_jobs == 0 and submitters == 0:
+        return f"{stats.total - stats.done} of its {stats.total} URLs have no job left to run them"
+    return None
 
 
 class Store:
@@ -172,10 +187,36 @@ class Store:
 
     # ---- reads
     async def stats(self, batch: str) -> BatchStats:
-        raw = await result_of(self.redis.hgetall(keys.batch_meta(batch)))
+        """The batch's statistics; `state` is "lost" when some of its keys went missing (see `lost_reason`)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(keys.batch_meta(batch))
+            pipe.hlen(keys.batch_urls(batch))
+            pipe.hlen(keys.batch_results(batch))
+            pipe.hlen(keys.batch_jobs(batch))
+            pipe.zcount(keys.batch_submitters(batch), now_ms(), "+inf")
+            raw, manifest, recorded, open_jobs, submitters = await pipe.execute()
         if not raw:
             raise UnknownBatch(batch)
-        return BatchStats.from_counters(batch, {k.decode(): v.decode() for k, v in raw.items()})
+        fields = {k.decode(): v.decode() for k, v in raw.items()}
+        stats = BatchStats.from_counters(batch, fields)
+        reason = fields.get("lost") or lost_reason(stats, manifest, recorded, open_jobs, submitters)
+        return stats if reason is None else stats.model_copy(update={"state": "lost", "lost_reason": reason})
+
+    async def stranded(self, batch: str, limit: int = STRANDED_CHECK_LIMIT) -> int:
+        """How many open jobs the batch has when none of them is in the queue (0 when one is, or when it has
+        more than `limit`, not looked at). A job leaves the queue only after its last commit closed it, or when
+        arq gave up on it and the reconciler has yet to resolve it: lasting, this means keys went missing."""
+        table = await result_of(self.redis.hlen(keys.batch_jobs(batch)))
+        if not table or table > limit:
+            return 0
+        names = await result_of(self.redis.hkeys(keys.batch_jobs(batch)))
+        scores = await self.redis.execute_command("ZMSCORE", self.settings.queue_name, *names)  # type: ignore[no-untyped-call]
+        return 0 if any(score is not None for score in scores) else len(names)
+
+    async def mark_lost(self, batch: str, reason: str) -> None:
+        """Record in the batch's counters that it is lost (found by a reader over time, see `stranded`)."""
+        if await result_of(self.redis.exists(keys.batch_meta(batch))):
+            await result_of(self.redis.hset(keys.batch_meta(batch), "lost", reason))
 
     async def overall(self) -> dict[str, Any]:
         raw = {k.decode(): v.decode() for k, v in (await result_of(self.redis.hgetall(keys.STATS_ALL))).items()}

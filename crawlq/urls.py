@@ -1,18 +1,40 @@
-"""URL validation, canonicalisation (w3lib) and the stable per-batch URL id."""
+"""URL validation, canonicalisation (w3lib) and the stable per-batch URL id.
+
+A URL is refused (`InvalidURL` with a reason) if it holds a control character or a line or paragraph
+separator anywhere, or if its host has an empty label (`a..b`), a label over 63 characters, more than 253
+characters, an `xn--` label that is not valid punycode, or is an IP address with a trailing dot. A trailing
+dot on a host name is dropped (`example.com.` is `example.com`).
+"""
 
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import re
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import SplitResult, urlsplit, urlunsplit
 
 from w3lib.url import canonicalize_url
 
 from crawlq.errors import InvalidURL
 
-__all__ = ["MAX_URL_LENGTH", "canonical", "host_of", "origin_of", "url_id"]
+__all__ = ["MAX_URL_LENGTH", "canonical", "control_character", "host_of", "origin_of", "url_id"]
 
 MAX_URL_LENGTH = 2048
+MAX_HOST_LENGTH = 253  #: RFC 1035, in punycode, without a trailing dot
+MAX_LABEL_LENGTH = 63
+#: C0 and C1 controls (tab included), DEL, the Unicode line/paragraph separators and the bidi controls
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+_CONTROL_NAMES = {
+    "\t": "tab",
+    "\n": "line feed",
+    "\r": "carriage return",
+    "\x0b": "vertical tab",
+    "\x0c": "form feed",
+    "\x1b": "escape",
+    "\x85": "next line",
+    "\u2028": "line separator",
+    "\u2029": "paragraph separator",
+}
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _HOST_CHARS = re.compile(r"^[A-Za-z0-9.\-_\[\]:%]+$")
 
@@ -31,8 +53,8 @@ def _fast_canonical(text: str) -> str | None:
     if match is None:
         return None
     scheme, host, port, path, query = match.groups()
-    if host.endswith(".") or ".." in host:
-        return None
+    if host.endswith(".") or ".." in host or "xn--" in host or len(host) > MAX_LABEL_LENGTH:
+        return None  # the full path checks these hosts
     if port is not None:
         number = int(port)
         if number == 0 or number > 65535:
@@ -71,9 +93,10 @@ def canonical(raw: str) -> str:
         raise InvalidURL("invalid port 0")
     if not _HOST_CHARS.match(host) and not _HOST_CHARS.match(_punycode(host)):
         raise InvalidURL(f"invalid character in the host {host!r}")
-    if port is not None and _DEFAULT_PORTS.get(parts.scheme.lower()) == port:
-        netloc = parts.netloc[: parts.netloc.rindex(":")]
-        text = urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    drop_dot = _check_host(host)
+    drop_port = port is not None and _DEFAULT_PORTS.get(parts.scheme.lower()) == port
+    if drop_dot or drop_port:
+        text = urlunsplit((parts.scheme, _netloc_without(parts, drop_dot, drop_port), *parts[2:]))
     try:
         return str(canonicalize_url(text))
     except (ValueError, UnicodeError) as exc:
@@ -87,10 +110,63 @@ def _punycode(host: str) -> str:
         raise InvalidURL(f"invalid international host name {host!r}") from exc
 
 
+def _check_host(host: str) -> bool:
+    """Raise `InvalidURL` for a malformed host (lower case, no brackets); True if it ends with a dot to drop."""
+    if ":" in host:
+        return False  # an IPv6 literal, checked by urlsplit
+    name = host.removesuffix(".")
+    if name != host and _is_ip_address(name):
+        raise InvalidURL(f"trailing dot after the IP address {name}")
+    if not name or "" in name.split("."):
+        raise InvalidURL(f"empty label in the host {host!r}")
+    ascii_name = name if name.isascii() else _punycode(name)
+    if len(ascii_name) > MAX_HOST_LENGTH:
+        raise InvalidURL(f"host longer than {MAX_HOST_LENGTH} characters ({len(ascii_name)})")
+    for label in ascii_name.split("."):
+        if len(label) > MAX_LABEL_LENGTH:
+            raise InvalidURL(f"host label longer than {MAX_LABEL_LENGTH} characters ({len(label)})")
+        if label[:4].lower() == "xn--":
+            try:
+                label.encode("ascii").decode("idna")
+            except UnicodeError:
+                raise InvalidURL(f"invalid punycode label {label!r} in the host") from None
+    return name != host
+
+
+def _is_ip_address(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
+def _netloc_without(parts: SplitResult, drop_dot: bool, drop_port: bool) -> str:
+    """`parts.netloc` without the trailing dot of its host and/or without its (default) port."""
+    userinfo, at, hostport = parts.netloc.rpartition("@")
+    host, colon, port = hostport.rpartition(":") if ":" in hostport else (hostport, "", "")
+    if drop_dot:
+        host = host.removesuffix(".")
+    return f"{userinfo}{at}{host}{'' if drop_port else colon + port}"
+
+
+def control_character(text: str) -> str | None:
+    """A description of the first control character or line separator in `text` ("form feed (U+000C)"), or None."""
+    found = _CONTROL.search(text)
+    if found is None:
+        return None
+    char = found.group()
+    name = _CONTROL_NAMES.get(char)
+    return f"{name} (U+{ord(char):04X})" if name else f"U+{ord(char):04X}"
+
+
 def _check_shape(raw: str) -> str:
-    text = raw.strip()
+    text = raw.strip(" \t\r\n")
     if not text:
         raise InvalidURL("empty line")
+    control = control_character(text)
+    if control is not None:
+        raise InvalidURL(f"control character {control} in the line")
     if len(text) > MAX_URL_LENGTH:
         raise InvalidURL(f"URL longer than {MAX_URL_LENGTH} characters ({len(text)})")
     scheme, sep, _ = text.partition("://")

@@ -2,27 +2,34 @@
 results, status, crawl, demo) or `workers` (worker); those two never import each other.
 
 Exit codes: 0 success; 1 runtime failure (Redis unreachable, unknown batch, `wait` timed out,
-interrupted); 2 usage error; 3 `submit --strict` refused a batch with invalid lines.
+interrupted); 2 usage error, an invalid setting included (one sentence naming the variable);
+3 `submit --strict` refused a batch with invalid lines.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import csv
 import os
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from functools import wraps
-from typing import IO, Any, TypeVar
+from typing import IO, Any, NoReturn, TypeVar
+from urllib.parse import urlsplit
 
 import click
 import orjson
 from rich.console import Console
 
 from crawlq import __version__
-from crawlq.errors import CrawlqError
+from crawlq.connection import describe
+from crawlq.errors import ConfigError, CrawlqError, RedisUnavailable
+from crawlq.export import RESULT_FIELDS, csv_row
 from crawlq.models import BatchStats, UrlResult
+from crawlq.outage import REDIS_DOWN, Outage
 from crawlq.settings import HostRule, Settings
 from crawlq_cli.render import ProgressView, report_lines, status_table
 
@@ -32,10 +39,18 @@ T = TypeVar("T")
 EXIT_FAILURE, EXIT_USAGE, EXIT_STRICT = 1, 2, 3
 
 
+def _config_error(exc: ConfigError) -> NoReturn:
+    """An invalid setting: one sentence on stderr, exit 2."""
+    click.echo(f"crawlq: {exc}", err=True)
+    sys.exit(EXIT_USAGE)
+
+
 def _run(coroutine: Awaitable[T]) -> T:
-    """Run a coroutine; crawlq errors become one sentence on stderr and exit 1."""
+    """Run a coroutine; crawlq errors become one sentence on stderr and exit 1 (2 for a ConfigError)."""
     try:
         return asyncio.run(coroutine)  # type: ignore[arg-type]
+    except ConfigError as exc:
+        _config_error(exc)
     except CrawlqError as exc:
         click.echo(f"crawlq: {exc}", err=True)
         sys.exit(EXIT_FAILURE)
@@ -47,7 +62,10 @@ def _run(coroutine: Awaitable[T]) -> T:
 def _settings(ctx: click.Context, **overrides: Any) -> Settings:
     base: Settings = ctx.obj["settings"]
     changes = {name: value for name, value in overrides.items() if value is not None}
-    return base.model_copy(update=changes) if changes else base
+    try:
+        return base.replace(**changes) if changes else base
+    except ConfigError as exc:
+        _config_error(exc)
 
 
 def _client_command(function: Callable[..., Awaitable[int | None]]) -> Callable[..., None]:
@@ -60,7 +78,7 @@ def _client_command(function: Callable[..., Awaitable[int | None]]) -> Callable[
         async def body() -> int | None:
             from producer.client import Client
 
-            async with await Client.connect(_settings(ctx)) as client:
+            async with await Client.connect(_settings(ctx), check_eviction=False) as client:
                 return await function(client, **kwargs)
 
         sys.exit(_run(body()) or 0)
@@ -82,9 +100,12 @@ def cli(ctx: click.Context, redis_url: str | None) -> None:
       crawlq worker --concurrency 50           # on each worker machine
       crawlq submit urls.txt --batch nightly && crawlq wait nightly && crawlq stats nightly
     """
-    settings = Settings()
-    if redis_url:
-        settings = settings.model_copy(update={"redis_url": redis_url})
+    try:
+        settings = Settings()
+        if redis_url and redis_url != settings.redis_url:
+            settings = settings.replace(redis_url=redis_url)
+    except ConfigError as exc:
+        _config_error(exc)
     ctx.obj = {"settings": settings, "redis_given": bool(redis_url) or "redis_url" in settings.model_fields_set}
 
 
@@ -100,6 +121,8 @@ def worker(ctx: click.Context, concurrency: int | None, burst: bool, check: bool
     \b
     SIGTERM/SIGINT drain it: no new work, in-flight fetches get CRAWLQ_SHUTDOWN_GRACE_S (8 s),
     the rest goes back to the queue, then it exits 0.
+
+    \b
     Examples:
       CRAWLQ_REDIS_URL=redis://queue:6379/0 crawlq worker --concurrency 50
       crawlq worker --check    # container health check
@@ -111,19 +134,22 @@ def worker(ctx: click.Context, concurrency: int | None, burst: bool, check: bool
 
 
 # ---------------------------------------------------------------- submit
-def _report_invalid(invalid: list[Any]) -> None:
-    for bad in invalid:
-        click.echo(f"line {bad.line}: {bad.reason}: {bad.text}", err=True)
+def _report_invalid(bad: Any) -> None:
+    """One stderr line for an invalid input line (its text is already escaped: see `producer.submit.printable`)."""
+    click.echo(f"line {bad.line}: {bad.reason}: {bad.text}", err=True)
 
 
-def _read_lines(source: str) -> list[str]:
-    if source == "-":
-        return sys.stdin.read().splitlines()
-    try:
-        with open(source, encoding="utf-8", errors="replace") as handle:
-            return handle.read().splitlines()
-    except OSError as exc:
-        raise click.UsageError(f"cannot read {source}: {exc.strerror}") from exc
+@contextmanager
+def _read_lines(source: str) -> Iterator[Any]:
+    """The input FILE (or stdin for -) as a `producer.submit.InputFile`: read as bytes, in blocks, never whole."""
+    from producer.submit import open_input
+
+    with ExitStack() as stack:
+        try:
+            opened = stack.enter_context(open_input(source))
+        except OSError as exc:
+            raise click.UsageError(f"cannot read {source}: {exc.strerror or exc}") from exc
+        yield opened
 
 
 @cli.command()
@@ -136,33 +162,35 @@ def submit(ctx: click.Context, source: str, batch: str | None, as_json: bool, st
     """Validate, de-duplicate and enqueue the URLs of FILE (or stdin with -), one per line.
 
     \b
-    Blank lines and lines starting with # are skipped. Invalid lines are reported on stderr with
-    their line number and reason; the valid ones are still queued unless --strict.
+    Lines end with \\n or \\r\\n; a UTF-8 BOM at the start is skipped; blank lines and lines starting
+    with # are skipped. Invalid lines (not UTF-8, a control character, not an http(s) URL...) are
+    reported on stderr with their line number and reason, escaped; the valid ones are still queued
+    unless --strict. The input is streamed: memory does not grow with its size.
+
+    \b
     Examples:
       crawlq submit urls.txt
       cat urls.txt | crawlq submit - --batch nightly --json
     """
     from producer.client import Client
-    from producer.submit import new_batch_id, parse_lines, submit_entries, submit_lines, submit_token
-
-    lines = _read_lines(source)
-    parsed = parse_lines(lines) if strict else None
-    if parsed is not None and parsed.invalid:
-        _report_invalid(parsed.invalid)
-        click.echo(f"crawlq: --strict: {len(parsed.invalid)} invalid lines; nothing was queued", err=True)
-        sys.exit(EXIT_STRICT)
+    from producer.submit import count_invalid, new_batch_id
 
     async def body() -> dict[str, object]:
         async with await Client.connect(_settings(ctx)) as client:
-            name = batch or new_batch_id()
-            if parsed is not None:
-                report = await submit_entries(client.store, name, parsed, submit_token(lines))
-            else:
-                report = await submit_lines(client.store, name, lines)
-            _report_invalid(report.invalid_lines)
+            report = await client.submit(
+                lines.read(),
+                batch or new_batch_id(),
+                token=lines.token,
+                expected_count=lines.lines,
+                on_invalid=_report_invalid,
+            )
             return report.as_dict()
 
-    result = _run(body())
+    with _read_lines(source) as lines:
+        if strict and (invalid := count_invalid(lines.read(), _report_invalid)):
+            click.echo(f"crawlq: --strict: {invalid} invalid lines; nothing was queued", err=True)
+            sys.exit(EXIT_STRICT)
+        result = _run(body())
     if as_json:
         click.echo(orjson.dumps(result).decode())
     else:
@@ -173,9 +201,15 @@ def submit(ctx: click.Context, source: str, batch: str | None, as_json: bool, st
 
 
 # ---------------------------------------------------------------- wait / stats / results / status
+def _say(line: str) -> None:
+    click.echo(f"crawlq: {line}", err=True)
+
+
 async def _wait(client: Any, batch: str, timeout: float | None, poll_s: float = 0.2) -> BatchStats:
     with ProgressView(batch) as view:
-        return await client.wait(batch, timeout_s=timeout, poll_s=poll_s, on_progress=view.update)  # type: ignore[no-any-return]
+        return await client.wait(  # type: ignore[no-any-return]
+            batch, timeout_s=timeout, poll_s=poll_s, on_progress=view.update, on_outage=_say
+        )
 
 
 @cli.command()
@@ -215,18 +249,23 @@ async def stats(client: Any, batch: str, as_json: bool) -> int:
     return 0
 
 
-CSV_FIELDS = ["url", "ok", "status", "latency_ms", "attempts", "bytes", "error", "message", "final_url", "fetched_at"]
+FORMATS = ["jsonl", "csv", "urls"]
 
 
-async def _write_results(results: Any, out: IO[str], fmt: str) -> int:
+async def _write_results(results: Any, out: IO[str], fmt: str, *, failed_only: bool = False) -> int:
+    """Write `results` as JSON lines, CSV or bare URLs (one per line, ready to submit again)."""
     count = 0
-    writer = csv.DictWriter(out, fieldnames=CSV_FIELDS) if fmt == "csv" else None
+    writer = csv.DictWriter(out, fieldnames=RESULT_FIELDS, extrasaction="ignore") if fmt == "csv" else None
     if writer is not None:
         writer.writeheader()
     async for result in results:
         record = result.to_dict() if isinstance(result, UrlResult) else result
+        if failed_only and record["ok"]:
+            continue
         if writer is not None:
-            writer.writerow(record)
+            writer.writerow(csv_row(record))
+        elif fmt == "urls":
+            out.write(record["url"] + "\n")
         else:
             out.write(orjson.dumps(record).decode() + "\n")
         count += 1
@@ -235,22 +274,31 @@ async def _write_results(results: Any, out: IO[str], fmt: str) -> int:
 
 @cli.command()
 @click.argument("batch")
-@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl", show_default=True)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(FORMATS),
+    default="jsonl",
+    show_default=True,
+    help="jsonl and csv: one record per URL; urls: the bare URLs, one per line (input for a new batch).",
+)
+@click.option("--failed", "failed_only", is_flag=True, help="Only the URLs that failed.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), help="Write here, not stdout.")
 @_client_command
-async def results(client: Any, batch: str, fmt: str, output: str | None) -> int:
+async def results(client: Any, batch: str, fmt: str, failed_only: bool, output: str | None) -> int:
     """Stream one record per URL of BATCH: url, ok, status, latency_ms, attempts, bytes, error, final_url...
 
     \b
     Examples:
       crawlq results nightly > nightly.jsonl
       crawlq results nightly --format csv -o nightly.csv
+      crawlq results nightly --failed --format urls | crawlq submit - --batch nightly-retry
     """
     if output is None:
-        await _write_results(client.results(batch), sys.stdout, fmt)
+        await _write_results(client.results(batch), sys.stdout, fmt, failed_only=failed_only)
         return 0
     with open(output, "w", newline="", encoding="utf-8") as handle:
-        await _write_results(client.results(batch), handle, fmt)
+        await _write_results(client.results(batch), handle, fmt, failed_only=failed_only)
     return 0
 
 
@@ -269,8 +317,18 @@ async def status(client: Any, as_json: bool, watch: bool, interval: float) -> in
       crawlq status --watch
     """
     console = Console()
+    outage = Outage(describe(client.settings.redis_url), client.settings.redis_retry_window_s, _say)
     while True:
-        snapshot = await client.status()
+        try:
+            snapshot = await client.status()
+        except REDIS_DOWN as exc:
+            if not watch:
+                where = describe(client.settings.redis_url)
+                raise RedisUnavailable(f"lost Redis at {where} ({type(exc).__name__})") from exc
+            outage.failed(exc)  # one line at the start; RedisUnavailable once the retry window is over
+            await asyncio.sleep(min(interval, 1.0))
+            continue
+        outage.recovered()
         if as_json:
             click.echo(orjson.dumps(snapshot).decode())
         else:
@@ -292,44 +350,98 @@ def _cancel_on_sigterm() -> None:
 
 
 async def _crawl_local(
-    settings: Settings, lines: Iterable[str], workers: int, redis_url: str | None, out: str | None
+    settings: Settings, source: list[str] | Any, workers: int, redis_url: str | None, out: str | None
 ) -> BatchStats:
+    """Submit `source` (a list of URLs, or an input file from `_read_lines`) to a local cluster, show progress, keep
+    the results in `out` (`""`: not kept; None: a file named after the batch), and say when per-host limits
+    rather than the workers bounded the crawl."""
     from producer.launcher import LocalCluster
 
     _cancel_on_sigterm()
     async with LocalCluster(settings, workers=workers, redis_url=redis_url) as cluster:
-        report = await cluster.client.submit(lines)
+        if isinstance(source, list):
+            report = await cluster.client.submit(source, on_invalid=_report_invalid)
+        else:
+            report = await cluster.client.submit(
+                source.read(), token=source.token, expected_count=source.lines, on_invalid=_report_invalid
+            )
         click.echo(f"batch {report.batch}: queued {report.queued}, duplicates {report.duplicates}, "
                    f"invalid {report.invalid}", err=True)  # fmt: skip
-        for bad in report.invalid_lines:
-            click.echo(f"line {bad.line}: {bad.reason}: {bad.text}", err=True)
         final = await _wait(cluster.client, report.batch, None, poll_s=0.1)
-        if out:
-            fmt = "csv" if out.endswith(".csv") else "jsonl"
-            with open(out, "w", newline="", encoding="utf-8") as handle:
-                count = await _write_results(cluster.client.results(report.batch), handle, fmt)
-            click.echo(f"wrote {count} results to {out}", err=True)
+        hosts: collections.Counter[str] = collections.Counter()
+        records = _counting_hosts(cluster.client.results(report.batch), hosts)
+        path = f"{report.batch}.jsonl" if out is None else out
+        if path:
+            fmt = "csv" if path.endswith(".csv") else "jsonl"
+            with open(path, "w", newline="", encoding="utf-8") as handle:
+                count = await _write_results(records, handle, fmt)
+            click.echo(f"wrote {count} results to {os.path.abspath(path)}", err=True)
+        else:
+            async for _ in records:
+                pass
+            click.echo("results not kept (--no-out): they go with the embedded Redis", err=True)
+        note = host_bound_note(settings, hosts, workers)
+        if note:
+            click.echo(note, err=True)
         return final
+
+
+async def _counting_hosts(
+    results: AsyncIterator[UrlResult], hosts: collections.Counter[str]
+) -> AsyncIterator[UrlResult]:
+    async for result in results:
+        hosts[urlsplit(result.url).netloc.lower()] += 1
+        yield result
+
+
+def host_bound_note(settings: Settings, hosts: collections.Counter[str], workers: int) -> str:
+    """A sentence when the per-host limits allowed fewer fetches at once than the workers had slots, else ""."""
+    from workers.gate import host_limits
+
+    slots = workers * settings.concurrency
+    allowed = sum(min(count, host_limits(settings, host)[0]) for host, count in hosts.items())
+    if not hosts or allowed >= slots:
+        return ""
+    return (
+        f"note: per-host limits, not the workers, bounded this crawl: its {len(hosts)} host(s) allowed at most "
+        f"{allowed} fetches at once while the workers had {slots} slots; if the sites allow it, raise "
+        f"--per-host (CRAWLQ_PER_HOST_CONCURRENCY, now {settings.per_host_concurrency}) or CRAWLQ_HOST_RULES"
+    )
 
 
 @cli.command()
 @click.argument("source", metavar="FILE|-")
 @click.option("--workers", type=click.IntRange(1), default=os.cpu_count() or 1, show_default="CPU count")
 @click.option("--concurrency", type=click.IntRange(1), help="Concurrent fetches per worker (default 10).")
-@click.option("--out", type=click.Path(dir_okay=False, writable=True), help="Write every result (.jsonl or .csv).")
+@click.option("--per-host", type=click.IntRange(1), help="Requests in flight per host (default 2).")
+@click.option("--out", type=click.Path(dir_okay=False, writable=True),
+              help="Write every result here (.jsonl or .csv); default: BATCH.jsonl in this directory.")  # fmt: skip
+@click.option("--no-out", is_flag=True, help="Do not keep the results (they go with the embedded Redis).")
 @click.pass_context
-def crawl(ctx: click.Context, source: str, workers: int, concurrency: int | None, out: str | None) -> None:
+def crawl(
+    ctx: click.Context,
+    source: str,
+    workers: int,
+    concurrency: int | None,
+    per_host: int | None,
+    out: str | None,
+    no_out: bool,
+) -> None:
     """Crawl FILE on this machine: an embedded Redis (unless CRAWLQ_REDIS_URL is set), N workers, a report.
 
     \b
-    Everything it starts is stopped at the end, Ctrl-C included.
+    Everything it starts is stopped at the end, Ctrl-C included. The results are written to BATCH.jsonl
+    (or --out) before the embedded Redis stops.
+
+    \b
     Examples:
       crawlq crawl urls.txt
-      crawlq crawl urls.txt --workers 4 --concurrency 50 --out results.jsonl
+      crawlq crawl urls.txt --workers 4 --concurrency 50 --per-host 4 --out results.jsonl
     """
-    settings = _settings(ctx, concurrency=concurrency)
+    settings = _settings(ctx, concurrency=concurrency, per_host_concurrency=per_host)
     redis_url = settings.redis_url if ctx.obj["redis_given"] else None
-    final = _run(_crawl_local(settings, _read_lines(source), workers, redis_url, out))
+    with _read_lines(source) as lines:
+        final = _run(_crawl_local(settings, lines, workers, redis_url, "" if no_out else out))
     click.echo("\n".join(report_lines(final)))
 
 
@@ -337,35 +449,72 @@ def crawl(ctx: click.Context, source: str, workers: int, concurrency: int | None
 @click.option("--urls", "count", type=click.IntRange(1), default=50, show_default=True)
 @click.option("--concurrency", type=click.IntRange(1), default=10, show_default=True)
 @click.option("--workers", type=click.IntRange(1), default=1, show_default=True)
+@click.option("--per-host", type=click.IntRange(1), help="Requests in flight to the local site (default: all slots).")
 @click.pass_context
-def demo(ctx: click.Context, count: int, concurrency: int, workers: int) -> None:
+def demo(ctx: click.Context, count: int, concurrency: int, workers: int, per_host: int | None) -> None:
     """Crawl a local target site (like httpbin's /delay/0, /delay/1, /delay/2) and print the report.
 
     \b
-    Needs no Redis, no Docker and no internet. The target is on 127.0.0.1, so the demo allows private
-    addresses and raises the per-host limit for that one host to --concurrency, and says so.
+    Needs no Redis, no Docker and no internet. The target is on 127.0.0.1, so the demo allows the loopback
+    networks and raises the per-host limit for that one host to --per-host (default: workers x
+    concurrency, where the default for other sites is 2), and says so.
+
+    \b
     Examples:
       crawlq demo
       crawlq demo --urls 200 --concurrency 20 --workers 2
+      crawlq demo --per-host 2      # what the default politeness does to one host
     """
     from crawlq.target import TargetSite
 
-    rule = HostRule(pattern="127.0.0.1*", concurrency=concurrency * workers)
-    settings = _settings(ctx, concurrency=concurrency, allow_private=True, host_rules=[rule])
+    limit = per_host or concurrency * workers
+    rule = HostRule(pattern="127.0.0.1*", concurrency=limit)
+    settings = _settings(ctx, concurrency=concurrency, allowed_networks=["127.0.0.0/8", "::1/128"], host_rules=[rule])
     redis_url = settings.redis_url if ctx.obj["redis_given"] else None
     click.echo(
-        f"demo: local target on 127.0.0.1; private addresses allowed; per-host limit for 127.0.0.1 raised to "
-        f"{concurrency * workers}; {workers} worker(s) x concurrency {concurrency}",
+        f"demo: local target on 127.0.0.1; loopback (127.0.0.0/8, ::1) allowed; per-host limit for 127.0.0.1 "
+        f"raised to {limit} (--per-host); {workers} worker(s) x concurrency {concurrency}",
         err=True,
     )
 
     async def body() -> BatchStats:
         async with TargetSite() as site:
             urls = [site.url(f"/delay/{i % 3}?n={i}") for i in range(count)]
-            return await _crawl_local(settings, urls, workers, redis_url, None)
+            return await _crawl_local(settings, urls, workers, redis_url, "")
 
     final = _run(body())
     click.echo("\n".join(report_lines(final)))
+
+
+# ---------------------------------------------------------------- serve
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
+@click.pass_context
+def serve(ctx: click.Context, host: str, port: int) -> None:
+    """Serve the HTTP API (needs `pip install "crawlq[api]"` and CRAWLQ_API_TOKEN).
+
+    \b
+    OpenAPI schema at /openapi.json; Prometheus metrics at /metrics.
+    Examples:
+      CRAWLQ_API_TOKEN=secret crawlq serve --port 8000
+      curl -H "Authorization: Bearer secret" localhost:8000/queue
+    """
+    try:
+        import uvicorn
+
+        from crawlq_api.app import create_app
+        from crawlq_api.settings import ApiSettings
+    except ImportError as exc:
+        raise click.UsageError(
+            f'the HTTP API needs its extra: pip install "crawlq[api]" ({exc.name} is missing)'
+        ) from exc
+    try:
+        app = create_app(_settings(ctx), ApiSettings())
+    except (CrawlqError, ValueError) as exc:
+        click.echo(f"crawlq: {exc}", err=True)
+        sys.exit(EXIT_USAGE)
+    uvicorn.run(app, host=host, port=port, log_level="info")
 
 
 def main() -> None:

@@ -25,8 +25,10 @@ def _counts(counts: dict[str, int]) -> str:
 
 def report_lines(stats: BatchStats) -> list[str]:
     rate = "-" if stats.success_rate is None else f"{stats.success_rate * 100:.1f} %"
+    lost = [f"  lost         {stats.lost_reason}"] if stats.lost_reason else []
     return [
         f"batch {stats.batch}: {stats.state}",
+        *lost,
         f"  succeeded    {stats.succeeded}/{stats.total} ({rate}); failed {stats.failed}; pending {stats.pending}",
         f"  latency      avg {_ms(stats.avg_latency_ms)}   p50 {_ms(stats.p50_ms)}   p95 {_ms(stats.p95_ms)}"
         f"   p99 {_ms(stats.p99_ms)}",

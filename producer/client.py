@@ -9,8 +9,9 @@ async with await Client.connect(Settings()) as client:
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Sized
 from types import TracebackType
 from typing import Any
 
@@ -18,15 +19,20 @@ from arq.connections import ArqRedis
 from redis.asyncio.client import PubSub
 
 from crawlq import keys
-from crawlq.connection import connect, result_of
-from crawlq.errors import UnknownBatch
+from crawlq.connection import connect, describe, result_of
+from crawlq.errors import BatchLost, UnknownBatch
 from crawlq.heartbeats import live_workers
+from crawlq.memory import check_eviction_policy
 from crawlq.models import BatchStats, UrlResult, now_ms
+from crawlq.outage import REDIS_DOWN, Outage
 from crawlq.settings import Settings
 from crawlq.store import Store
-from producer.submit import SubmitReport, new_batch_id, submit_lines
+from producer.submit import InvalidLine, SubmitReport, new_batch_id, submit_lines
 
 __all__ = ["Client", "QueueDepth"]
+
+OUTAGE_RETRY_S = 0.5  #: while Redis is unreachable, `wait` tries again this often
+STRANDED_RECONCILE_PASSES = 3  #: reconciler intervals a batch may have no job queued before `wait` calls it lost
 
 
 class QueueDepth(dict[str, int]):
@@ -42,6 +48,31 @@ async def _next_message(events: PubSub, timeout_s: float) -> None:
             return
 
 
+class _Stranded:
+    """`wait`'s watch for a batch none of whose open jobs is queued or running: for a moment that is arq
+    giving up on a job before the reconciler resolves it; for `grace_s` it means keys went missing."""
+
+    def __init__(self, store: Store, batch: str, grace_s: float) -> None:
+        self.store, self.batch, self.grace_s = store, batch, grace_s
+        self.since: float | None = None
+        self._next_look = 0.0
+
+    async def check(self, stats: BatchStats) -> None:
+        now = time.monotonic()
+        if stats.complete or now < self._next_look:
+            return
+        self._next_look = now + 1.0
+        jobs = await self.store.stranded(self.batch)
+        if not jobs:
+            self.since = None
+            return
+        self.since = self.since or now
+        if now - self.since > self.grace_s:
+            reason = f"none of its {jobs} open jobs was queued or running for {now - self.since:.0f} s"
+            await self.store.mark_lost(self.batch, reason)
+            raise BatchLost(self.batch, reason)
+
+
 class Client:
     def __init__(self, redis: ArqRedis, settings: Settings) -> None:
         self.redis = redis
@@ -49,9 +80,17 @@ class Client:
         self.store = Store(redis, settings)
 
     @classmethod
-    async def connect(cls, settings: Settings) -> Client:
-        """Raises `crawlq.errors.RedisUnavailable` (one sentence) when Redis cannot be reached."""
-        return cls(await connect(settings), settings)
+    async def connect(cls, settings: Settings, *, check_eviction: bool = True) -> Client:
+        """Raises `crawlq.errors.RedisUnavailable` (one sentence) when Redis cannot be reached, and
+        `crawlq.errors.EvictingRedis` when it evicts keys (`check_eviction`; a reader may skip it)."""
+        redis = await connect(settings)
+        if check_eviction:
+            try:
+                await check_eviction_policy(redis, settings)
+            except BaseException:
+                await redis.aclose()
+                raise
+        return cls(redis, settings)
 
     async def close(self) -> None:
         await self.redis.aclose()
@@ -64,11 +103,28 @@ class Client:
     ) -> None:
         await self.close()
 
-    async def submit(self, urls: Iterable[str], batch: str | None = None) -> SubmitReport:
+    async def submit(
+        self,
+        urls: Iterable[str | bytes],
+        batch: str | None = None,
+        *,
+        token: str | None = None,
+        expected_count: int | None = None,
+        on_invalid: Callable[[InvalidLine], None] | None = None,
+    ) -> SubmitReport:
         """Validate, de-duplicate and enqueue `urls` (invalid ones are reported, not queued); the first
-        jobs are enqueued while the rest is still being parsed."""
-        lines = urls if isinstance(urls, list | tuple) else list(urls)
-        return await submit_lines(self.store, batch or new_batch_id(), lines)
+        jobs are enqueued while the rest is still being read. An iterator is read into a list first unless
+        `expected_count` is given (then it is read as it goes); see `producer.submit.submit_lines`."""
+        if expected_count is None and not isinstance(urls, Sized):
+            urls = list(urls)
+        return await submit_lines(
+            self.store,
+            batch or new_batch_id(),
+            urls,
+            token=token,
+            expected_count=expected_count,
+            on_invalid=on_invalid,
+        )
 
     async def stats(self, batch: str) -> BatchStats:
         return await self.store.stats(batch)
@@ -80,18 +136,43 @@ class Client:
         timeout_s: float | None = None,
         poll_s: float = 0.1,
         on_progress: Callable[[BatchStats], None] | None = None,
+        on_outage: Callable[[str], None] | None = None,
     ) -> BatchStats:
-        """Wait until the batch is complete; raises TimeoutError, or UnknownBatch if Redis lost it.
+        """Wait until the batch is complete; raises TimeoutError, UnknownBatch if Redis lost it, BatchLost if
+        some of its keys went missing, or RedisUnavailable after an outage longer than `redis_retry_window_s`.
 
         Completion is seen at once (the commit that completes a batch publishes on its events channel);
-        `poll_s` only paces progress reads (`on_progress`), and is the fallback should a message be lost."""
+        `poll_s` only paces progress reads (`on_progress`), and is the fallback should a message be lost.
+        A Redis outage is reported through `on_outage` (one line when it starts, one when it ends)."""
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        outage = Outage(describe(self.settings.redis_url), self.settings.redis_retry_window_s, on_outage)
+        while True:
+            try:
+                return await self._wait(batch, deadline, timeout_s, poll_s, on_progress, outage)
+            except REDIS_DOWN as exc:
+                outage.failed(exc)
+                await asyncio.sleep(OUTAGE_RETRY_S)
+
+    async def _wait(
+        self,
+        batch: str,
+        deadline: float | None,
+        timeout_s: float | None,
+        poll_s: float,
+        on_progress: Callable[[BatchStats], None] | None,
+        outage: Outage,
+    ) -> BatchStats:
+        stranded = _Stranded(self.store, batch, STRANDED_RECONCILE_PASSES * self.settings.reconcile_interval_s)
         async with self.redis.pubsub() as events:
             await events.subscribe(keys.batch_events(batch))  # before the first read: no completion is missed
             while True:
                 stats = await self.store.stats(batch)
+                outage.recovered()
                 if on_progress is not None:
                     on_progress(stats)
+                if stats.lost_reason is not None:
+                    raise BatchLost(batch, stats.lost_reason)
+                await stranded.check(stats)
                 if stats.complete:
                     return stats
                 pause_s = poll_s

@@ -1,8 +1,16 @@
-"""Submitting a batch: validate and canonicalise each line, de-duplicate, cut into chunks, enqueue, all
-streamed: the first jobs are fetched while the rest of the input is parsed.
+"""Submitting a batch: read the input, validate and canonicalise each line, de-duplicate, cut into chunks,
+enqueue, all streamed: the first jobs are fetched while the rest of the input is read, and the producer's
+memory does not grow with the input.
+
+Input rules: lines end with `\\n` or `\\r\\n` only; a UTF-8 byte order mark at the start is skipped; blank
+lines and `#` comments are skipped; a line that is not valid UTF-8, holds any other control character or
+line separator (`\\r`, `\\x0c`, `\\x85`, U+2028...), or is not a valid http(s) URL is reported with its line
+number and a reason (`InvalidLine`; its text is escaped, safe to print) and not queued.
 
 Enqueueing is idempotent per URL: a URL already in the batch is never queued again, so a submit that
-was interrupted (Redis down, Ctrl-C) is finished by running the same submit again.
+was interrupted (Redis down, Ctrl-C) is finished by running the same submit again. Duplicates are
+dropped here within a window of recent URLs and by Redis (enqueue.lua) across the whole batch; the
+`duplicates` count adds both.
 """
 
 from __future__ import annotations
@@ -11,40 +19,57 @@ import asyncio
 import hashlib
 import math
 import os
+import shutil
+import sys
+import tempfile
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence, Sized
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from itertools import islice
+from typing import BinaryIO
 
 from redis.exceptions import RedisError
 
 from crawlq.connection import describe
-from crawlq.errors import InvalidURL, RedisUnavailable
+from crawlq.errors import InvalidURL, RedisOutOfMemory, RedisUnavailable
 from crawlq.jobs import Entry
+from crawlq.memory import is_out_of_memory, out_of_memory_message
 from crawlq.settings import Settings
 from crawlq.store import EnqueueOutcome, Store
 from crawlq.urls import canonical, host_of, url_id
 
 __all__ = [
+    "MAX_LINE_BYTES",
+    "InputFile",
     "InvalidLine",
     "LineParser",
     "SubmitReport",
     "chunk_size_for",
+    "count_invalid",
     "grouped_by_host",
+    "iter_lines",
     "new_batch_id",
+    "open_input",
     "parse_lines",
-    "submit_entries",
+    "printable",
     "submit_lines",
     "submit_token",
 ]
 
 CHUNKS_PER_CALL = 20  #: chunks sent to Redis in one script call
 FIRST_PIECE_CHUNKS = 2  #: the first piece parsed and sent is this small, so that fetching starts at once
+BLOCK_BYTES = 1 << 20  #: the input is read in blocks of this size
+MAX_LINE_BYTES = 8192  #: a longer line cannot hold a valid URL (2048 characters of at most 4 bytes); kept no longer
+PIECE_LINES = 10_000  #: lines validated at a time by `count_invalid`
+SHOWN_CHARACTERS = 200  #: an invalid line is echoed up to this many characters
+_BOM = b"\xef\xbb\xbf"
 
 
 @dataclass(slots=True, frozen=True)
 class InvalidLine:
-    line: int
-    text: str
+    line: int  #: 1-based, counting `\\n`-terminated lines of the input
+    text: str  #: the line, cut to `SHOWN_CHARACTERS` and escaped (`printable`): safe to print on a terminal
     reason: str
 
 
@@ -62,7 +87,7 @@ class SubmitReport:
     duplicates: int
     invalid: int
     jobs: int = 0
-    invalid_lines: list[InvalidLine] = field(default_factory=list)
+    invalid_lines: list[InvalidLine] = field(default_factory=list)  #: empty when they went to `on_invalid`
 
     def as_dict(self) -> dict[str, object]:
         return {"batch": self.batch, "queued": self.queued, "duplicates": self.duplicates, "invalid": self.invalid}
@@ -72,56 +97,161 @@ def new_batch_id() -> str:
     return time.strftime("b%Y%m%d-%H%M%S-") + os.urandom(3).hex()
 
 
-class LineParser:
-    """Validate and canonicalise lines piece by piece, keeping the first spelling of each canonical URL
-    across pieces; blank lines and `#` comments are skipped, invalid lines kept with their number."""
+def printable(text: str, limit: int = SHOWN_CHARACTERS) -> str:
+    """`text` cut to `limit` characters, with control characters, escapes and separators escaped as repr does
+    (an OSC sequence `\\x1b]0;title\\x07` is shown as those characters, not obeyed by the terminal)."""
+    text = text[:limit]
+    return text if text.isprintable() else repr(text)[1:-1]
 
-    def __init__(self) -> None:
-        self.parsed = ParsedInput()
+
+def iter_lines(stream: BinaryIO) -> Iterator[bytes]:
+    """The lines of a binary stream, read a block at a time: split on `\\n` only, one trailing `\\r` dropped
+    (so `\\r\\n` ends a line too), a last line without `\\n` included. A line longer than `MAX_LINE_BYTES` is
+    not kept whole (it is invalid anyway), so memory stays bounded whatever the input."""
+    pending = b""
+    while block := stream.read(BLOCK_BYTES):
+        lines = (pending + block).split(b"\n")
+        pending = lines.pop()
+        if len(pending) > MAX_LINE_BYTES:
+            pending = pending[: MAX_LINE_BYTES + 1]
+        for line in lines:
+            yield line[:-1] if line.endswith(b"\r") else line
+    if pending:
+        yield pending[:-1] if pending.endswith(b"\r") else pending
+
+
+class LineParser:
+    """Validate and canonicalise lines piece by piece, numbering them across pieces; blank lines and `#`
+    comments are skipped. Lines may be `bytes` (read from a file: decoded here as UTF-8) or `str`.
+
+    Invalid lines go to `on_invalid` if given, else they are kept in `invalid`. A canonical URL seen among
+    the last `window` URLs is a duplicate (counted, not returned); `window=None` remembers every URL."""
+
+    def __init__(self, on_invalid: Callable[[InvalidLine], None] | None = None, window: int | None = None) -> None:
+        self.invalid: list[InvalidLine] = []
+        self.invalid_count = 0
+        self.duplicates = 0
+        self._on_invalid = on_invalid if on_invalid is not None else self.invalid.append
+        self._window = window
         self._seen: set[str] = set()
+        self._older: set[str] = set()
         self._line = 0
 
-    def feed(self, lines: Iterable[str]) -> list[Entry]:
+    def feed(self, lines: Iterable[str | bytes]) -> list[Entry]:
         """The new entries among `lines` (which continue the lines fed before)."""
-        parsed, seen = self.parsed, self._seen
         entries: list[Entry] = []
         number = self._line
         for raw in lines:
             number += 1
-            text = raw.strip()
-            if not text or text.startswith("#"):
-                continue
             try:
+                text = self._text(raw, number)
+                if not text or text[0] == "#":
+                    continue
                 url = canonical(text)
             except InvalidURL as exc:
-                parsed.invalid.append(InvalidLine(number, text[:200], exc.reason))
+                self._refuse(number, raw, exc.reason)
                 continue
             identity = url_id(url)
-            if identity in seen:
-                parsed.duplicates += 1
+            if identity in self._seen or identity in self._older:
+                self.duplicates += 1
                 continue
-            seen.add(identity)
+            self._remember(identity)
             entries.append(Entry(identity, url))
         self._line = number
-        parsed.entries.extend(entries)
         return entries
 
+    @staticmethod
+    def _text(raw: str | bytes, number: int) -> str:
+        if isinstance(raw, bytes):
+            if number == 1 and raw.startswith(_BOM):
+                raw = raw[len(_BOM) :]
+            if raw.lstrip(b" \t").startswith(b"#"):
+                return ""  # a comment, whatever its encoding
+            if len(raw) > MAX_LINE_BYTES:
+                raise InvalidURL(f"line longer than {MAX_LINE_BYTES} bytes")
+            try:
+                raw = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise InvalidURL(f"not valid UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})") from None
+        elif number == 1 and raw.startswith("\ufeff"):
+            raw = raw[1:]
+        return raw.strip(" \t")
 
-def parse_lines(lines: Iterable[str]) -> ParsedInput:
-    """Parse all of `lines` at once (see `LineParser`)."""
+    def _remember(self, identity: str) -> None:
+        self._seen.add(identity)
+        if self._window is not None and len(self._seen) >= self._window:
+            self._older, self._seen = self._seen, set()
+
+    def _refuse(self, number: int, raw: str | bytes, reason: str) -> None:
+        text = raw.decode("utf-8", "backslashreplace") if isinstance(raw, bytes) else raw
+        self.invalid_count += 1
+        self._on_invalid(InvalidLine(number, printable(text.strip(" \t")), reason))
+
+
+def parse_lines(lines: Iterable[str | bytes]) -> ParsedInput:
+    """Parse all of `lines` at once, remembering every URL (see `LineParser`)."""
     parser = LineParser()
-    parser.feed(lines)
-    return parser.parsed
+    entries = parser.feed(lines)
+    return ParsedInput(entries, parser.invalid, parser.duplicates)
 
 
-def submit_token(lines: Sequence[str]) -> str:
+def count_invalid(lines: Iterable[str | bytes], on_invalid: Callable[[InvalidLine], None] | None = None) -> int:
+    """Validate every line and queue nothing (`crawlq submit --strict`'s first pass); the number of invalid
+    lines. Memory stays bounded: nothing is kept but the count."""
+    parser = LineParser(on_invalid or (lambda bad: None), window=PIECE_LINES)
+    source = iter(lines)
+    while piece := list(islice(source, PIECE_LINES)):
+        parser.feed(piece)
+    return parser.invalid_count
+
+
+def submit_token(lines: Sequence[str | bytes]) -> str:
     """The producer's hold on its batch: a digest of the input, so that re-running an interrupted submit
     of the same input releases the hold the failed run could not release (it also expires after 30 s)."""
     digest = hashlib.blake2b(digest_size=8)
     for line in lines:
-        digest.update(line.encode("utf-8", "surrogatepass"))
+        digest.update(line if isinstance(line, bytes) else line.encode("utf-8", "surrogatepass"))
         digest.update(b"\n")
     return digest.hexdigest()
+
+
+@dataclass(slots=True)
+class InputFile:
+    """A seekable input, scanned once (bytes only, cheap): its hold token is a digest of its bytes (the same
+    file gives the same token, so re-running an interrupted submit releases the failed run's hold) and
+    `lines` counts its lines (to size the chunks before parsing)."""
+
+    handle: BinaryIO
+    token: str
+    lines: int
+
+    @classmethod
+    def scan(cls, handle: BinaryIO) -> InputFile:
+        digest, count, last = hashlib.blake2b(digest_size=8), 0, b"\n"
+        while block := handle.read(BLOCK_BYTES):
+            digest.update(block)
+            count += block.count(b"\n")
+            last = block
+        return cls(handle, digest.hexdigest(), count + (not last.endswith(b"\n")))
+
+    def read(self) -> Iterator[bytes]:
+        """The lines from the start (each call reads the input again)."""
+        self.handle.seek(0)
+        return iter_lines(self.handle)
+
+
+@contextmanager
+def open_input(source: str) -> Iterator[InputFile]:
+    """The file `source`, or stdin for `-` (spooled to a temporary file, so that it can be read twice);
+    raises OSError if it cannot be read."""
+    if source != "-":
+        with open(source, "rb") as handle:
+            yield InputFile.scan(handle)
+        return
+    with tempfile.TemporaryFile() as spool:
+        shutil.copyfileobj(sys.stdin.buffer, spool, BLOCK_BYTES)
+        spool.seek(0)
+        yield InputFile.scan(spool)
 
 
 def chunk_size_for(count: int, settings: Settings) -> int:
@@ -143,33 +273,44 @@ def grouped_by_host(entries: Sequence[Entry]) -> list[Entry]:
     return [entry for group in by_host.values() for entry in group]
 
 
-def _pieces(lines: Sequence[str], first: int, rest: int) -> Iterator[Sequence[str]]:
+def _pieces(lines: Iterator[str | bytes], first: int, rest: int) -> Iterator[list[str | bytes]]:
     """`lines` cut into a small first piece (so fetching starts at once) and larger ones after it."""
-    yield lines[:first]
-    for start in range(first, len(lines), rest):
-        yield lines[start : start + rest]
+    piece = list(islice(lines, first))
+    while piece:
+        yield piece
+        piece = list(islice(lines, rest))
 
 
-async def submit_lines(store: Store, batch: str, lines: Sequence[str]) -> SubmitReport:
+async def submit_lines(
+    store: Store,
+    batch: str,
+    lines: Iterable[str | bytes],
+    *,
+    token: str | None = None,
+    expected_count: int | None = None,
+    on_invalid: Callable[[InvalidLine], None] | None = None,
+) -> SubmitReport:
     """Parse `lines` and enqueue them as they are parsed: the first jobs are in Redis (and being fetched)
-    while the rest of the input is still being parsed. The batch cannot complete before this returns."""
-    size = chunk_size_for(len(lines), store.settings)
-    parser = LineParser()
-    pieces = (parser.feed(piece) for piece in _pieces(lines, FIRST_PIECE_CHUNKS * size, CHUNKS_PER_CALL * size))
-    report = await _enqueue_stream(store, batch, submit_token(lines), size, pieces)
-    report.duplicates += parser.parsed.duplicates
-    report.invalid = len(parser.parsed.invalid)
-    report.invalid_lines = parser.parsed.invalid
-    return report
+    while the rest of the input is still being read. The batch cannot complete before this returns.
 
-
-async def submit_entries(store: Store, batch: str, parsed: ParsedInput, token: str) -> SubmitReport:
-    """Enqueue entries parsed before (`crawlq submit --strict` checks every line first)."""
-    size = chunk_size_for(len(parsed.entries), store.settings)
-    report = await _enqueue_stream(store, batch, token, size, iter([parsed.entries]))
-    report.duplicates += parsed.duplicates
-    report.invalid = len(parsed.invalid)
-    report.invalid_lines = parsed.invalid
+    :param token: the hold on the batch while this submit runs (see `InputFile`); by default a digest of
+        `lines` if it is a Sequence, else a random one: the hold of an interrupted submit of an iterator is
+        then not released by a re-run but expires 30 s after its last write.
+    :param expected_count: about how many lines there are, to size the chunks (default: `len(lines)`, or
+        `chunk_size` chunks for an iterator).
+    :param on_invalid: called with each invalid line as it is found; without it they are kept in the report.
+    """
+    if token is None:
+        token = submit_token(lines) if isinstance(lines, Sequence) else os.urandom(8).hex()
+    if expected_count is None:
+        expected_count = len(lines) if isinstance(lines, Sized) else store.settings.chunk_size * 200
+    size = chunk_size_for(expected_count, store.settings)
+    parser = LineParser(on_invalid, window=(CHUNKS_PER_CALL + 1) * size)
+    pieces = (parser.feed(piece) for piece in _pieces(iter(lines), FIRST_PIECE_CHUNKS * size, CHUNKS_PER_CALL * size))
+    report = await _enqueue_stream(store, batch, token, size, pieces)
+    report.duplicates += parser.duplicates
+    report.invalid = parser.invalid_count
+    report.invalid_lines = parser.invalid
     return report
 
 
@@ -214,6 +355,12 @@ async def _enqueue_stream(
         if sending is not None:
             sending.cancel()
         where = describe(store.settings.redis_url)
+        if is_out_of_memory(exc):
+            raise RedisOutOfMemory(
+                f"{await out_of_memory_message(store.redis, where)}; it refused the submit of batch {batch} after "
+                f"{report.queued} URLs were queued; raise maxmemory or free memory, then submitting again with "
+                f"--batch {batch} queues only the rest"
+            ) from exc
         raise RedisUnavailable(
             f"lost Redis at {where} during the submit of batch {batch} after queuing {report.queued} URLs "
             f"({type(exc).__name__}); submitting again with --batch {batch} queues only the rest"

@@ -24,7 +24,7 @@ def settings(redis_server: EmbeddedServer, monkeypatch: pytest.MonkeyPatch) -> S
     monkeypatch.chdir("/")  # never read a developer's .env
     return Settings(
         redis_url=redis_server.url,
-        allow_private=True,
+        allowed_networks=["127.0.0.0/8", "::1/128"],  # the loopback targets, not all private ranges
         robots_enabled=False,
         per_host_concurrency=50,
         backoff_base_s=0.05,

@@ -18,7 +18,7 @@ def cli_env(redis_url: str, **settings: object) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CRAWLQ_")}
     env.update(
         CRAWLQ_REDIS_URL=redis_url,
-        CRAWLQ_ALLOW_PRIVATE="1",
+        CRAWLQ_ALLOWED_NETWORKS="127.0.0.0/8,::1/128",  # the loopback targets, not all private ranges
         CRAWLQ_PER_HOST_CONCURRENCY="50",
         CRAWLQ_BACKOFF_BASE_S="0.05",
         CRAWLQ_BACKOFF_MAX_S="0.3",

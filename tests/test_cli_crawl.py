@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -59,6 +60,38 @@ def test_crawl_writes_every_result(tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(60)
+def test_crawl_keeps_results_by_default_and_names_the_per_host_bound(tmp_path: Path) -> None:
+    with ThreadedTargetSite() as site:
+        source = tmp_path / "urls.txt"
+        source.write_text("\n".join(site.url(f"/page/{i}") for i in range(12)))
+        done = subprocess.run(
+            [*CRAWLQ, "crawl", str(source), "--workers", "1", "--concurrency", "4", "--per-host", "1"],
+            env=crawl_env(), capture_output=True, text=True, timeout=50, cwd=tmp_path,
+        )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    kept = list(tmp_path.glob("*.jsonl"))
+    assert len(kept) == 1 and f"wrote 12 results to {kept[0]}" in done.stderr
+    assert len(kept[0].read_text().splitlines()) == 12
+    assert "per-host limits, not the workers, bounded this crawl" in done.stderr and "--per-host" in done.stderr
+
+
+def test_host_bound_note_only_when_hosts_allow_fewer_fetches_than_slots() -> None:
+    import collections
+
+    from crawlq.settings import HostRule, Settings
+    from crawlq_cli.main import host_bound_note
+
+    settings = Settings(concurrency=10, per_host_concurrency=2)
+    one_host = collections.Counter({"a.test": 100})
+    assert "at most 2 fetches at once while the workers had 20 slots" in host_bound_note(settings, one_host, 2)
+    many = collections.Counter({f"h{i}.test": 5 for i in range(10)})
+    assert host_bound_note(settings, many, 2) == ""
+    ruled = settings.model_copy(update={"host_rules": [HostRule(pattern="a.test", concurrency=20)]})
+    assert host_bound_note(ruled, one_host, 2) == ""
+    assert host_bound_note(settings, collections.Counter(), 2) == ""
+
+
+@pytest.mark.timeout(60)
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_crawl_cleans_up_on_interrupt(tmp_path: Path, signum: int) -> None:
     with ThreadedTargetSite() as site:
@@ -75,3 +108,19 @@ def test_crawl_cleans_up_on_interrupt(tmp_path: Path, signum: int) -> None:
     assert crawl.returncode == 130, stderr
     assert b"interrupted" in stderr and b"Traceback" not in stderr
     assert wait_until(lambda: not any(alive(pid) for pid in started), timeout=10), started
+
+
+async def test_csv_cells_that_look_like_formulas_are_written_as_text() -> None:
+    import csv
+    import io
+
+    from crawlq_cli.main import _write_results
+
+    async def records() -> Any:
+        for title in ('=HYPERLINK("http://x")', "+1", "@SUM(A1)", "plain", "-x"):
+            yield {"url": "http://a.test/", "ok": True, "title": title, "status": 200}
+
+    out = io.StringIO()
+    assert await _write_results(records(), out, "csv") == 5
+    titles = [row["title"] for row in csv.DictReader(io.StringIO(out.getvalue()))]
+    assert titles == ['\'=HYPERLINK("http://x")', "'+1", "'@SUM(A1)", "plain", "'-x"]

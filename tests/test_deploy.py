@@ -455,3 +455,22 @@ def test_kubectl_kustomize_renders(manifests: dict[tuple[str, str], dict[str, An
     )
     documents = [document for document in yaml.safe_load_all(rendered.stdout) if document]
     assert {(document["kind"], document["metadata"]["name"]) for document in documents} == set(manifests)
+
+
+def _policy(command: list[str]) -> str | None:
+    return command[command.index("--maxmemory-policy") + 1] if "--maxmemory-policy" in command else None
+
+
+def test_redis_never_evicts(compose: dict[str, Any], manifests: dict[tuple[str, str], dict[str, Any]]) -> None:
+    """Both Redis deployments set `maxmemory-policy noeviction` explicitly: an evicting Redis loses URLs."""
+    assert _policy(compose["services"]["redis"]["command"]) == "noeviction"
+    (redis,) = manifests["StatefulSet", "redis"]["spec"]["template"]["spec"]["containers"]
+    assert _policy([*redis.get("command", []), *redis.get("args", [])]) == "noeviction"
+
+
+def test_keda_version_note_matches_the_fields_used() -> None:
+    """`activationListLength` needs KEDA 2.8; the comment must not promise less."""
+    text = (ROOT / "deploy" / "k8s" / "keda-scaledobject.yaml").read_text()
+    assert "activationListLength" in text
+    (version,) = re.findall(r"KEDA >= (\d+\.\d+)", text)
+    assert tuple(int(part) for part in version.split(".")) >= (2, 8), version

@@ -83,6 +83,8 @@ def test_submit_wait_stats_results_through_the_cli(
 
     table = list(csv.DictReader(io.StringIO(run_cli(["results", "e2e", "--format", "csv"], env).stdout)))
     assert len(table) == len(urls) and {"url", "ok", "status", "latency_ms", "final_url"} <= set(table[0])
+    failed = run_cli(["results", "e2e", "--failed", "--format", "urls"], env).stdout.splitlines()
+    assert sorted(failed) == sorted(r["url"] for r in records if not r["ok"]) and len(failed) == 5
 
 
 def test_cli_errors_are_one_sentence(env: dict[str, str]) -> None:
@@ -107,3 +109,5 @@ def test_every_command_has_help_with_examples(env: dict[str, str]) -> None:
     for command in ("demo", "crawl", "worker", "submit", "wait", "stats", "results", "status"):
         result = run_cli([command, "--help"], env)
         assert result.returncode == 0 and "Examples:" in result.stdout, command
+        before = result.stdout.split("Examples:")[0]
+        assert before.endswith("\n\n  "), f"{command}: 'Examples:' runs into the paragraph before it"

@@ -43,7 +43,9 @@ def _no_crawlq_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def make_settings(**overrides: object) -> Settings:
-    values: dict[str, Any] = dict(allow_private=True, fetch_timeout_s=5.0, max_redirects=5, max_body_bytes=2 * MIB)
+    values: dict[str, Any] = dict(
+        allowed_networks=["127.0.0.0/8"], fetch_timeout_s=5.0, max_redirects=5, max_body_bytes=2 * MIB
+    )
     values.update(overrides, _env_file=None)
     return Settings(**values)
 
@@ -91,7 +93,8 @@ def status(field):
             return int(line.split()[1]) * 1024
 
 async def main(url, warm_url, cap):
-    fetcher = Fetcher(Settings(_env_file=None, allow_private=True, max_body_bytes=cap, fetch_timeout_s=15))
+    settings = Settings(_env_file=None, allowed_networks=["127.0.0.0/8"], max_body_bytes=cap, fetch_timeout_s=15)
+    fetcher = Fetcher(settings)
     await fetcher.start()
     await fetcher.fetch(warm_url)
     open("/proc/self/clear_refs", "w").write("5")  # reset the peak (VmHWM) to the current RSS
@@ -339,14 +342,14 @@ DIRECT_TARGETS = [
 
 @pytest.mark.parametrize("template", DIRECT_TARGETS)
 async def test_direct_url_to_a_blocked_address(internal: TargetSite, template: str) -> None:
-    attempt = await fetch(template.format(port=internal.port), allow_private=False)
+    attempt = await fetch(template.format(port=internal.port), allowed_networks=[])
     assert internal.stats.total == 0
     assert attempt.error is ErrorClass.BLOCKED_ADDRESS, attempt
-    assert "CRAWLQ_ALLOW_PRIVATE" in (attempt.message or ""), attempt.message
+    assert "CRAWLQ_ALLOWED_NETWORKS" in (attempt.message or ""), attempt.message
 
 
 async def test_allow_private_lets_loopback_through(internal: TargetSite) -> None:
-    assert (await fetch(internal.url("/ok"), allow_private=True)).ok
+    assert (await fetch(internal.url("/ok"), allow_private=True, allowed_networks=[])).ok
     assert (await fetch(internal.url("/ok"), allow_private=False, allowed_networks=["127.0.0.0/8"])).ok
     assert internal.stats.hits["/ok"] == 2
 
@@ -376,11 +379,17 @@ def test_decode_text_never_raises(charset: str) -> None:
 # --- broken connections, DNS --------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("path", ["/reset", "/truncated"])
-async def test_broken_connections_are_connect_errors(site: TargetSite, path: str) -> None:
-    attempt = await fetch(site.url(path))
+async def test_a_reset_connection_is_a_connect_error(site: TargetSite) -> None:
+    attempt = await fetch(site.url("/reset"))
     assert attempt.error is ErrorClass.CONNECT, attempt
     assert attempt.status is None
+
+
+async def test_a_body_cut_short_is_truncated_and_keeps_its_status(site: TargetSite) -> None:
+    attempt = await fetch(site.url("/truncated"))  # Content-Length 1000, 10 bytes sent, then closed
+    assert attempt.error is ErrorClass.TRUNCATED, attempt
+    assert attempt.status == 200
+    assert attempt.message == "HTTP 200, but the body was cut short: 10 of 1000 bytes (Content-Length)"
 
 
 async def test_refused_connection_is_a_connect_error() -> None:
@@ -416,7 +425,7 @@ async def test_a_name_resolving_to_a_blocked_address_is_refused(
     site: TargetSite, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     use_stub_dns(monkeypatch, {"rebind.test": "127.0.0.1"})
-    attempt = await fetch(f"http://rebind.test:{site.port}/ok", allow_private=False)
+    attempt = await fetch(f"http://rebind.test:{site.port}/ok", allowed_networks=[])
     assert attempt.error is ErrorClass.BLOCKED_ADDRESS
     assert site.stats.total == 0
 

@@ -1,4 +1,5 @@
-"""The dependency rule: producer -> crawlq <- workers; crawlq imports neither; only crawlq_cli sees both."""
+"""The dependency rule: producer -> crawlq <- workers; crawlq imports neither; only crawlq_cli sees both;
+crawlq_api (the HTTP API) sees producer and crawlq, never workers."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 FORBIDDEN = {
-    "crawlq": {"producer", "workers", "crawlq_cli"},
-    "producer": {"workers", "crawlq_cli"},
-    "workers": {"producer", "crawlq_cli"},
+    "crawlq": {"producer", "workers", "crawlq_cli", "crawlq_api"},
+    "producer": {"workers", "crawlq_cli", "crawlq_api"},
+    "workers": {"producer", "crawlq_cli", "crawlq_api"},
+    "crawlq_api": {"workers", "crawlq_cli"},
 }
 
 

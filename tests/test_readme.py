@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from crawlq.settings import Settings
+from crawlq_api.settings import ApiSettings
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
 
@@ -17,6 +18,7 @@ README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
 def test_every_setting_is_in_the_table() -> None:
     documented = set(re.findall(r"`(CRAWLQ_[A-Z_]+)`", README))
     expected = {f"CRAWLQ_{name.upper()}" for name in Settings.model_fields}
+    expected |= {f"CRAWLQ_API_{name.upper()}" for name in ApiSettings.model_fields}
     assert expected - documented == set()
     assert {name for name in documented if name.startswith("CRAWLQ_")} - expected <= {"CRAWLQ_WORKERS"}
 

@@ -20,7 +20,7 @@ from crawlq.urls import canonical, host_of, origin_of, url_id
 from workers.engine import Engine
 from workers.fetcher import Fetcher
 from workers.gate import HostGate, host_limits
-from workers.robots import ROBOTS_ERROR_TTL_S, RobotsCache
+from workers.robots import ROBOTS_ERROR_TTL_S, RobotsCache, verdict_of
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -188,3 +188,46 @@ async def test_robots_with_a_hostile_charset_still_gives_a_verdict(
         public = await crawl(engine, f"{base}/public")
     assert private.error == ErrorClass.ROBOTS_DISALLOWED
     assert public.ok
+
+
+async def test_a_robots_failure_that_is_not_the_servers_does_not_disallow(redis: ArqRedis, robots_on: Settings) -> None:
+    """`http://127.0.0.1./`: the robots.txt fetch fails as invalid_url (our side), so the URL gets its own
+    outcome, not robots_disallowed; an unknown name gets `dns`; a blocked address `blocked_address`."""
+    once = robots_on.model_copy(update={"max_attempts": 1})
+    guarded = once.model_copy(update={"allow_private": False, "allowed_networks": []})
+    async with TargetSite() as site, engine_for(redis, once) as engine, engine_for(redis, guarded) as strict:
+        dotted = await crawl(engine, f"http://127.0.0.1.:{site.port}/ok")
+        unknown = await crawl(engine, "http://nonexistent.invalid/page")
+        blocked = await crawl(strict, site.url("/ok"))
+    assert dotted.error == ErrorClass.INVALID_URL, dotted
+    assert unknown.error == ErrorClass.DNS, unknown
+    assert blocked.error == ErrorClass.BLOCKED_ADDRESS, blocked
+    for origin in (origin_of(f"http://127.0.0.1.:{site.port}/"), "http://nonexistent.invalid"):
+        ttl = await redis.ttl(keys.robots(origin))
+        assert 0 < ttl <= ROBOTS_ERROR_TTL_S  # a provisional allow: robots.txt is asked again soon
+
+
+@pytest.mark.parametrize(
+    ("status", "error", "mode"),
+    [
+        (200, None, "rules"),
+        (404, ErrorClass.HTTP_STATUS, "allow"),
+        (503, ErrorClass.HTTP_STATUS, "deny"),
+        (None, ErrorClass.TIMEOUT, "deny"),
+        (None, ErrorClass.CONNECT, "deny"),
+        (200, ErrorClass.TRUNCATED, "deny"),
+        (None, ErrorClass.PROTOCOL, "deny"),
+        (None, ErrorClass.INVALID_URL, "allow"),
+        (None, ErrorClass.BLOCKED_ADDRESS, "allow"),
+        (None, ErrorClass.DNS, "allow"),
+        (None, ErrorClass.TLS, "allow"),
+        (200, ErrorClass.DECODE, "allow"),
+        (200, ErrorClass.TOO_LARGE, "allow"),
+        (None, ErrorClass.REDIRECT_LOOP, "allow"),
+        (302, ErrorClass.BAD_REDIRECT, "allow"),
+    ],
+)
+def test_only_the_servers_own_failures_disallow(status: int | None, error: ErrorClass | None, mode: str) -> None:
+    verdict = verdict_of(status, error, b"User-agent: *\nDisallow: /x\n", None)
+    assert verdict.mode == mode
+    assert verdict.provisional is (mode != "rules" and status != 404)

@@ -1,4 +1,5 @@
-"""crawlq.settings: every field is a CRAWLQ_* variable, list fields parse, `.env` is read, env() round-trips."""
+"""crawlq.settings: every field is a CRAWLQ_* variable, list fields parse, `.env` is read, env() round-trips, and
+an invalid value is one sentence naming the variable (ConfigError)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pydantic import ValidationError
 
+from crawlq.errors import ConfigError
 from crawlq.settings import HostRule, Settings
 
 pytestmark = pytest.mark.timeout(10)
@@ -37,6 +38,8 @@ SAMPLES: dict[str, tuple[str, object]] = {
     "connect_timeout_s": ("1.5", 1.5),
     "max_body_bytes": ("1048576", 1048576),
     "max_redirects": ("2", 2),
+    "extract_content": ("0", False),
+    "snippet_chars": ("250", 250),
     "max_attempts": ("6", 6),
     "backoff_base_s": ("0.25", 0.25),
     "backoff_max_s": ("9", 9.0),
@@ -52,6 +55,7 @@ SAMPLES: dict[str, tuple[str, object]] = {
     "robots_enabled": ("0", False),
     "robots_ttl_s": ("600", 600),
     "robots_max_crawl_delay_s": ("5", 5.0),
+    "allow_eviction": ("1", True),
     "allow_private": ("1", True),
     "allowed_networks": ("127.0.0.2/32, 10.0.0.0/8,,", ["127.0.0.2/32", "10.0.0.0/8"]),
 }
@@ -118,7 +122,7 @@ def test_host_rules_json(monkeypatch: pytest.MonkeyPatch) -> None:
 )
 def test_bad_host_rules_are_refused(monkeypatch: pytest.MonkeyPatch, raw: str) -> None:
     monkeypatch.setenv("CRAWLQ_HOST_RULES", raw)
-    with pytest.raises((ValidationError, ValueError)):
+    with pytest.raises(ConfigError):
         Settings()
 
 
@@ -135,7 +139,7 @@ def test_allowed_networks_comma_list(monkeypatch: pytest.MonkeyPatch) -> None:
 )
 def test_out_of_range_values_are_refused(monkeypatch: pytest.MonkeyPatch, name: str, raw: str) -> None:
     monkeypatch.setenv(f"CRAWLQ_{name.upper()}", raw)
-    with pytest.raises(ValidationError):
+    with pytest.raises(ConfigError):
         Settings()
 
 
@@ -166,5 +170,85 @@ def test_safe_defaults() -> None:
 def test_bad_allowed_networks_are_refused_at_load(monkeypatch: pytest.MonkeyPatch, raw: str) -> None:
     """A typo must be a settings error when the process starts, not a traceback from the fetcher's policy."""
     monkeypatch.setenv("CRAWLQ_ALLOWED_NETWORKS", f"127.0.0.2/32,{raw}")
-    with pytest.raises(ValidationError):
+    with pytest.raises(ConfigError):
         Settings()
+
+
+@pytest.mark.parametrize(
+    ("variable", "raw", "sentence"),
+    [
+        ("CRAWLQ_PER_HOST_CONCURRENCY", "abc", "CRAWLQ_PER_HOST_CONCURRENCY=abc: must be a whole number"),
+        ("CRAWLQ_CONCURRENCY", "0", "CRAWLQ_CONCURRENCY=0: must be at least 1"),
+        ("CRAWLQ_CHUNK_SIZE", "5000", "CRAWLQ_CHUNK_SIZE=5000: must be at most 1000"),
+        ("CRAWLQ_LEASE_S", "1", "CRAWLQ_LEASE_S=1: must be greater than 1"),
+        ("CRAWLQ_FETCH_TIMEOUT_S", "nan", "CRAWLQ_FETCH_TIMEOUT_S=nan: must be a finite number"),
+        ("CRAWLQ_BACKOFF_BASE_S", "fast", "CRAWLQ_BACKOFF_BASE_S=fast: must be a number"),
+        ("CRAWLQ_ROBOTS_ENABLED", "maybe", "CRAWLQ_ROBOTS_ENABLED=maybe: must be a boolean"),
+        ("CRAWLQ_QUEUE_NAME", "", "CRAWLQ_QUEUE_NAME=: must not be empty"),
+        ("CRAWLQ_HOST_RULES", "not json", "CRAWLQ_HOST_RULES=not json: not valid JSON"),
+        ("CRAWLQ_HOST_RULES", '{"pattern": "a"}', "CRAWLQ_HOST_RULES={'pattern': 'a'}: must be a JSON list"),
+        (
+            "CRAWLQ_HOST_RULES",
+            '[{"pattern": "a", "concurrency": 0}]',
+            "CRAWLQ_HOST_RULES: rule 1: concurrency=0: must be at least 1",
+        ),
+        ("CRAWLQ_HOST_RULES", '[{"pattern": "a"}, {"speed": 3}]', "CRAWLQ_HOST_RULES: rule 2: pattern: is required"),
+        (
+            "CRAWLQ_ALLOWED_NETWORKS",
+            "127.0.0.2/32,10.0.0.0/33",
+            "CRAWLQ_ALLOWED_NETWORKS=127.0.0.2/32,10.0.0.0/33: '10.0.0.0/33' is not a network",
+        ),
+        ("CRAWLQ_REDIS_URL", "redis//x", "CRAWLQ_REDIS_URL=redis//x: not a Redis URL: it must start with redis://"),
+        (
+            "CRAWLQ_REDIS_URL",
+            "redis://h:99999/0",
+            "CRAWLQ_REDIS_URL=redis://h:99999/0: not a Redis URL: port out of range",
+        ),
+        ("CRAWLQ_REDIS_URL", "redis://h/zero", "CRAWLQ_REDIS_URL=redis://h/zero: the database 'zero' is not a number"),
+    ],
+)
+def test_an_invalid_variable_is_one_sentence_naming_it(
+    monkeypatch: pytest.MonkeyPatch, variable: str, raw: str, sentence: str
+) -> None:
+    monkeypatch.setenv(variable, raw)
+    with pytest.raises(ConfigError) as caught:
+        Settings()
+    message = str(caught.value)
+    assert message.startswith(sentence), message
+    assert "\n" not in message and "pydantic" not in message and "Input should" not in message, message
+
+
+def test_keyword_arguments_are_named_as_keywords() -> None:
+    """The Python API: `Settings(concurrency=0)` names the keyword, not a variable that is not set."""
+    with pytest.raises(ConfigError, match=r"^concurrency=0: must be at least 1$"):
+        Settings(concurrency=0)
+    with pytest.raises(ConfigError, match=r"^redis_url=redis//x: not a Redis URL"):
+        Settings(redis_url="redis//x")
+
+
+def test_replace_validates_unlike_model_copy() -> None:
+    settings = Settings()
+    assert settings.replace(concurrency=5).concurrency == 5
+    with pytest.raises(ConfigError, match=r"^concurrency=0: must be at least 1$"):
+        settings.replace(concurrency=0)
+
+
+def test_several_bad_variables_are_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CRAWLQ_CONCURRENCY", "0")
+    monkeypatch.setenv("CRAWLQ_MAX_ATTEMPTS", "x")
+    with pytest.raises(ConfigError) as caught:
+        Settings()
+    assert (
+        str(caught.value) == "CRAWLQ_CONCURRENCY=0: must be at least 1; CRAWLQ_MAX_ATTEMPTS=x: must be a whole number"
+    )
+
+
+def test_a_password_and_control_characters_are_not_echoed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CRAWLQ_REDIS_URL", "redis://user:s3cret@host:6379/nope")
+    with pytest.raises(ConfigError) as caught:
+        Settings()
+    assert "s3cret" not in str(caught.value) and "redis://user:***@host:6379/nope" in str(caught.value)
+    monkeypatch.setenv("CRAWLQ_REDIS_URL", "redis://h/\x1b]0;evil\x07")
+    with pytest.raises(ConfigError) as caught:
+        Settings()
+    assert "\x1b" not in str(caught.value) and "\\x1b]0;evil\\x07" in str(caught.value), str(caught.value)

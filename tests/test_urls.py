@@ -63,6 +63,25 @@ def test_spellings_of_one_url_collide() -> None:
         ("http://[::1", "malformed"),
         ("http://example.com:99999/", "malformed"),
         ("http://example.com:0/", "port 0"),
+        ("http://xn--/", "invalid punycode label 'xn--'"),
+        ("http://xn--zz.test/", "invalid punycode label 'xn--zz'"),
+        ("http://xn--abc-.test/", "invalid punycode label"),  # decodes to ASCII: not an A-label
+        ("http://a..b/", "empty label in the host 'a..b'"),
+        ("http://.a/", "empty label"),
+        ("http://./", "empty label"),
+        ("http://127.0.0.1./", "trailing dot after the IP address 127.0.0.1"),
+        ("http://10.0.0.1.:8080/x", "trailing dot after the IP address 10.0.0.1"),
+        ("http://" + "a" * 64 + ".test/", "host label longer than 63 characters (64)"),
+        ("http://" + ("a" * 63 + ".") * 3 + "a" * 62 + "/", "host longer than 253 characters (254)"),
+        ("http://a.test/\x0cb", "control character form feed (U+000C)"),
+        ("http://a.test/b\rc", "control character carriage return (U+000D)"),
+        ("http://a.test/b\x85", "control character next line (U+0085)"),
+        ("http://a.test/\u2028b", "control character line separator (U+2028)"),
+        ("http://a.test/\u2029", "control character paragraph separator (U+2029)"),
+        ("http://a.test/\x1b]0;evil\x07", "control character escape (U+001B)"),
+        ("http://a.test/\tb", "control character tab (U+0009)"),
+        ("http://a.test/\x00", "control character U+0000"),
+        ("http://a.test/\u202eabc", "control character U+202E"),  # bidi override: spoofs the echoed text
     ],
 )
 def test_invalid_urls_are_refused_with_a_reason(raw: str, reason: str) -> None:
@@ -70,6 +89,23 @@ def test_invalid_urls_are_refused_with_a_reason(raw: str, reason: str) -> None:
         canonical(raw)
     assert reason in caught.value.reason
     assert isinstance(caught.value, ValueError)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("http://example.com./a", "http://example.com/a"),  # a host name's trailing dot is dropped
+        ("http://Example.COM.:8080/a", "http://example.com:8080/a"),
+        ("http://user:pw@example.com.:80/x?b=1&a=2", "http://user:pw@example.com/x?a=2&b=1"),
+        ("http://bücher.test./", "http://xn--bcher-kva.test/"),
+        ("http://xn--bcher-kva.test/", "http://xn--bcher-kva.test/"),  # valid punycode is kept
+        ("http://" + "a" * 63 + ".test/", "http://" + "a" * 63 + ".test/"),  # limits are inclusive
+        ("http://" + ("a" * 63 + ".") * 3 + "a" * 61 + "/", "http://" + ("a" * 63 + ".") * 3 + "a" * 61 + "/"),
+        ("\t http://a.test/b \t\r\n", "http://a.test/b"),  # blanks around the URL are not part of it
+    ],
+)
+def test_hosts_at_the_limits_and_trailing_dots(raw: str, expected: str) -> None:
+    assert canonical(raw) == expected
 
 
 def test_length_limit_is_inclusive() -> None:

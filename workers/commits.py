@@ -9,6 +9,8 @@ no other URL running (the end of a batch is not held back). Nothing due: the loo
 
 A failed flush keeps its outcomes for the next one (a commit is idempotent: first write wins); the jobs
 that asked to be closed in it get the error, so arq runs them again (their recorded URLs are skipped).
+A full Redis (an OOM reply: the script was refused before its first write) fails no job: everything is
+kept and retried with a doubling pause, and the episode is logged once when it starts and once when it ends.
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from crawlq.connection import describe
 from crawlq.jobs import Deferral
+from crawlq.memory import is_out_of_memory, out_of_memory_message
 from crawlq.models import UrlResult
 from crawlq.store import Store
 from workers.events import wait_event
@@ -31,6 +35,8 @@ logger = logging.getLogger("crawlq.worker")
 FLUSH_S = 0.5  #: outcomes wait at most about this long before they are committed
 FLUSH_N = 500  #: this many waiting outcomes are committed at once
 RETRY_S = 0.5  #: after a failed flush, try again this soon
+OUT_OF_MEMORY_BACKOFF_S = 0.1  #: first pause before retrying a flush that a full Redis refused
+OUT_OF_MEMORY_BACKOFF_MAX_S = 2.0
 
 
 @dataclass(slots=True)
@@ -51,10 +57,14 @@ class _Pending:
 
 
 class Committer:
-    def __init__(self, store: Store, idle: Callable[[], bool]) -> None:
+    def __init__(self, store: Store, idle: Callable[[], bool], draining: Callable[[], bool]) -> None:
         self.store = store
         self.idle = idle  #: whether no URL runs on this worker (a closing job is then committed at once)
+        self.draining = draining  #: whether the worker drains (its deferrals are URLs handed back)
         self.urls_done = 0
+        self.handed_back = 0  #: URLs put back in the queue while draining (SIGTERM)
+        self.out_of_memory_since: float | None = None  #: monotonic time a full Redis first refused a flush
+        self._pause_s = OUT_OF_MEMORY_BACKOFF_S
         self.flushes = 0
         self._pending: dict[str, _Pending] = {}
         self._waiting = 0
@@ -105,9 +115,20 @@ class Committer:
             self._now.clear()
             try:
                 await self._flush()
-            except Exception:
-                logger.warning("result commit failed; retrying", exc_info=True)
-                await asyncio.sleep(RETRY_S)
+            except Exception as exc:
+                if is_out_of_memory(exc):
+                    await self._out_of_memory()
+                else:
+                    logger.warning("result commit failed; retrying", exc_info=True)
+                    await asyncio.sleep(RETRY_S)
+
+    async def _out_of_memory(self) -> None:
+        if self.out_of_memory_since is None:
+            self.out_of_memory_since = time.monotonic()
+            message = await out_of_memory_message(self.store.redis, describe(self.store.settings.redis_url))
+            logger.warning("%s; holding results and retrying commits until it has room", message)
+        await asyncio.sleep(self._pause_s)
+        self._pause_s = min(OUT_OF_MEMORY_BACKOFF_MAX_S, self._pause_s * 2)
 
     async def _flush(self) -> None:
         taken, self._pending, self._waiting = self._pending, {}, 0
@@ -117,15 +138,20 @@ class Committer:
         for batch, pending in taken.items():
             try:
                 await self._commit(batch, pending)
-            except Exception as exc:  # kept for the next flush; the jobs closing now run again
+            except Exception as exc:  # kept for the next flush; the jobs closing now run again (not for OOM)
                 failed = exc
-                for _, future in pending.closing:
-                    if not future.done():
-                        future.set_exception(exc)
-                pending.closing = []
+                if not is_out_of_memory(exc):
+                    for _, future in pending.closing:
+                        if not future.done():
+                            future.set_exception(exc)
+                    pending.closing = []
                 self._keep(batch, pending)
         if failed is not None:
             raise failed
+        if self.out_of_memory_since is not None:
+            logger.info("Redis has room again: commits go on after %.1f s", time.monotonic() - self.out_of_memory_since)
+            self.out_of_memory_since = None
+            self._pause_s = OUT_OF_MEMORY_BACKOFF_S
 
     def _keep(self, batch: str, pending: _Pending) -> None:
         later = self._pending.get(batch)
@@ -143,6 +169,8 @@ class Committer:
                 "batch %s is unknown to Redis (expired or lost); dropped %d results", batch, len(pending.results)
             )
         self.urls_done += len(pending.results)
+        if self.draining():
+            self.handed_back += sum(len(deferral.entries) for deferral in pending.deferrals)
         for _, future in pending.closing:
             if not future.done():
                 future.set_result(None)

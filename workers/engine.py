@@ -121,7 +121,7 @@ class Engine:
         if attempt.error is None:  # the common case, kept short
             return UrlResult(
                 entry.url, True, attempt.status, attempt.latency_ms, attempts, attempt.size, None, None,
-                attempt.final_url, now_ms(),
+                attempt.final_url, now_ms(), attempt.content,
             )  # fmt: skip
         decision = decide(
             status=attempt.status,

@@ -7,8 +7,11 @@ import asyncio
 __all__ = ["wait_event"]
 
 
-async def wait_event(event: asyncio.Event, timeout_s: float) -> bool:
-    """Wait for `event` at most `timeout_s` seconds; whether it was set."""
+async def wait_event(event: asyncio.Event, timeout_s: float | None) -> bool:
+    """Wait for `event` at most `timeout_s` seconds (None: no limit); whether it was set."""
+    if timeout_s is None:
+        await event.wait()
+        return True
     try:
         async with asyncio.timeout(timeout_s):
             await event.wait()

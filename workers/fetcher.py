@@ -1,7 +1,9 @@
 """One fetch attempt: an aiohttp GET with an overall deadline, checked redirects and a capped body.
 
 `Fetcher.fetch` never raises for HTTP or network trouble: it returns an `Attempt` whose `error` is a
-`crawlq.models.ErrorClass`. This is the only module that catches aiohttp's exceptions.
+`crawlq.models.ErrorClass`. This is the only module that catches aiohttp's exceptions. What it relies
+on in aiohttp beyond the public API: the exception chain of a malformed reply (`http_exceptions`), and
+`ClientSession._retry_connection` (see `one_request_per_attempt`); tests/test_fetch_errors.py pins both.
 """
 
 from __future__ import annotations
@@ -16,20 +18,24 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+from aiohttp import http_exceptions
 from aiohttp.abc import AbstractResolver
 from yarl import URL
 
 from crawlq.errors import InvalidURL
-from crawlq.models import ErrorClass
+from crawlq.models import Content, ErrorClass
 from crawlq.settings import Settings
 from crawlq.urls import canonical, host_of
 from workers.addresses import AddressPolicy, BlockedAddress, GuardedResolver, literal_address
+from workers.content import Extractor
 from workers.retry import parse_retry_after
 
-__all__ = ["Attempt", "Fetcher", "decode_text"]
+__all__ = ["DECODABLE_ENCODINGS", "Attempt", "Fetcher", "decode_text", "one_request_per_attempt"]
 
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 READ_CHUNK = 64 * 1024
+#: the Content-Encodings aiohttp decodes here (br: Brotli, zstd: backports.zstd or Python 3.14's own)
+DECODABLE_ENCODINGS = frozenset({"identity", "gzip", "deflate", "br", "zstd"})
 
 
 @dataclass(slots=True)
@@ -45,6 +51,7 @@ class Attempt:
     retry_after_s: float | None = None
     body: bytes = b""
     charset: str | None = None
+    content: Content | None = None  #: a success's page description, when content extraction is on
 
     @property
     def ok(self) -> bool:
@@ -100,6 +107,19 @@ class _TooLarge(Exception):
         self.read = read
 
 
+def one_request_per_attempt(session: aiohttp.ClientSession) -> None:
+    """Turn off aiohttp's silent second request when a server closes the connection without a reply.
+
+    aiohttp sends an idempotent request again, once, whenever the connection closes before the response
+    (RFC 9112 allows it for a stale keep-alive connection), even on a fresh connection, so a server that
+    drops every request saw two per attempt. Here each attempt is one request; a stale keep-alive race
+    (rare: aiohttp drops connections the server closed while idle) fails as `connect` and takes the
+    retry policy's next attempt. aiohttp has no public switch; its private attribute is pinned by a test."""
+    if not hasattr(session, "_retry_connection"):
+        raise RuntimeError("aiohttp.ClientSession has no _retry_connection: review one_request_per_attempt")
+    session._retry_connection = False
+
+
 def decode_text(body: bytes, charset: str | None) -> str:
     """Decode a body with its declared charset, falling back to UTF-8; bad bytes become U+FFFD.
 
@@ -126,6 +146,7 @@ class Fetcher:
         self._session: aiohttp.ClientSession | None = None
         self._literal_verdicts: dict[str, str | None] = {}
         self._deadlines = _Deadlines()
+        self._extractor = Extractor(settings.snippet_chars) if settings.extract_content else None
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(
@@ -142,9 +163,12 @@ class Fetcher:
             max_line_size=16 * 1024,
             max_field_size=16 * 1024,
         )
+        one_request_per_attempt(self._session)
 
     async def close(self) -> None:
         await self._deadlines.close()
+        if self._extractor is not None:
+            self._extractor.close()
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -155,8 +179,11 @@ class Fetcher:
             raise RuntimeError("Fetcher.start() was not called")
         return self._session
 
-    async def fetch(self, url: str, *, keep_body: bool = False) -> Attempt:
-        """One attempt, redirects included, within `fetch_timeout_s` overall."""
+    async def fetch(self, url: str, *, keep_body: bool = False, content: bool = True) -> Attempt:
+        """One attempt, redirects included, within `fetch_timeout_s` overall.
+
+        :param keep_body: keep the body in the `Attempt` (robots.txt)
+        :param content: describe a successful page (`Attempt.content`), when `extract_content` is on"""
         start = time.perf_counter()
         state = {"url": url}
         task = asyncio.current_task()
@@ -164,7 +191,7 @@ class Fetcher:
         cancelling = task.cancelling()
         self._deadlines.watch(task, time.monotonic() + self.settings.fetch_timeout_s)
         try:
-            return await self._follow(url, start, state, keep_body)
+            return await self._follow(url, start, state, keep_body, content)
         except asyncio.CancelledError:
             if not self._deadlines.expired(task) or task.uncancel() > cancelling:
                 raise  # cancelled from outside (shutdown, hand-back), not by the deadline
@@ -178,12 +205,12 @@ class Fetcher:
         except Exception as exc:  # the taxonomy below; anything else is a bug we still record per URL
             error = classify(exc)
             blocked = [link for link in _chain(exc) if isinstance(link, BlockedAddress)]
-            message = str(blocked[0]) if blocked else f"{type(exc).__name__}: {exc}"
+            message = str(blocked[0]) if blocked else describe_error(exc, error)
             return self._failed(error, message[:300], start, state["url"])
         finally:
             self._deadlines.forget(task)
 
-    async def _follow(self, url: str, start: float, state: dict[str, str], keep_body: bool) -> Attempt:
+    async def _follow(self, url: str, start: float, state: dict[str, str], keep_body: bool, content: bool) -> Attempt:
         text = url
         try:
             current = URL(url, encoded=True)
@@ -214,25 +241,43 @@ class Fetcher:
                     seen.add(text)
                     current = target
                     continue
-                body = await self._read_body(response)
-                if 200 <= status < 300:
-                    latency_ms = (time.perf_counter() - start) * 1000
-                    if keep_body:
-                        return Attempt(status, None, None, latency_ms, len(body), text, None, body, response.charset)
-                    return Attempt(status, None, None, latency_ms, len(body), text)
-                return Attempt(
-                    status=status,
-                    error=ErrorClass.HTTP_STATUS,
-                    message=f"HTTP {status} {response.reason or ''}".strip(),
-                    latency_ms=(time.perf_counter() - start) * 1000,
-                    size=len(body),
-                    final_url=text,
-                    retry_after_s=parse_retry_after(response.headers.get("Retry-After"), time.time()),
-                    body=body if keep_body else b"",
-                    charset=response.charset if keep_body else None,
-                )
+                return await self._final(response, text, start, keep_body, content)
         message = f"more than {self.settings.max_redirects} redirects"
         return self._failed(ErrorClass.REDIRECT_LOOP, message, start, text)
+
+    async def _final(
+        self, response: aiohttp.ClientResponse, text: str, start: float, keep_body: bool, content: bool
+    ) -> Attempt:
+        """The attempt's outcome once the last hop answered: read, check and (2xx) describe the body."""
+        status = response.status
+        success = 200 <= status < 300
+        encoding = response.headers.get("Content-Encoding", "identity").strip().lower() or "identity"
+        if success and encoding not in DECODABLE_ENCODINGS:
+            message = f"unsupported Content-Encoding {encoding[:40]!r} (decodable: gzip, deflate, br, zstd)"
+            return self._failed(ErrorClass.DECODE, message, start, text, status)
+        try:
+            body = await self._read_body(response)
+        except aiohttp.ClientPayloadError as exc:
+            error, message = payload_failure(exc, response)
+            return self._failed(error, message, start, text, status, read=response.content.total_raw_bytes)
+        latency_ms = (time.perf_counter() - start) * 1000
+        if success:
+            described = None
+            if content and self._extractor is not None:
+                described = await self._extractor.describe(body, response.headers, response.charset)
+            kept, charset = (body, response.charset) if keep_body else (b"", None)
+            return Attempt(status, None, None, latency_ms, len(body), text, None, kept, charset, described)
+        return Attempt(
+            status=status,
+            error=ErrorClass.HTTP_STATUS,
+            message=f"HTTP {status} {response.reason or ''}".strip(),
+            latency_ms=latency_ms,
+            size=len(body),
+            final_url=text,
+            retry_after_s=parse_retry_after(response.headers.get("Retry-After"), time.time()),
+            body=body if keep_body else b"",
+            charset=response.charset if keep_body else None,
+        )
 
     async def _read_body(self, response: aiohttp.ClientResponse) -> bytes:
         """Read the decompressed body, stopping as soon as it exceeds the cap."""
@@ -323,6 +368,8 @@ def classify(exc: BaseException) -> ErrorClass:
         return ErrorClass.DNS
     if isinstance(exc, aiohttp.ClientSSLError | ssl.SSLError | aiohttp.ServerFingerprintMismatch):
         return ErrorClass.TLS
+    if _malformed_reply(exc) is not None:
+        return ErrorClass.PROTOCOL
     if isinstance(exc, aiohttp.InvalidURL | aiohttp.NonHttpUrlClientError | ValueError):
         return ErrorClass.INVALID_URL
     if isinstance(exc, UnicodeError):
@@ -330,3 +377,55 @@ def classify(exc: BaseException) -> ErrorClass:
     if isinstance(exc, asyncio.CancelledError):
         return ErrorClass.CANCELLED
     return ErrorClass.CONNECT
+
+
+def _malformed_reply(exc: BaseException) -> http_exceptions.BadHttpMessage | None:
+    """aiohttp's parser error behind an exception, when the reply was not valid HTTP/1.x."""
+    for link in _chain(exc):
+        if isinstance(link, http_exceptions.BadHttpMessage):
+            return link
+    return None
+
+
+def _quoted_line(message: str) -> str:
+    """The offending bytes aiohttp quotes in a parser message (`b'SSH-2.0-OpenSSH'`), if any."""
+    quoted = [line.strip() for line in message.splitlines() if line.strip().startswith(("b'", 'b"'))]
+    return quoted[0][:120] if quoted else ""
+
+
+def describe_error(exc: BaseException, error: ErrorClass) -> str:
+    """One sentence for a failed attempt, in our words where aiohttp's would mislead (its "400" for a
+    reply it could not parse is not a status the server sent)."""
+    malformed = _malformed_reply(exc) if error is ErrorClass.PROTOCOL else None
+    if malformed is not None:
+        quoted = _quoted_line(malformed.message)
+        if isinstance(malformed, http_exceptions.BadStatusLine) and "Expected HTTP/" in malformed.message:
+            return f"the reply is not HTTP: it begins {quoted}"
+        if isinstance(malformed, http_exceptions.BadStatusLine):
+            return f"invalid HTTP status line {quoted}"
+        if isinstance(malformed, http_exceptions.LineTooLong):
+            return "invalid HTTP response: a header line is longer than 16 KiB"
+        first = malformed.message.splitlines()[0].strip().rstrip(":") if malformed.message else "malformed"
+        return f"invalid HTTP response header: {first} {quoted}".strip()
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "the server closed the connection before its response was complete"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def payload_failure(exc: aiohttp.ClientPayloadError, response: aiohttp.ClientResponse) -> tuple[ErrorClass, str]:
+    """A body that failed after the status line: corrupt compressed bytes (`decode`, final) or a body cut
+    short (`truncated`, retried). The status is kept by the caller."""
+    links = _chain(exc)
+    status = f"HTTP {response.status}"
+    if any(isinstance(link, http_exceptions.ContentEncodingError) for link in links):
+        encoding = response.headers.get("Content-Encoding", "?")[:40]
+        return ErrorClass.DECODE, f"{status}, but the body is not valid {encoding} (Content-Encoding)"
+    received = response.content.total_raw_bytes
+    if any(isinstance(link, http_exceptions.ContentLengthError) for link in links):
+        expected = response.headers.get("Content-Length", "?")[:20]
+        message = f"{status}, but the body was cut short: {received} of {expected} bytes (Content-Length)"
+        return ErrorClass.TRUNCATED, message
+    if any(isinstance(link, http_exceptions.TransferEncodingError) for link in links):
+        message = f"{status}, but the chunked body was cut short after {received} bytes (no last chunk)"
+        return ErrorClass.TRUNCATED, message
+    return ErrorClass.TRUNCATED, f"{status}, but the body failed after {received} bytes: {exc}"[:300]

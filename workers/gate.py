@@ -28,6 +28,7 @@ import itertools
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.resources import files
 from typing import Any
@@ -133,6 +134,7 @@ class HostGate:
         self.calls = 0  #: script calls made (for tests and benchmarks)
         self._stalled = 0
         self._stalled_at = 0.0
+        self.on_stall: Callable[[], None] | None = None  #: called when a host's waiters become stalled
 
     def start(self) -> None:
         self._tasks = [
@@ -267,6 +269,9 @@ class HostGate:
             self._want(state)
 
     def _block(self, state: _Host, wait_s: float, parked: bool) -> None:
+        self._stalled_at = 0.0  # its waiters are stalled now: the claim loop may have room
+        if self.on_stall is not None:
+            asyncio.get_running_loop().call_soon(self.on_stall)
         state.parked = parked
         state.wait_s = wait_s
         state.blocked_until = 0.0 if parked else time.monotonic() + wait_s
@@ -335,8 +340,9 @@ class HostGate:
                         waiter.future.set_result(Grant(None, state.wait_s))
 
     async def _run(self) -> None:
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._listening.wait(), timeout=5.0)
+        with contextlib.suppress(TimeoutError):  # not wait_for: on 3.11 it may swallow a cancel at close
+            async with asyncio.timeout(5.0):
+                await self._listening.wait()
         while True:
             await self._wake.wait()
             self._wake.clear()

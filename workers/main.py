@@ -7,12 +7,17 @@ Differences from a stock arq worker, and why:
   chunk size`: URLs waiting for full, delayed or cooling hosts do not count, up to a hard cap of
   4 x concurrency + a chunk (`WorkerState.backlog_room`); claims happen at once when a finished URL
   makes room (`WorkerState.room`), not on the next poll tick;
-- an empty queue is looked at again after `poll_delay_s` while busy and `idle_poll_s` when idle (few Redis
-  commands at rest), and a submit wakes workers at once through a pub/sub message (`keys.wake`), so
-  pick-up stays instant;
+- a queue with nothing to claim is looked at again after `poll_delay_s`, doubling with each empty pass
+  up to `idle_poll_s` (few Redis commands at rest, and while every job waits on slow fetches: arq keeps
+  running jobs in the queue, so a busy worker's reads never come back empty), and a submit wakes workers
+  at once through a pub/sub message (`keys.wake`), so pick-up stays instant;
 - SIGTERM drains: no new jobs or attempts, in-flight fetches get `shutdown_grace_s`, the rest is handed
   back to the queue, then the process exits 0;
-- a per-worker heartbeat key and a per-worker arq health key (arq's shared one is deleted by any exit).
+- a per-worker heartbeat key and a per-worker arq health key (arq's shared one is deleted by any exit);
+- a Redis outage is logged when it starts and when it ends; commands retry for `redis_retry_window_s`
+  from its first failure, and past that window the process exits 1 for its supervisor to restart it
+  (its jobs' leases lapse and they run again elsewhere);
+- a full Redis (OOM reply) pauses claiming and commits until memory frees; it never fails a job.
 """
 
 from __future__ import annotations
@@ -22,28 +27,44 @@ import contextlib
 import functools
 import logging
 import math
+import os
 import signal
 from importlib.resources import files
 from typing import Any
 
 from arq import Worker
 from arq.worker import func
+from redis.exceptions import ResponseError
 
 from crawlq import keys
 from crawlq.codec import pack, unpack
-from crawlq.connection import redis_settings
+from crawlq.connection import describe, redis_settings
 from crawlq.jobs import CRAWL_FUNCTION
+from crawlq.memory import is_out_of_memory, out_of_memory_message
 from crawlq.models import now_ms
+from crawlq.outage import Outage
 from crawlq.reconcile import reconcile_all
 from crawlq.settings import Settings
 from workers.events import wait_event
 from workers.state import WorkerState, new_worker_id
 from workers.tasks import crawl
 
-__all__ = ["CrawlWorker"]
+__all__ = ["CrawlWorker", "settings_summary"]
 
 logger = logging.getLogger("crawlq.worker")
 POLL_TICK_S = 0.0005  #: arq's own sleep between poll passes; the real waiting is in `_poll_iteration`
+OUT_OF_MEMORY_PAUSE_S = 1.0  #: a full Redis refused a claim: try again after this
+
+
+def settings_summary(settings: Settings) -> str:
+    """The settings an operator checks first, for the start line of the log."""
+    return (
+        f"Redis {describe(settings.redis_url)}, queue {settings.queue_name}, concurrency {settings.concurrency}, "
+        f"per-host concurrency {settings.per_host_concurrency}, lease {settings.lease_s:g} s, "
+        f"shutdown grace {settings.shutdown_grace_s:g} s, Redis retry window {settings.redis_retry_window_s:g} s, "
+        f"robots {'on' if settings.robots_enabled else 'off'}, private addresses "
+        f"{'allowed' if settings.allow_private else 'blocked'}"
+    )
 
 
 class CrawlWorker(Worker):
@@ -52,13 +73,15 @@ class CrawlWorker(Worker):
         self.worker_id = worker_id or new_worker_id()
         self.state: WorkerState | None = None
         self._background: list[asyncio.Task[None]] = []
-        self._idle_polls = 0
+        self._empty_polls = 0  #: passes in a row that claimed nothing
         self._woken = asyncio.Event()
+        self.outage = Outage(describe(settings.redis_url), settings.redis_retry_window_s, logger.warning)
+        self._out_of_memory_logged = False
         job_timeout = int(settings.chunk_max_s + settings.fetch_timeout_s + 60)
         super().__init__(
             functions=[func(crawl, name=CRAWL_FUNCTION, max_tries=settings.max_job_tries, timeout=job_timeout)],
             queue_name=settings.queue_name,
-            redis_settings=redis_settings(settings, ride_out_outages=True),
+            redis_settings=redis_settings(settings, outage=self.outage),
             burst=burst,
             max_jobs=10_000,
             queue_read_limit=1,  # arq's own read only detects that a job is ready; claim.lua reads more
@@ -82,9 +105,10 @@ class CrawlWorker(Worker):
         self.state = await WorkerState.start(self.crawl_settings, ctx["redis"], self.worker_id)
         self._claim = self.state.redis.register_script((files("workers") / "lua" / "claim.lua").read_text())
         ctx["state"] = self.state
-        for loop in (self._heartbeat_loop, self._lease_loop, self._reconcile_loop, self._wake_loop):
+        loops = (self._heartbeat_loop, self._lease_loop, self._reconcile_loop, self._wake_loop, self._outage_loop)
+        for loop in loops:
             self._background.append(asyncio.create_task(loop()))
-        logger.info("worker %s started (concurrency %d)", self.worker_id, self.crawl_settings.concurrency)
+        logger.info("worker %s started: %s", self.worker_id, settings_summary(self.crawl_settings))
 
     async def _shutdown(self, ctx: dict[str, Any]) -> None:
         for task in self._background:
@@ -94,26 +118,51 @@ class CrawlWorker(Worker):
             with contextlib.suppress(Exception):
                 await self.state.redis.delete(keys.worker(self.worker_id))
             await self.state.close()
+            logger.info(
+                "worker %s stopped: %d URLs done, %d handed back to the queue",
+                self.worker_id,
+                self.state.urls_done,
+                self.state.handed_back,
+            )
 
     def handle_sig_wait_for_completion(self, signum: signal.Signals) -> None:
         if self.state is not None:
+            logger.info(
+                "worker %s got %s: draining; %d URLs in flight get up to %g s, then the rest goes back to the queue",
+                self.worker_id,
+                signal.Signals(signum).name,
+                self.state.engine.pending,
+                self.crawl_settings.shutdown_grace_s,
+            )
             self.state.drain()
         super().handle_sig_wait_for_completion(signum)
+
+    async def _outage_loop(self) -> None:
+        """Exit 1 once Redis has been unreachable for longer than `redis_retry_window_s`: nothing can be
+        saved without it, and its jobs run again elsewhere once their leases lapse."""
+        while True:
+            await asyncio.sleep(0.2)
+            if self.outage.expired():
+                logger.error("worker %s: %s; exiting 1", self.worker_id, self.outage.give_up_message())
+                logging.shutdown()
+                os._exit(1)
 
     # ---- polling
     async def _poll_iteration(self) -> None:
         """One pass of arq's loop, which sleeps only `POLL_TICK_S` between passes (the poll delay in burst
-        mode). The waiting is here: while the backlog is full, until a URL finishes; when the queue had
-        nothing for us, until a submit wakes us or the poll delay (the idle delay after a few) passes."""
+        mode). The waiting is here: while the backlog is full, until a URL finishes or a job ends
+        (`WorkerState.room`); when the pass claimed nothing, until a submit wakes us or the poll delay
+        passes, doubled for each empty pass in a row up to the idle delay."""
         state = self.state
         if state is None:
             await super()._poll_iteration()
             return
+        settings = self.crawl_settings
         draining = state.engine.draining.is_set()
         if not draining and not self.burst and state.backlog_full():
             state.room.clear()
-            if state.backlog_full():
-                await wait_event(state.room, self.crawl_settings.poll_delay_s)
+            if state.backlog_full():  # `room` is set on every change that can end this; the timeout is a backstop
+                await wait_event(state.room, settings.idle_poll_s)
         self.allow_pick_jobs = not draining and not state.backlog_full()
         self._woken.clear()
         started = self._jobs_started()
@@ -121,15 +170,15 @@ class CrawlWorker(Worker):
         if self.burst:
             return
         if draining:
-            await asyncio.sleep(self.crawl_settings.poll_delay_s)
+            await asyncio.sleep(settings.idle_poll_s)  # no claims; arq's own shutdown does not need this loop
             return
         if self._jobs_started() != started or not self.allow_pick_jobs:
-            self._idle_polls = 0
+            self._empty_polls = 0
             return
-        self._idle_polls = 0 if self.tasks else self._idle_polls + 1
-        delay = self.crawl_settings.idle_poll_s if self._idle_polls > 3 else self.crawl_settings.poll_delay_s
+        delay = min(settings.idle_poll_s, settings.poll_delay_s * 2 ** min(self._empty_polls, 20))
+        self._empty_polls += 1
         if await wait_event(self._woken, delay):
-            self._idle_polls = 0
+            self._empty_polls = 0
 
     async def _wake_loop(self) -> None:
         """Listen for submit notifications; reconnect with backoff if Redis goes away."""
@@ -161,7 +210,14 @@ class CrawlWorker(Worker):
         running = any(not task.done() for task in self.tasks.values())
         idle = "1" if not running and state.engine.pending == 0 and not state.claimed else "0"
         args: list[int | str] = [want, lease_ms, state.settings.queue_read_limit, idle]
-        reply = await self._claim(keys=[self.queue_name], args=args)
+        try:
+            reply = await self._claim(keys=[self.queue_name], args=args)
+        except ResponseError as exc:
+            if not is_out_of_memory(exc):
+                raise
+            await self._out_of_memory(exc)
+            return
+        self._out_of_memory_logged = False
         for position in range(0, len(reply), 3):
             name, score = reply[position].decode(), int(float(reply[position + 1]))
             if int(reply[position + 2]):
@@ -173,6 +229,24 @@ class CrawlWorker(Worker):
             self.tasks[name] = task
             state.claimed.add(name)
             task.add_done_callback(functools.partial(_forget, state, name))
+
+    async def record_health(self) -> None:
+        """arq's health key; a full Redis refuses it, which must not stop the worker."""
+        try:
+            await super().record_health()
+        except ResponseError as exc:
+            if not is_out_of_memory(exc):
+                raise
+
+    async def _out_of_memory(self, exc: ResponseError) -> None:
+        """A full Redis refused a claim: claim nothing for a while (logged once per episode)."""
+        if not self._out_of_memory_logged and self.state is not None:
+            where = describe(self.crawl_settings.redis_url)
+            logger.warning(
+                "%s; claiming no jobs until it has room", await out_of_memory_message(self.state.redis, where)
+            )
+            self._out_of_memory_logged = True
+        await asyncio.sleep(OUT_OF_MEMORY_PAUSE_S)
 
     # ---- background loops
     async def _heartbeat_loop(self) -> None:
@@ -227,11 +301,12 @@ class CrawlWorker(Worker):
                     if resolved:
                         logger.info("reconciler resolved %d jobs", resolved)
                     await state.redis.delete(keys.RECONCILE_LOCK)
+            except ResponseError as exc:
+                if not is_out_of_memory(exc):  # a full Redis is logged once by the commits and claims
+                    logger.warning("reconciler pass failed: %s", str(exc).split("\n")[0][:200])
             except Exception:
                 logger.warning("reconciler pass failed", exc_info=True)
 
 
 def _forget(state: WorkerState, name: str, _task: object) -> None:
-    state.claimed.discard(name)
-    if state.suspect == name:
-        state.suspect = None
+    state.job_ended(name)

@@ -1,7 +1,8 @@
 """The retry policy, as one pure decision: given an attempt's outcome, retry (and when) or stop.
 
-Retryable: timeouts, connection errors, DNS failures and the statuses 408, 425, 429, 500, 502, 503, 504.
-Everything else is final at once. The delay is exponential backoff with full jitter,
+Retryable: timeouts, connection errors, DNS failures, truncated bodies and the statuses 408, 425, 429,
+500, 502, 503, 504. Everything else is final at once: a body that cannot be decoded (`decode`) or a reply
+that is not HTTP (`protocol`) would fail the same way again. The delay is exponential backoff with full jitter,
 `U(0, min(backoff_max_s, backoff_base_s * 2**(attempt-1)))`, raised to the server's Retry-After
 (seconds or HTTP-date) when it sends one, capped at `retry_after_max_s`.
 """
@@ -19,7 +20,7 @@ from crawlq.settings import Settings
 __all__ = ["RETRYABLE_ERRORS", "RETRYABLE_STATUSES", "Decision", "decide", "parse_retry_after"]
 
 RETRYABLE_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
-RETRYABLE_ERRORS = frozenset({ErrorClass.TIMEOUT, ErrorClass.CONNECT, ErrorClass.DNS})
+RETRYABLE_ERRORS = frozenset({ErrorClass.TIMEOUT, ErrorClass.CONNECT, ErrorClass.DNS, ErrorClass.TRUNCATED})
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,11 @@
 """robots.txt: fetched once per origin across the cluster, parsed with protego, cached in Redis with a TTL.
 
 2xx: the rules apply (and Crawl-delay, capped, raises the host's delay). 4xx: everything is allowed.
-5xx or no answer: everything is disallowed for a while (`ROBOTS_ERROR_TTL_S`), then asked again.
+5xx or no answer from a server that was reached (timeout, connection refused or dropped, a cut-short or
+non-HTTP reply): everything is disallowed for a while (`ROBOTS_ERROR_TTL_S`), then asked again. A fetch
+that failed for a reason that is not the server's answer (a blocked address, an invalid URL, an unknown
+name, TLS, our body cap, a redirect problem, an undecodable body) allows for that same while: the site's
+URLs are then fetched, or fail, on their own account rather than as `robots_disallowed`.
 """
 
 from __future__ import annotations
@@ -22,9 +26,11 @@ from crawlq.urls import host_of, origin_of
 from workers.fetcher import Fetcher, decode_text
 from workers.gate import HostGate, host_limits
 
-__all__ = ["ROBOTS_ERROR_TTL_S", "RobotsCache", "Verdict"]
+__all__ = ["ROBOTS_ERROR_TTL_S", "SERVER_FAILURES", "RobotsCache", "Verdict", "verdict_of"]
 
 ROBOTS_ERROR_TTL_S = 300
+#: failures of a server that was reached but gave no usable answer: robots.txt then disallows for a while
+SERVER_FAILURES = frozenset({ErrorClass.TIMEOUT, ErrorClass.CONNECT, ErrorClass.TRUNCATED, ErrorClass.PROTOCOL})
 LOCK_S = 15
 _LOCAL_TTL_S = 60.0
 
@@ -33,6 +39,7 @@ _LOCAL_TTL_S = 60.0
 class Verdict:
     mode: str  #: "rules", "allow" or "deny"
     text: str = ""
+    provisional: bool = False  #: from a failed fetch: cached for `ROBOTS_ERROR_TTL_S`, then asked again
     _parser: Any = field(default=None, repr=False)
 
     def parser(self) -> Any:
@@ -98,7 +105,7 @@ class RobotsCache:
             if got_lock or time.monotonic() > deadline:
                 try:
                     verdict = await self._fetch(origin)
-                    ttl = ROBOTS_ERROR_TTL_S if verdict.mode == "deny" else self.settings.robots_ttl_s
+                    ttl = ROBOTS_ERROR_TTL_S if verdict.provisional else self.settings.robots_ttl_s
                     await self.redis.set(keys.robots(origin), pack({"m": verdict.mode, "x": verdict.text}), ex=ttl)
                 finally:
                     if got_lock:
@@ -109,7 +116,7 @@ class RobotsCache:
     async def _fetch(self, origin: str) -> Verdict:
         url = f"{origin}/robots.txt"
         if self.gate is None:
-            attempt = await self.fetcher.fetch(url, keep_body=True)
+            attempt = await self.fetcher.fetch(url, keep_body=True, content=False)
         else:
             host = host_of(url)
             limit, delay_s = host_limits(self.settings, host)
@@ -118,12 +125,17 @@ class RobotsCache:
                 lease = (await self.gate.acquire(host, limit, delay_s)).lease
                 if lease is None:
                     await asyncio.sleep(0.1)
-            attempt = await self.fetcher.fetch(url, keep_body=True)
+            attempt = await self.fetcher.fetch(url, keep_body=True, content=False)
             self.gate.release(host, lease, "ok" if attempt.ok else "other")
-        if attempt.status is not None and 200 <= attempt.status < 300:
-            return Verdict("rules", decode_text(attempt.body[: 512 * 1024], attempt.charset))
-        if attempt.status is not None and 400 <= attempt.status < 500:
-            return Verdict("allow")
-        if attempt.error in (ErrorClass.BLOCKED_ADDRESS, ErrorClass.TOO_LARGE, ErrorClass.REDIRECT_LOOP):
-            return Verdict("allow")
-        return Verdict("deny")
+        return verdict_of(attempt.status, attempt.error, attempt.body, attempt.charset)
+
+
+def verdict_of(status: int | None, error: ErrorClass | None, body: bytes, charset: str | None) -> Verdict:
+    """The verdict for one robots.txt fetch's outcome (see the module docstring)."""
+    if error is None and status is not None and 200 <= status < 300:
+        return Verdict("rules", decode_text(body[: 512 * 1024], charset))
+    if error is ErrorClass.HTTP_STATUS and status is not None and 400 <= status < 500:
+        return Verdict("allow")
+    if (error is ErrorClass.HTTP_STATUS and status is not None and status >= 500) or error in SERVER_FAILURES:
+        return Verdict("deny", provisional=True)
+    return Verdict("allow", provisional=True)

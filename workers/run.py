@@ -8,9 +8,10 @@ import logging
 import socket
 import sys
 
-from crawlq.connection import connect
-from crawlq.errors import RedisUnavailable
+from crawlq.connection import connect, describe
+from crawlq.errors import ConfigError, CrawlqError, RedisUnavailable
 from crawlq.heartbeats import live_workers
+from crawlq.memory import check_eviction_policy
 from crawlq.settings import Settings
 from workers.main import CrawlWorker
 
@@ -26,8 +27,12 @@ def _install_uvloop() -> None:
 
 
 async def _probe(settings: Settings) -> None:
+    """Redis answers and does not evict keys (or `allow_eviction` says go on)."""
     pool = await connect(settings)
-    await pool.aclose()
+    try:
+        await check_eviction_policy(pool, settings)
+    finally:
+        await pool.aclose()
 
 
 def run_worker(settings: Settings, *, burst: bool = False) -> int:
@@ -37,7 +42,7 @@ def run_worker(settings: Settings, *, burst: bool = False) -> int:
     _install_uvloop()
     try:
         asyncio.run(_probe(settings))
-    except RedisUnavailable as exc:
+    except CrawlqError as exc:
         print(f"crawlq worker: {exc}", file=sys.stderr)
         return 1
     asyncio.set_event_loop(asyncio.new_event_loop())
@@ -55,22 +60,35 @@ def run_worker(settings: Settings, *, burst: bool = False) -> int:
     return 0
 
 
-async def _healthy(settings: Settings) -> bool:
+async def _health(settings: Settings) -> str | None:
+    """None if a worker on this host has a live heartbeat, else why not (one sentence)."""
     pool = await connect(settings)
     try:
         host = socket.gethostname()
-        return any(beat.get("host") == host for beat in await live_workers(pool))
+        beats = await live_workers(pool)
     finally:
         await pool.aclose()
+    here = [beat for beat in beats if beat.get("host") == host]
+    if here:
+        return None
+    return (
+        f"no heartbeat from a worker on host {host} in Redis at {describe(settings.redis_url)} "
+        f"({len(beats)} live workers elsewhere); is `crawlq worker` running here?"
+    )
 
 
 def check_health(settings: Settings) -> int:
-    """0 if a worker on this host has a live heartbeat, else 1 (for container health checks)."""
+    """0 if a worker on this host has a live heartbeat, else 1 with the reason on stderr (container health
+    checks show it)."""
     try:
-        return 0 if asyncio.run(_healthy(settings)) else 1
+        problem = asyncio.run(_health(settings))
     except RedisUnavailable as exc:
-        print(f"crawlq worker --check: {exc}", file=sys.stderr)
+        problem = str(exc)
+    if problem is not None:
+        print(f"crawlq worker --check: {problem}", file=sys.stderr)
         return 1
+    print(f"crawlq worker --check: a worker on host {socket.gethostname()} is alive")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -79,7 +97,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--burst", action="store_true", help="exit once the queue is empty")
     parser.add_argument("--check", action="store_true", help="health check: exit 0 if a worker here is alive")
     args = parser.parse_args(argv)
-    settings = Settings()
-    if args.concurrency:
-        settings = settings.model_copy(update={"concurrency": args.concurrency})
+    try:
+        settings = Settings()
+        if args.concurrency is not None:
+            settings = settings.replace(concurrency=args.concurrency)
+    except ConfigError as exc:
+        print(f"python -m workers: {exc}", file=sys.stderr)
+        sys.exit(2)
     sys.exit(check_health(settings) if args.check else run_worker(settings, burst=args.burst))

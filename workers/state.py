@@ -47,6 +47,8 @@ class WorkerState:
     isolating: bool = False  #: a suspect job runs alone: claim nothing meanwhile
     suspect: str | None = None  #: a claimed suspect job that has not finished: claim nothing meanwhile
     room: asyncio.Event = field(default_factory=asyncio.Event)  #: set when the backlog falls below its limit
+    settled: asyncio.Event = field(default_factory=asyncio.Event)  #: set when nothing is pending or claimed
+    job_wakes: set[asyncio.Event] = field(default_factory=set)  #: each running job loop's wake-up; a drain sets them
 
     @classmethod
     async def start(cls, settings: Settings, redis: ArqRedis, worker_id: str) -> WorkerState:
@@ -56,15 +58,21 @@ class WorkerState:
         gate.start()
         engine = Engine(settings, fetcher, gate, RobotsCache(redis, settings, fetcher, gate))
         store = Store(redis, settings)
-        committer = Committer(store, lambda: engine.pending == 0)
+        committer = Committer(store, lambda: engine.pending == 0, engine.draining.is_set)
         committer.start()
         state = cls(settings, redis, worker_id, store, fetcher, gate, engine, committer)
         state.chunk_estimate = float(settings.chunk_size)
+        gate.on_stall = state._notify  # URLs now waiting on a full or delayed host may leave room to claim
         return state
 
     @property
     def urls_done(self) -> int:
         return self.committer.urls_done
+
+    @property
+    def handed_back(self) -> int:
+        """URLs put back in the queue while draining (SIGTERM)."""
+        return self.committer.handed_back
 
     async def close(self) -> None:
         await self.gate.close()
@@ -97,10 +105,30 @@ class WorkerState:
     def finished(self, count: int) -> None:
         """`count` URLs of running jobs have their outcome: wake the poll loop if there is room now."""
         self.engine.pending -= count
+        self._notify()
+
+    def job_ended(self, job_id: str) -> None:
+        """A claimed job's task is over: it no longer holds back claims or a job that must run alone."""
+        self.claimed.discard(job_id)
+        if self.suspect == job_id:
+            self.suspect = None
+        self._notify()
+
+    def _notify(self) -> None:
         if not self.room.is_set() and not self.backlog_full():
             self.room.set()
+        if self.engine.pending <= 0 and not self.claimed:
+            self.settled.set()
+
+    async def settle(self) -> None:
+        """Wait until no URL of another job is pending and no claimed job waits to start."""
+        while self.engine.pending > 0 or self.claimed:
+            self.settled.clear()
+            await self.settled.wait()
 
     def drain(self) -> None:
         self.engine.draining.set()
         self.gate.abandon_waiters()
         self.drain_deadline = time.monotonic() + max(0.5, self.settings.shutdown_grace_s - 1.5)
+        for wake in self.job_wakes:
+            wake.set()  # each job loop now sleeps only until the hand-back deadline

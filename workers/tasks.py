@@ -5,6 +5,10 @@ per URL; a single URL on a later try runs alone in its worker. So a poison URL e
 tries, and no innocent URL shares its crashes twice. Outcomes go to the worker's committer
 (`workers.commits`), which commits those of every job running here together and closes the jobs
 whose URLs are all done.
+
+A running job's loop sleeps until its last URL has an outcome, or until a drain's hand-back deadline;
+it never wakes on a timer while nothing changes, so a worker whose fetches wait on slow servers uses next
+to no CPU.
 """
 
 from __future__ import annotations
@@ -23,8 +27,6 @@ from workers.state import WorkerState
 __all__ = ["crawl"]
 
 logger = logging.getLogger("crawlq.worker")
-DRAIN_CHECK_S = 0.05  #: while draining, how often a job checks the hand-back deadline
-IDLE_CHECK_S = 1.0  #: otherwise a job is woken by its last URL; this is only a safety net
 
 
 async def crawl(ctx: dict[str, Any], batch: str, raw_entries: list[list[Any]]) -> int:
@@ -47,8 +49,7 @@ async def _run_isolated(state: WorkerState, batch: str, job_id: str, entries: li
     async with state.isolation:
         state.isolating = True
         try:
-            while state.engine.pending > 0 or state.claimed:
-                await asyncio.sleep(0.05)
+            await state.settle()
             if len(entries) > 1:
                 logger.warning("job %s crashed a worker before; splitting its %d URLs", job_id, len(entries))
                 now = now_ms()
@@ -64,7 +65,7 @@ async def _run(state: WorkerState, batch: str, job_id: str, entries: list[Entry]
     returns once its last outcomes and its closure are committed (`workers.commits`)."""
     engine, committer = state.engine, state.committer
     deadline = time.monotonic() + state.settings.chunk_max_s
-    all_done = asyncio.Event()
+    wake = asyncio.Event()  #: the last URL has its outcome, or a drain began
     running: dict[asyncio.Task[Outcome], Entry] = {}
     results = 0
 
@@ -79,29 +80,36 @@ async def _run(state: WorkerState, batch: str, job_id: str, entries: list[Entry]
             committer.add(batch, None, outcome)
         state.finished(1)
         if not running:
-            all_done.set()
+            wake.set()
 
     for entry in entries:
         task = asyncio.create_task(engine.process(entry, deadline))
         running[task] = entry
         task.add_done_callback(on_done)
     engine.pending += len(entries)
+    state.job_wakes.add(wake)
     try:
         while running:
-            await wait_event(all_done, _next_wake(state))
+            wake.clear()
+            sleep_s = _sleep_s(state)
+            if sleep_s is None or sleep_s > 0:
+                await wait_event(wake, sleep_s)
             if running and state.drain_deadline is not None and time.monotonic() >= state.drain_deadline:
                 await _hand_back(running)
     finally:
+        state.job_wakes.discard(wake)
         for task in list(running):
             task.cancel()  # only when leaving by an exception; on_done still hands their URLs back
     await committer.close_job(batch, job_id)
     return results
 
 
-def _next_wake(state: WorkerState) -> float:
-    """Seconds until the job loop looks again without being woken: soon while the worker drains (the
-    hand-back deadline), else `IDLE_CHECK_S`; never 0."""
-    return DRAIN_CHECK_S if state.engine.draining.is_set() else IDLE_CHECK_S
+def _sleep_s(state: WorkerState) -> float | None:
+    """How long the job loop may sleep unless woken: until the drain's hand-back deadline; None: until
+    its last URL has an outcome or a drain begins."""
+    if state.drain_deadline is None:
+        return None
+    return max(0.0, state.drain_deadline - time.monotonic())
 
 
 def _outcome(entry: Entry, task: asyncio.Task[Outcome]) -> Outcome:

@@ -10,7 +10,7 @@ from typing import Any
 
 from bench.cluster import crawlq_settings, own_server, running_cluster, scale_to, timed_batch
 from bench.context import Bench, PartRound
-from bench.procs import CpuMeter
+from bench.procs import CpuMeter, cpu_ms_per_page
 from bench.workload import delay_urls, delays_ms, fast_urls, greedy_makespan_s, run_tag
 
 __all__ = ["run"]
@@ -27,7 +27,8 @@ PEERS = (
 )
 
 
-def _row(mode: str, wall_s: float, delays: list[int], slots: int, cpu_s: float, target_cpu_s: float) -> dict[str, Any]:
+def _row(mode: str, wall_s: float, delays: list[int], slots: int, cpu_s: dict[str, float]) -> dict[str, Any]:
+    """`cpu_s`: CPU seconds per process group; the first is the crawler's own (client or workers)."""
     ideal = max(delays) / 1000 if slots == 0 else sum(delays) / 1000 / slots
     greedy = max(delays) / 1000 if slots == 0 else greedy_makespan_s(delays, slots)
     return {
@@ -36,8 +37,9 @@ def _row(mode: str, wall_s: float, delays: list[int], slots: int, cpu_s: float, 
         "ideal_s": round(ideal, 3),
         "greedy_s": round(greedy, 3),
         "efficiency": round(ideal / wall_s, 3),
-        "cpu_s": round(cpu_s, 3),
-        "target_cpu_s": round(target_cpu_s, 3),
+        "cpu_s": round(next(iter(cpu_s.values())), 3),
+        "target_cpu_s": round(cpu_s.get("target", 0.0), 3),
+        **cpu_ms_per_page({group: value for group, value in cpu_s.items() if group != "target"}, len(delays)),
     }
 
 
@@ -53,11 +55,13 @@ async def run(bench: Bench) -> PartRound:
         result = await bench.client(client, urls, "classic", "--concurrency", str(slots), *warmup, *limit)
         target_cpu = meter.stop()["target"]
         _check(mode, result["ok"], len(urls))
-        part.rows.append(_row(mode, result["wall_s"], delays, slots, result["cpu_s"], target_cpu))
+        part.rows.append(_row(mode, result["wall_s"], delays, slots, {"client": result["cpu_s"], "target": target_cpu}))
     await _crawlq(bench, part, delays)
     for row in part.rows:
         part.figures[f"{row['mode']} efficiency"] = row["efficiency"]
         part.figures[f"{row['mode']} wall_s"] = row["wall_s"]
+        own = "workers_cpu_ms_per_page" if "workers_cpu_ms_per_page" in row else "client_cpu_ms_per_page"
+        part.figures[f"{row['mode']} cpu_ms/page"] = row[own]
     return part
 
 
@@ -72,12 +76,10 @@ async def _crawlq(bench: Bench, part: PartRound, delays: list[int]) -> None:
         for workers in CRAWLQ_WORKERS:
             await scale_to(cluster, workers)
             await _settle(cluster, fast_urls(base, 20 * workers, run_tag()))
-            groups = {"target": [bench.target.pid]}
+            groups = {"redis": [server.pid or 0], "target": [bench.target.pid]}
             batch = await timed_batch(cluster, delay_urls(base, delays, run_tag()), groups, workers)
             mode = f"crawlq {workers} worker{'s' if workers > 1 else ''} x {CONCURRENCY}"
-            part.rows.append(
-                _row(mode, batch.wall_s, delays, CONCURRENCY * workers, batch.cpu_s["workers"], batch.cpu_s["target"])
-            )
+            part.rows.append(_row(mode, batch.wall_s, delays, CONCURRENCY * workers, batch.cpu_s))
 
 
 async def _settle(cluster: Any, urls: list[str]) -> None:

@@ -1,18 +1,29 @@
 """Part 6 (target 5), memory: one worker (concurrency 100) crawls many /fast URLs while its RSS (VmRSS) is
 sampled every 0.5 s; Redis memory per stored result from `INFO memory` (used_memory after completion
-minus before submit, divided by N) and from `MEMORY USAGE` of the batch's hashes."""
+minus before submit, divided by N) and from `MEMORY USAGE` of the batch's hashes.
+
+Then the producer (issue 9, item 8): the peak RSS of a real `crawlq submit FILE --json` process (its
+`ru_maxrss` from wait4) for each size in `producer_memory_urls`, each against a fresh server of the
+bench's own; no worker runs, so only the submit is measured."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import statistics
+import subprocess
+import tempfile
 import time
+from pathlib import Path
+from typing import Any
 
 from redis.asyncio import Redis
 
 from bench.cluster import crawlq_settings, own_server, running_cluster, used_memory
 from bench.context import Bench, PartRound
-from bench.procs import rss_bytes
+from bench.parts.submit import crawlq_command
+from bench.procs import ROOT, rss_bytes
 from bench.workload import fast_urls, run_tag
 from crawlq import keys
 
@@ -86,4 +97,56 @@ async def run(bench: Bench) -> PartRound:
     part.detail["used_memory"] = {"before": before, "after": after}
     for name in ("max_rss_mb", "second/first", "redis_bytes_per_result", "results_bytes_per_url", "urls_bytes_per_url"):
         part.figures[name] = row[name]
+    for producer_count in bench.profile.producer_memory_urls:
+        producer_row = await producer_peak(bench, producer_count)
+        part.rows.append(producer_row)
+        part.figures[f"producer max_rss_mb {producer_count:,}"] = producer_row["max_rss_mb"]
+    peaks = [row["max_rss_mb"] for row in part.rows if str(row["mode"]).startswith("crawlq submit")]
+    if peaks:
+        part.figures["producer max_rss_mb"] = max(peaks)
     return part
+
+
+def _write_urls(path: Path, base: str, count: int, tag: str, piece: int = 100_000) -> None:
+    """The URLs of `fast_urls(base, count, tag)`, written a piece at a time (5M URLs are never in memory)."""
+    with path.open("w") as handle:
+        for start in range(0, count, piece):
+            handle.write("".join(f"{base}/fast?r={tag}&i={i}\n" for i in range(start, min(count, start + piece))))
+
+
+def _peak_of(command: list[str], env: dict[str, str], out: Path) -> tuple[float, int, int, float, str]:
+    """Run `command`; (wall s, exit code, peak RSS bytes (ru_maxrss), CPU s) and its stdout+stderr tail."""
+    started = time.perf_counter()
+    with out.open("wb") as sink:
+        process = subprocess.Popen(command, env=env, stdout=sink, stderr=subprocess.STDOUT, cwd=ROOT)
+        _, status, usage = os.wait4(process.pid, 0)  # wait4 reaps it and reports its own peak RSS
+    process.returncode = os.waitstatus_to_exitcode(status)
+    wall_s = time.perf_counter() - started
+    return wall_s, process.returncode, usage.ru_maxrss * 1024, usage.ru_utime + usage.ru_stime, out.read_text()[-2000:]
+
+
+async def producer_peak(bench: Bench, count: int) -> dict[str, Any]:
+    """`crawlq submit` of `count` URLs against a fresh server: its peak RSS, wall time and URLs/s."""
+    with tempfile.TemporaryDirectory(dir=bench.workdir) as scratch:
+        path, out = Path(scratch) / "urls.txt", Path(scratch) / "submit.out"
+        await asyncio.to_thread(_write_urls, path, bench.target.base, count, run_tag())
+        size = path.stat().st_size
+        async with own_server() as server:
+            env = {k: v for k, v in os.environ.items() if not k.startswith("CRAWLQ_")}
+            env["CRAWLQ_REDIS_URL"] = server.url
+            command = [*crawlq_command(), "submit", str(path), "--json"]
+            wall_s, code, peak, cpu_s, tail = await asyncio.to_thread(_peak_of, command, env, out)
+    if code != 0:
+        raise RuntimeError(f"crawlq submit of {count} URLs exited {code}: {tail[-300:]}")
+    report = json.loads(tail.strip().splitlines()[-1])
+    if report["queued"] != count:
+        raise RuntimeError(f"crawlq submit queued {report['queued']} of {count}")
+    return {
+        "mode": f"crawlq submit FILE --json ({count:,} URLs)",
+        "urls": count,
+        "input_mb": round(size / MIB, 1),
+        "wall_s": round(wall_s, 3),
+        "urls_per_s": round(count / wall_s, 1),
+        "cpu_s": round(cpu_s, 2),
+        "max_rss_mb": round(peak / MIB, 1),
+    }

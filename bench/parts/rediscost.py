@@ -22,6 +22,7 @@ from typing import Any
 from bench.cluster import crawlq_settings, own_server, running_cluster, timed_batch
 from bench.context import Bench, PartRound
 from bench.parts.throughput import CONCURRENCY, WORKERS, arq_run, crawlq_run
+from bench.procs import cpu_ms_per_page
 from bench.workload import fast_urls, run_tag
 
 __all__ = ["REDIS_COMMANDS_PER_S", "run", "script_names", "time_by_name"]
@@ -101,6 +102,7 @@ async def run(bench: Bench) -> PartRound:
                 "redis_cpu_ms_per_url": round(1000 * redis_cpu_s / count, 4),
                 "pages_per_s_at_100k_cmds": round(REDIS_COMMANDS_PER_S / per_url) if per_url else None,
                 "pages_per_s_per_redis_core": round(count / redis_cpu_s) if redis_cpu_s else None,
+                **cpu_ms_per_page({g: v for g, v in cpu_s[system].items() if g != "target"}, count),
                 "top": ", ".join(f"{name} {value / count:.2f}" for name, value in list(calls.items())[:TOP]),
             }
         )

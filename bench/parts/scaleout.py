@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from bench.cluster import crawlq_settings, own_server, running_cluster, scale_to, timed_batch
 from bench.context import Bench, PartRound
+from bench.procs import cpu_ms_per_page
 from bench.workload import delay_urls, fast_urls, run_tag
 
 __all__ = ["run"]
@@ -31,7 +32,8 @@ async def run(bench: Bench) -> PartRound:
             settle = await cluster.client.submit(fast_urls(base, 20 * workers, run_tag()))
             await cluster.client.wait(settle.batch, timeout_s=60, poll_s=0.02)
             urls = delay_urls(base, [DELAY_MS] * (per_worker * workers), run_tag())
-            batch = await timed_batch(cluster, urls, {"target": [bench.target.pid]}, workers)
+            groups = {"redis": [server.pid or 0], "target": [bench.target.pid]}
+            batch = await timed_batch(cluster, urls, groups, workers)
             rates[workers] = batch.pages_per_s
             ideal = len(urls) * DELAY_MS / 1000 / (CONCURRENCY * workers)
             part.rows.append(
@@ -44,10 +46,12 @@ async def run(bench: Bench) -> PartRound:
                     "speedup": round(batch.pages_per_s / rates[1], 3),
                     "efficiency": round(batch.pages_per_s / rates[1] / workers, 3),
                     "cpu_s": batch.cpu_s["workers"],
+                    **cpu_ms_per_page({g: v for g, v in batch.cpu_s.items() if g != "target"}, len(urls)),
                 }
             )
     for row, workers in zip(part.rows, SIZES, strict=True):
         part.figures[f"{workers} workers pages/s"] = row["pages_per_s"]
+        part.figures[f"{workers} workers cpu_ms/page"] = row["workers_cpu_ms_per_page"]
         if workers > 1:
             part.figures[f"{workers} workers efficiency"] = row["efficiency"]
     return part

@@ -195,6 +195,8 @@ async def run(bench: Bench) -> PartRound:
     crawlq_rate = crawlq.pages / crawlq.wall_s
     for measured in measured_all:
         part.figures[f"{measured.mode} pages/s"] = round(measured.pages / measured.wall_s, 1)
+        own = measured.cpu_s.get("workers", measured.cpu_s.get("client", 0.0))
+        part.figures[f"{measured.mode} cpu_ms/page"] = round(1000 * own / measured.pages, 4)
     part.figures["crawlq / bare aiohttp"] = round(crawlq_rate * bare.wall_s / bare.pages, 4)
     part.figures["crawlq / bare aiohttp + uvloop"] = round(crawlq_rate * bare_uv.wall_s / bare_uv.pages, 4)
     for items, measured in scrapy.items():
@@ -202,6 +204,8 @@ async def run(bench: Bench) -> PartRound:
     part.figures["crawlq / arq"] = round(crawlq_rate * arq.wall_s / arq.pages, 3)
     part.detail["commands"] = {"crawlq": crawlq.commands, "arq": arq.commands, "urls": count}
     part.detail["cpu_s"] = {"crawlq": crawlq.cpu_s, "arq": arq.cpu_s}
+    for group in ("redis", "producer"):
+        part.figures[f"crawlq {group} cpu_ms/page"] = round(1000 * crawlq.cpu_s.get(group, 0.0) / crawlq.pages, 4)
     return part
 
 

@@ -1,0 +1,346 @@
+"""The FastAPI application: routes over the producer's Client; every multi-source read has a deadline."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from redis.exceptions import RedisError
+
+from crawlq import __version__, keys
+from crawlq.connection import describe, result_of
+from crawlq.errors import ConfigError, RedisUnavailable, UnknownBatch
+from crawlq.heartbeats import live_workers
+from crawlq.models import BatchStats
+from crawlq.settings import Settings
+from crawlq_api.guard import SubmitGuard
+from crawlq_api.metrics import render_metrics
+from crawlq_api.models import (
+    BatchDetail,
+    BatchPage,
+    InvalidLineModel,
+    QueueDepthModel,
+    ResultRecord,
+    SubmitRequest,
+    SubmitResponse,
+    WorkersModel,
+)
+from crawlq_api.queue import QueueUrls, queue_urls
+from crawlq_api.reads import gather_within
+from crawlq_api.security import BodyLimit, TokenCheck
+from crawlq_api.settings import ApiSettings
+from crawlq_api.stream import MEDIA_TYPES, follow_results, format_rows, stored_results
+from producer.client import Client
+from producer.submit import InvalidLine, parse_lines
+
+__all__ = ["create_app"]
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "missing or wrong bearer token"},
+    413: {"description": "request body above CRAWLQ_API_MAX_BODY_BYTES"},
+    503: {"description": "Redis cannot be reached"},
+}
+BatchId = Annotated[str, "batch id"]
+
+
+class Backend:
+    """One Client per app, connected on first use (so the API starts, and says so, while Redis is down)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._client: Client | None = None
+        self._lock = asyncio.Lock()
+
+    async def client(self) -> Client:
+        if self._client is None:
+            async with self._lock:
+                if self._client is None:
+                    self._client = await Client.connect(self.settings)
+        return self._client
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+
+
+@dataclass(slots=True)
+class Context:
+    backend: Backend
+    api: ApiSettings
+    guard: SubmitGuard
+
+
+def context(request: Request) -> Context:
+    found: Context = request.app.state.crawlq
+    return found
+
+
+Ctx = Annotated[Context, Depends(context)]
+router = APIRouter()
+
+
+# ---------------------------------------------------------------- health
+@router.get("/healthz", tags=["health"])
+async def healthz() -> dict[str, str]:
+    """The process answers (liveness)."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz", tags=["health"], responses={503: {"description": "Redis is not reachable"}})
+async def readyz(ctx: Ctx) -> JSONResponse:
+    """Redis answers a PING within the read deadline (readiness)."""
+    try:
+        async with asyncio.timeout(ctx.api.read_deadline_s):
+            client = await ctx.backend.client()
+            await client.redis.ping()
+    except (TimeoutError, RedisUnavailable, RedisError, OSError) as exc:
+        reason = str(exc) or f"Redis did not answer within {ctx.api.read_deadline_s:g} s"
+        return JSONResponse({"ready": False, "reason": reason}, status_code=503)
+    return JSONResponse({"ready": True})
+
+
+# ---------------------------------------------------------------- submit
+def _strict_refusal(invalid: list[InvalidLine]) -> HTTPException:
+    detail = [
+        {"loc": ["body", "lines", bad.line], "msg": f"line {bad.line}: {bad.reason}", "type": "invalid_url"}
+        for bad in invalid
+    ]
+    return HTTPException(422, detail)
+
+
+async def _collect(client: Client, batch: str, limit: int) -> tuple[list[ResultRecord], bool]:
+    records: list[ResultRecord] = []
+    async for result in client.results(batch):
+        if len(records) >= limit:
+            return records, True
+        records.append(ResultRecord(**result.to_dict()))
+    return records, False
+
+
+async def _wait_for(client: Client, response: SubmitResponse, wait_s: float, api: ApiSettings) -> None:
+    """Wait up to `wait_s` for the batch, then read its stats and results under the read deadline."""
+    try:
+        async with asyncio.timeout(wait_s):
+            await client.wait(response.batch, poll_s=0.25)
+    except (TimeoutError, UnknownBatch, RedisError, OSError):
+        pass
+    gathered = await gather_within(
+        api.read_deadline_s,
+        {"stats": client.stats(response.batch), "results": _collect(client, response.batch, api.wait_results_max)},
+    )
+    stats: BatchStats | None = gathered.values.get("stats")
+    response.stats = stats
+    response.partial = stats is None or not stats.complete
+    response.pending = stats.pending if stats is not None else None
+    if "results" in gathered.values:
+        response.results, response.results_truncated = gathered.values["results"]
+    response.partial_failure = gathered.partial_failure
+
+
+@router.post("/batches", tags=["batches"], response_model=SubmitResponse)
+async def submit_batch(body: SubmitRequest, ctx: Ctx) -> SubmitResponse:
+    """Validate, de-duplicate and enqueue URLs, as `crawlq submit` does; URLs whose host is or resolves to a
+    non-public address are refused unless in CRAWLQ_API_ALLOWED_NETWORKS. With `wait_s`, wait up to that
+    long and return the results complete by then (`partial` and `pending` say what is missing)."""
+    client = await ctx.backend.client()
+    lines, blocked = await ctx.guard.screen(body.input_lines())
+    if body.strict:
+        invalid = sorted(parse_lines(lines).invalid + blocked, key=lambda bad: bad.line)
+        if invalid:
+            raise _strict_refusal(invalid)
+    report = await client.submit(lines, body.batch)
+    invalid_lines = sorted(report.invalid_lines + blocked, key=lambda bad: bad.line)
+    response = SubmitResponse(
+        batch=report.batch,
+        queued=report.queued,
+        duplicates=report.duplicates,
+        invalid=len(invalid_lines),
+        jobs=report.jobs,
+        invalid_lines=[InvalidLineModel(line=bad.line, text=bad.text, reason=bad.reason) for bad in invalid_lines],
+        waited=body.wait_s > 0,
+        partial=False,
+    )
+    if body.wait_s > 0:
+        await _wait_for(client, response, min(body.wait_s, ctx.api.max_wait_s), ctx.api)
+    return response
+
+
+# ---------------------------------------------------------------- batches
+@router.get("/batches", tags=["batches"], response_model=BatchPage)
+async def list_batches(
+    ctx: Ctx, offset: Annotated[int, Query(ge=0)] = 0, limit: Annotated[int, Query(ge=1, le=100)] = 20
+) -> BatchPage:
+    """Batches, most recent first, with their stats."""
+    client = await ctx.backend.client()
+    deadline_s = ctx.api.read_deadline_s
+    listed = await gather_within(
+        deadline_s,
+        {
+            "total": result_of(client.redis.zcard(keys.BATCHES)),
+            "names": result_of(client.redis.zrevrange(keys.BATCHES, offset, offset + limit - 1)),
+        },
+    )
+    names = [raw.decode() for raw in listed.values.get("names", [])]
+    stats = await gather_within(deadline_s, {name: client.stats(name) for name in names})
+    return BatchPage(
+        total=listed.values.get("total"),
+        offset=offset,
+        limit=limit,
+        batches=[stats.values[name] for name in names if name in stats.values],
+        unknown=[name for name in names if name not in stats.values],
+        partial_failure=listed.partial_failure
+        or any(not isinstance(stats.errors.get(name), UnknownBatch) for name in stats.failed),
+    )
+
+
+@router.get("/batches/{batch}", tags=["batches"], response_model=BatchDetail, responses={404: {}})
+async def batch_detail(batch: BatchId, ctx: Ctx) -> BatchDetail:
+    """One batch's progress and statistics."""
+    client = await ctx.backend.client()
+    gathered = await gather_within(
+        ctx.api.read_deadline_s,
+        {"stats": client.stats(batch), "open_jobs": result_of(client.redis.hlen(keys.batch_jobs(batch)))},
+    )
+    error = gathered.errors.get("stats")
+    if isinstance(error, UnknownBatch):
+        raise HTTPException(404, str(error))
+    stats: BatchStats | None = gathered.values.get("stats")
+    progress = None if stats is None else (stats.done / stats.total if stats.total else 1.0)
+    return BatchDetail(
+        batch=batch,
+        stats=stats,
+        progress=progress,
+        open_jobs=gathered.values.get("open_jobs"),
+        partial_failure=gathered.partial_failure,
+        failed_sources=gathered.failed,
+    )
+
+
+@router.get(
+    "/batches/{batch}/results",
+    tags=["batches"],
+    response_class=StreamingResponse,
+    responses={
+        200: {"content": {"application/x-ndjson": {}, "text/csv": {}}, "description": "one record per URL"},
+        404: {},
+    },
+)
+async def batch_results(
+    batch: BatchId,
+    ctx: Ctx,
+    format: Literal["jsonl", "csv"] = "jsonl",
+    follow: bool = False,
+) -> StreamingResponse:
+    """Stream the batch's results; with `follow=true`, keep streaming them as they are committed until the
+    batch completes."""
+    client = await ctx.backend.client()
+    try:
+        async with asyncio.timeout(ctx.api.read_deadline_s):
+            await client.stats(batch)
+    except UnknownBatch as exc:
+        raise HTTPException(404, str(exc)) from exc
+    except TimeoutError as exc:
+        raise HTTPException(503, f"Redis did not answer within {ctx.api.read_deadline_s:g} s") from exc
+    source = (
+        follow_results(client.store, batch, ctx.api.follow_poll_s, ctx.api.follow_max_s)
+        if follow
+        else stored_results(client.store, batch)
+    )
+    return StreamingResponse(format_rows(source, format), media_type=MEDIA_TYPES[format])
+
+
+# ---------------------------------------------------------------- cluster
+def _depth(queue: QueueUrls) -> tuple[dict[str, int], dict[str, int]]:
+    urls = {"ready": queue.ready_urls, "deferred": queue.deferred_urls, "in_flight": queue.in_flight_urls}
+    jobs = {"ready": queue.ready_jobs, "deferred": queue.deferred_jobs, "in_flight": queue.in_flight_jobs}
+    return urls, jobs
+
+
+@router.get("/queue", tags=["cluster"], response_model=QueueDepthModel)
+async def queue(ctx: Ctx) -> QueueDepthModel:
+    """Queue depth in URLs and in jobs, by state, and the workers' fetches in flight."""
+    client = await ctx.backend.client()
+    gathered = await gather_within(
+        ctx.api.read_deadline_s,
+        {"queue": queue_urls(client.redis, ctx.backend.settings.queue_name), "workers": live_workers(client.redis)},
+    )
+    urls, jobs = _depth(gathered.values["queue"]) if "queue" in gathered.values else (None, None)
+    beats: list[dict[str, Any]] | None = gathered.values.get("workers")
+    return QueueDepthModel(
+        urls=urls,
+        jobs=jobs,
+        workers_alive=None if beats is None else len(beats),
+        fetches_in_flight=None if beats is None else sum(int(beat.get("in_flight", 0) or 0) for beat in beats),
+        partial_failure=gathered.partial_failure,
+        failed_sources=gathered.failed,
+    )
+
+
+@router.get("/workers", tags=["cluster"], response_model=WorkersModel)
+async def workers(ctx: Ctx) -> WorkersModel:
+    """Live workers, from their heartbeats."""
+    client = await ctx.backend.client()
+    try:
+        async with asyncio.timeout(ctx.api.read_deadline_s):
+            beats = await live_workers(client.redis)
+    except TimeoutError as exc:
+        raise HTTPException(503, f"Redis did not answer within {ctx.api.read_deadline_s:g} s") from exc
+    return WorkersModel(workers=beats, count=len(beats))
+
+
+@router.get("/metrics", tags=["cluster"], response_class=Response, responses={200: {"content": {"text/plain": {}}}})
+async def metrics(ctx: Ctx) -> Response:
+    """Prometheus metrics (text exposition format)."""
+    client = await ctx.backend.client()
+    body = await render_metrics(client.store, ctx.backend.settings.queue_name, ctx.api.read_deadline_s)
+    return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+# ---------------------------------------------------------------- the app
+async def _redis_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse({"detail": str(exc)}, status_code=503)
+
+
+def _redis_lost(settings: Settings) -> Any:
+    async def handler(request: Request, exc: Exception) -> JSONResponse:
+        message = f"lost Redis at {describe(settings.redis_url)} ({type(exc).__name__})"
+        return JSONResponse({"detail": message}, status_code=503)
+
+    return handler
+
+
+async def _unknown_batch(request: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse({"detail": str(exc)}, status_code=404)
+
+
+def create_app(settings: Settings, api: ApiSettings) -> FastAPI:
+    """The API over the Redis of `settings`. Raises ConfigError without `CRAWLQ_API_TOKEN`."""
+    if api.token is None or not api.token.get_secret_value():
+        raise ConfigError("set CRAWLQ_API_TOKEN: the API refuses to serve without a bearer token")
+    backend = Backend(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await backend.close()
+
+    app = FastAPI(
+        title="crawlq",
+        version=__version__,
+        lifespan=lifespan,
+        dependencies=[Depends(TokenCheck(api))],
+        responses=ERRORS,
+    )
+    app.state.crawlq = Context(backend, api, SubmitGuard(api.allowed_networks, api.resolve_timeout_s))
+    app.add_middleware(BodyLimit, max_bytes=api.max_body_bytes)
+    app.add_exception_handler(RedisUnavailable, _redis_unavailable)
+    app.add_exception_handler(RedisError, _redis_lost(settings))
+    app.add_exception_handler(UnknownBatch, _unknown_batch)
+    app.include_router(router)
+    return app

@@ -1,0 +1,111 @@
+"""The JSON the API takes and gives (and so its OpenAPI schema)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from crawlq.models import BatchStats
+from crawlq_api.settings import MAX_WAIT_S
+
+__all__ = [
+    "BatchDetail",
+    "BatchPage",
+    "InvalidLineModel",
+    "QueueDepthModel",
+    "ResultRecord",
+    "SubmitRequest",
+    "SubmitResponse",
+    "WorkersModel",
+]
+
+BATCH_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
+
+
+class SubmitRequest(BaseModel):
+    """Either `urls` (a list) or `lines` (text, one URL a line; blank lines and # comments skipped)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    urls: list[str] | None = Field(default=None, max_length=1_000_000)
+    lines: str | None = None
+    batch: str | None = Field(default=None, pattern=BATCH_PATTERN, description="batch id (default: a new one)")
+    wait_s: float = Field(default=0.0, ge=0, le=MAX_WAIT_S, description="wait up to this long for the results")
+    strict: bool = Field(default=False, description="refuse the whole batch (422) if any line is invalid")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> SubmitRequest:
+        if (self.urls is None) == (self.lines is None):
+            raise ValueError("give exactly one of `urls` (a list of URLs) or `lines` (text, one URL a line)")
+        return self
+
+    def input_lines(self) -> list[str]:
+        return list(self.urls) if self.urls is not None else (self.lines or "").splitlines()
+
+
+class InvalidLineModel(BaseModel):
+    line: int
+    text: str
+    reason: str
+
+
+class ResultRecord(BaseModel):
+    url: str
+    ok: bool
+    status: int | None
+    latency_ms: float | None
+    attempts: int
+    bytes: int
+    error: str | None
+    message: str | None
+    final_url: str
+    fetched_at: str | None
+
+
+class SubmitResponse(BaseModel):
+    batch: str
+    queued: int
+    duplicates: int
+    invalid: int
+    jobs: int
+    invalid_lines: list[InvalidLineModel]
+    waited: bool = Field(description="a wait_s was given")
+    partial: bool = Field(description="the batch was not complete when the wait ended")
+    pending: int | None = Field(default=None, description="URLs still without a result when the wait ended")
+    stats: BatchStats | None = None
+    results: list[ResultRecord] = Field(default_factory=list)
+    results_truncated: bool = False
+    partial_failure: bool = Field(default=False, description="stats or results could not be read in time")
+
+
+class BatchDetail(BaseModel):
+    batch: str
+    stats: BatchStats | None
+    progress: float | None = Field(description="done / total, 0..1")
+    open_jobs: int | None = Field(description="jobs of the batch not yet finished")
+    partial_failure: bool
+    failed_sources: list[str]
+
+
+class BatchPage(BaseModel):
+    total: int | None
+    offset: int
+    limit: int
+    batches: list[BatchStats]
+    unknown: list[str] = Field(description="listed batches whose stats expired or could not be read in time")
+    partial_failure: bool
+
+
+class QueueDepthModel(BaseModel):
+    urls: dict[str, int] | None = Field(description="URLs by state: ready, deferred, in_flight")
+    jobs: dict[str, int] | None = Field(description="jobs by state: ready, deferred, in_flight")
+    workers_alive: int | None
+    fetches_in_flight: int | None
+    partial_failure: bool
+    failed_sources: list[str]
+
+
+class WorkersModel(BaseModel):
+    workers: list[dict[str, Any]]
+    count: int

@@ -1,0 +1,176 @@
+"""Redis outages (issue 9, item 4) and what an operator sees (item 9): `wait`, `status --watch` and workers
+ride out an outage within CRAWLQ_REDIS_RETRY_WINDOW_S with one line at its start and one at its end, and
+exit 1 with one sentence after it; `worker --check` says why it fails; workers log start, SIGTERM, hand-back.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import redis
+
+from crawlq import keys
+from crawlq.connection import redis_hint
+from crawlq.server import EmbeddedServer, free_port
+from crawlq.settings import Settings
+from crawlq.target import ThreadedTargetSite
+from tests.fault.conftest import (
+    Workers,
+    assert_exactly_once,
+    counter,
+    fault_env,
+    submit,
+    sync_redis,
+    tail_logs,
+    write_urls,
+)
+from tests.helpers import CRAWLQ, run_cli, wait_until
+
+
+def spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [*CRAWLQ, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd="/"
+    )
+
+
+def connected(r: redis.Redis, batch: str, watcher: subprocess.Popen[str], timeout_s: float = 30) -> None:
+    """Wait until `crawlq wait` subscribed to the batch's events and `status --watch` printed its first table."""
+    assert wait_until(
+        lambda: dict(r.pubsub_numsub(keys.batch_events(batch))).get(keys.batch_events(batch).encode(), 0) > 0, timeout_s
+    )
+    printed: list[str] = []
+    reader = threading.Thread(target=lambda: printed.append(watcher.stdout.readline() if watcher.stdout else ""))
+    reader.start()
+    reader.join(timeout_s)
+    assert printed and printed[0], "status --watch printed nothing"
+
+
+def no_traceback(text: str) -> None:
+    assert "Traceback" not in text, text
+
+
+@pytest.mark.timeout(150)
+def test_wait_watch_and_workers_ride_out_an_outage(
+    server: EmbeddedServer, site: ThreadedTargetSite, tmp_path: Path
+) -> None:
+    """The server stops for 4 s mid-batch (AOF), window 20 s. `crawlq wait` and `crawlq status --watch` print
+    one "unreachable since" line, go on, and `wait` exits 0 at completion; every worker logs the outage and
+    the recovery and none exits; exactly once for N = 300."""
+    n, batch = 300, "outage"
+    env = fault_env(server.url, redis_retry_window_s=20)
+    path = write_urls(tmp_path / "urls.txt", [site.url(f"/delay?ms=150&i={i}") for i in range(n)])
+    r = sync_redis(server.url)
+    with Workers(env, tmp_path, 2, "--concurrency", "5", supervise=True) as pool:
+        assert submit(env, path, batch)["queued"] == n
+        waiter = spawn(["wait", batch, "--timeout", "120"], env)
+        watcher = spawn(["status", "--watch", "--interval", "0.5"], env)
+        assert wait_until(lambda: counter(r, batch, "done") >= 30, 30), tail_logs(tmp_path)
+        connected(r, batch, watcher)
+        server.restart(down_s=4)
+        _, wait_err = waiter.communicate(timeout=90)
+        assert watcher.poll() is None, watcher.communicate()[1]
+        watcher.send_signal(signal.SIGINT)
+        _, watch_err = watcher.communicate(timeout=20)
+        exits = list(pool.exits)
+    assert_exactly_once(server.url, batch, n)
+    print(f"\n[outage] wait said: {[line for line in wait_err.splitlines() if 'Redis' in line]}")
+    assert waiter.returncode == 0, wait_err
+    for err in (wait_err, watch_err):
+        no_traceback(err)
+        assert sum("unreachable since" in line for line in err.splitlines()) == 1, err
+        assert "is back after" in err, err
+    assert exits == [], tail_logs(tmp_path)
+    for log in sorted(tmp_path.glob("worker-*.log")):
+        text = log.read_text()
+        assert "unreachable since" in text and "is back after" in text, text[-2000:]
+
+
+@pytest.mark.timeout(120)
+def test_outage_longer_than_the_window_ends_everything_with_one_sentence(
+    server: EmbeddedServer, site: ThreadedTargetSite, tmp_path: Path
+) -> None:
+    """The server stops for good mid-batch, window 3 s. `wait`, `status --watch` and both workers exit 1
+    within the window plus a few seconds; wait and watch end with one sentence and no traceback; the workers
+    log the outage and why they exit."""
+    n, batch, window_s = 200, "gone", 3
+    env = fault_env(server.url, redis_retry_window_s=window_s)
+    path = write_urls(tmp_path / "urls.txt", [site.url(f"/delay?ms=300&i={i}") for i in range(n)])
+    r = sync_redis(server.url)
+    with Workers(env, tmp_path, 2, "--concurrency", "5") as pool:
+        assert submit(env, path, batch)["queued"] == n
+        waiter = spawn(["wait", batch], env)
+        watcher = spawn(["status", "--watch", "--interval", "0.5"], env)
+        assert wait_until(lambda: counter(r, batch, "done") >= 20, 30), tail_logs(tmp_path)
+        connected(r, batch, watcher)
+        stopped = time.monotonic()
+        server.stop(kill=True)
+        assert wait_until(lambda: all(proc.poll() is not None for proc in pool.procs), window_s + 10), tail_logs(
+            tmp_path
+        )
+        workers_done_s = time.monotonic() - stopped
+        codes = [proc.returncode for proc in pool.procs]
+        _, wait_err = waiter.communicate(timeout=window_s + 10)
+        _, watch_err = watcher.communicate(timeout=window_s + 10)
+        clients_done_s = time.monotonic() - stopped
+    print(f"\n[outage] workers exited {workers_done_s:.1f} s, wait/watch {clients_done_s:.1f} s after the stop")
+    assert codes == [1, 1], tail_logs(tmp_path)
+    assert waiter.returncode == 1 and watcher.returncode == 1, (wait_err, watch_err)
+    for err in (wait_err, watch_err):
+        no_traceback(err)
+        last = err.strip().splitlines()[-1]
+        assert "unreachable for" in last and "CRAWLQ_REDIS_RETRY_WINDOW_S" in last, err
+        assert "set CRAWLQ_REDIS_URL" not in err, err
+    for log in sorted(tmp_path.glob("worker-*.log")):
+        text = log.read_text()
+        assert "unreachable since" in text and "exiting 1" in text, text[-2000:]
+
+
+def test_redis_url_hint_only_when_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir("/")
+    monkeypatch.delenv("CRAWLQ_REDIS_URL", raising=False)
+    assert redis_hint(Settings()) == "; set CRAWLQ_REDIS_URL"
+    assert redis_hint(Settings(redis_url="redis://127.0.0.1:1/0")) == ""
+    monkeypatch.setenv("CRAWLQ_REDIS_URL", "redis://127.0.0.1:1/0")
+    assert redis_hint(Settings()) == ""
+    env = fault_env(f"redis://127.0.0.1:{free_port()}/0")
+    result = run_cli(["stats", "x"], env)
+    assert result.returncode == 1 and "cannot reach Redis" in result.stderr, result.stderr
+    assert "set CRAWLQ_REDIS_URL" not in result.stderr
+
+
+@pytest.mark.timeout(90)
+def test_worker_check_says_why_and_lifecycle_is_logged(
+    server: EmbeddedServer, site: ThreadedTargetSite, tmp_path: Path
+) -> None:
+    """`worker --check` fails with one line naming the missing heartbeat, or the unreachable Redis, and passes
+    with a live worker. A worker logs its start with its settings, SIGTERM, and the hand-back with counts."""
+    env = fault_env(server.url, heartbeat_interval_s=0.5, shutdown_grace_s=1.5)
+    lonely = run_cli(["worker", "--check"], env)
+    assert lonely.returncode == 1 and "no heartbeat from a worker on host" in lonely.stderr, lonely.stderr
+    assert len(lonely.stderr.strip().splitlines()) == 1, lonely.stderr
+    down = run_cli(["worker", "--check"], fault_env(f"redis://127.0.0.1:{free_port()}/0"))
+    assert down.returncode == 1 and "cannot reach Redis" in down.stderr, down.stderr
+    assert len(down.stderr.strip().splitlines()) == 1, down.stderr
+    path = write_urls(tmp_path / "urls.txt", [site.url(f"/delay?ms=3000&i={i}") for i in range(20)])
+    with Workers(env, tmp_path, 1, "--concurrency", "5") as pool:
+        assert wait_until(lambda: run_cli(["worker", "--check"], env).returncode == 0, 20)
+        submit(env, path, "slow")
+        r = sync_redis(server.url)
+        assert wait_until(lambda: bool(r.keys("arq:in-progress:*")), 20)
+        time.sleep(0.5)
+        pool.signal(0, signal.SIGTERM)
+        pool.procs[0].wait(timeout=20)
+        code = pool.procs[0].returncode
+    text = (tmp_path / "worker-0.log").read_text()
+    assert code == 0, text
+    assert "started: Redis redis://127.0.0.1:" in text and "concurrency 5" in text, text
+    assert "got SIGTERM: draining" in text, text
+    stopped = [line for line in text.splitlines() if "stopped:" in line]
+    assert stopped and "handed back to the queue" in stopped[0], text
+    handed = int(stopped[0].split("URLs done, ")[1].split()[0])
+    assert handed > 0, stopped

@@ -1,0 +1,197 @@
+"""Page content in every success: type, encoding, title, snippet, SHA-256 and validators, from the parser
+(selectolax) to the Redis record and `crawlq results`; a 2 MB page is parsed off the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import hashlib
+import io
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import brotli
+import orjson
+import pytest
+from aiohttp import web
+
+from crawlq.codec import pack, unpack
+from crawlq.models import CONTENT_FIELDS, Content, UrlResult
+from crawlq.server import EmbeddedServer
+from crawlq.settings import Settings
+from tests.helpers import cli_env, run_cli, workers
+from workers.content import OFF_LOOP_BYTES, describe
+from workers.fetcher import Fetcher
+
+pytestmark = pytest.mark.timeout(60)
+
+HTML = {"Content-Type": "text/html; charset=utf-8"}
+
+
+def page(title: str, text: str, head_extra: str = "") -> bytes:
+    return (
+        f"<!doctype html><html><head>{head_extra}<title>{title}</title><style>p {{ color: red }}</style></head>"
+        f"<body><script>var hidden = 1;</script><h1>{title}</h1>\n<p>{text}</p><noscript>enable js</noscript>"
+        "</body></html>"
+    ).encode()
+
+
+BIG = page("Big page", "start of the big page " + "filler words " * 160_000)  # about 2 MB
+ETAG_PAGE = page("Validators", "A page with validators and a language.")
+
+
+def test_html_title_snippet_and_hash() -> None:
+    body = page("  The\n  Title ", "First   words of the <b>visible</b> text, and more text after them.")
+    content = describe(body, HTML, "utf-8", 30)
+    assert content.content_type == "text/html" and content.encoding == "utf-8"
+    assert content.title == "The Title"
+    assert content.snippet == "The Title First words of the v"  # the <h1>, then the text; no script or style
+    assert content.content_sha256 == hashlib.sha256(body).hexdigest()
+
+
+def test_encoding_from_meta_then_bom_then_utf8() -> None:
+    cyrillic = page("Привет", "мир", '<meta charset="windows-1251">').decode().encode("cp1251")
+    content = describe(cyrillic, {"Content-Type": "text/html"}, None, 100)
+    assert content.encoding == "cp1251" and content.title == "Привет" and content.snippet == "Привет мир"
+    utf16 = "\ufeff".encode("utf-16-le") + page("Ωmega", "text").decode().encode("utf-16-le")
+    content = describe(utf16, {"Content-Type": "text/html"}, None, 100)
+    assert content.encoding == "utf-16-le" and content.title == "Ωmega"
+    latin = describe(
+        "<p>café</p>".encode("latin-1"), {"Content-Type": "text/html; charset=ISO-8859-1"}, "ISO-8859-1", 10
+    )
+    assert latin.encoding == "cp1252" and latin.snippet == "café"
+    bogus = describe(page("ok", "fine"), {"Content-Type": "text/html; charset=hex"}, "hex", 100)
+    assert bogus.encoding == "utf-8" and bogus.title == "ok"
+
+
+def test_text_binary_and_missing_types() -> None:
+    plain = describe(b"  plain\n\n text   here ", {"Content-Type": "text/plain"}, None, 10)
+    assert (plain.title, plain.snippet, plain.encoding) == (None, "plain text", "utf-8")
+    image = describe(b"\x89PNG\r\n\x1a\n....", {"Content-Type": "image/png"}, None, 100)
+    assert (image.encoding, image.title, image.snippet) == (None, None, None)
+    assert image.content_sha256 == hashlib.sha256(b"\x89PNG\r\n\x1a\n....").hexdigest()
+    sniffed = describe(page("sniffed", "no type"), {}, None, 100)
+    assert sniffed.content_type is None and sniffed.title == "sniffed"
+    no_snippet = describe(page("t", "x"), HTML, None, 0)
+    assert no_snippet.snippet is None and no_snippet.title == "t"
+
+
+def test_headers_are_recorded() -> None:
+    headers = {**HTML, "ETag": '"v1"', "Last-Modified": "Tue, 01 Dec 2026 10:00:00 GMT", "Content-Length": "12",
+               "Content-Language": "en-GB", "Content-Encoding": "br"}  # fmt: skip
+    content = describe(b"<p>hi</p>", headers, None, 100)
+    assert (content.etag, content.last_modified) == ('"v1"', "Tue, 01 Dec 2026 10:00:00 GMT")
+    assert (content.content_length, content.content_language, content.content_encoding) == (12, "en-GB", "br")
+    assert describe(b"", {"Content-Length": "-1"}, None, 100).content_length is None
+
+
+def test_the_record_round_trips() -> None:
+    content = describe(ETAG_PAGE, {**HTML, "ETag": '"e"', "Content-Length": "9"}, None, 100)
+    result = UrlResult("http://a.test/", True, 200, 1.5, 1, 9, None, None, "http://a.test/", 1, content)
+    record = result.to_record()
+    assert len(record["h"]) == 32  # the hash as raw bytes
+    back = UrlResult.from_record("http://a.test/", unpack(pack(record)))  # msgpack, as in Redis
+    assert back == result
+    assert list(back.to_dict())[-len(CONTENT_FIELDS) :] == CONTENT_FIELDS
+    failed = UrlResult("http://a.test/", False, 404, 1.0, 1, 0, "http_status", "HTTP 404", "http://a.test/", 1)
+    assert UrlResult.from_record("http://a.test/", failed.to_record()).content is None
+    assert failed.to_dict()["title"] is None
+
+
+# --- through a real fetch ------------------------------------------------------------------------
+
+
+def content_app() -> web.Application:
+    async def big(_: web.Request) -> web.Response:
+        return web.Response(body=BIG, headers=HTML)
+
+    async def validators(_: web.Request) -> web.Response:
+        headers = {**HTML, "ETag": '"abc123"', "Last-Modified": "Tue, 01 Dec 2026 10:00:00 GMT",
+                   "Content-Language": "en"}  # fmt: skip
+        return web.Response(body=ETAG_PAGE, headers=headers)
+
+    async def squeezed(_: web.Request) -> web.Response:
+        return web.Response(body=brotli.compress(ETAG_PAGE), headers={**HTML, "Content-Encoding": "br"})
+
+    app = web.Application()
+    app.add_routes([web.get("/big", big), web.get("/validators", validators), web.get("/br", squeezed)])
+    return app
+
+
+@pytest.fixture
+def content_site() -> Iterator[str]:
+    """`content_app` served on loopback from its own thread (so worker processes can reach it)."""
+    loop = asyncio.new_event_loop()
+    runner = web.AppRunner(content_app(), access_log=None)
+    loop.run_until_complete(runner.setup())
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    loop.run_until_complete(site.start())
+    port = runner.addresses[0][1]
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
+
+
+async def test_a_2_mb_page_is_parsed_off_the_event_loop(content_site: str) -> None:
+    assert len(BIG) > 2_000_000 > OFF_LOOP_BYTES
+    fetcher = Fetcher(Settings(allow_private=True, _env_file=None))
+    await fetcher.start()
+    try:
+        small = await fetcher.fetch(f"{content_site}/validators")
+        assert fetcher._extractor is not None and fetcher._extractor._pool is None  # small: parsed inline
+        attempt = await fetcher.fetch(f"{content_site}/big")
+        assert fetcher._extractor._pool is not None  # large: parsed in the pool
+    finally:
+        await fetcher.close()
+    assert small.ok and attempt.ok and attempt.content is not None
+    assert attempt.content.title == "Big page"
+    assert attempt.content.snippet == ("Big page start of the big page " + "filler words " * 6)[:100]
+    assert attempt.content.content_sha256 == hashlib.sha256(BIG).hexdigest()
+
+
+async def test_content_extraction_can_be_turned_off(content_site: str) -> None:
+    fetcher = Fetcher(Settings(allow_private=True, extract_content=False, _env_file=None))
+    await fetcher.start()
+    try:
+        attempt = await fetcher.fetch(f"{content_site}/validators")
+    finally:
+        await fetcher.close()
+    assert attempt.ok and attempt.content is None
+
+
+def test_content_round_trips_through_redis_and_crawlq_results(
+    content_site: str, redis_server: EmbeddedServer, tmp_path: Path
+) -> None:
+    import redis
+
+    redis.Redis.from_url(redis_server.url).flushdb()
+    env = cli_env(redis_server.url, robots_enabled=0, snippet_chars=20)
+    urls = [f"{content_site}/validators", f"{content_site}/br", f"{content_site}/big"]
+    with workers(env, 1, tmp_path):
+        assert run_cli(["submit", "-", "--batch", "content"], env, stdin="\n".join(urls)).returncode == 0
+        waited = run_cli(["wait", "content", "--timeout", "40"], env, timeout=50)
+        assert waited.returncode == 0, waited.stderr
+    lines = run_cli(["results", "content"], env).stdout.splitlines()
+    records = {r["url"]: r for r in map(orjson.loads, lines)}
+    validators, squeezed, big = (records[url] for url in urls)
+    assert validators == validators | {
+        "ok": True, "content_type": "text/html", "encoding": "utf-8", "title": "Validators",
+        "snippet": "Validators A page wi", "content_sha256": hashlib.sha256(ETAG_PAGE).hexdigest(),
+        "etag": '"abc123"', "last_modified": "Tue, 01 Dec 2026 10:00:00 GMT", "content_language": "en",
+        "content_length": len(ETAG_PAGE), "content_encoding": None,
+    }  # fmt: skip
+    assert squeezed["content_encoding"] == "br" and squeezed["title"] == "Validators"
+    assert squeezed["content_sha256"] == validators["content_sha256"]  # the hash of the decoded body
+    assert squeezed["content_length"] == len(brotli.compress(ETAG_PAGE))
+    assert big["title"] == "Big page" and big["bytes"] == len(BIG)
+    table = list(csv.DictReader(io.StringIO(run_cli(["results", "content", "--format", "csv"], env).stdout)))
+    row = next(r for r in table if r["url"] == urls[0])
+    assert row["title"] == "Validators" and row["etag"] == '"abc123"' and row["content_sha256"]
+    assert Content.from_record({}) is None

@@ -1,0 +1,167 @@
+"""What a successful fetch records of its page: media type, text encoding, title, snippet, SHA-256, validators.
+
+HTML is parsed with selectolax (Lexbor). The text encoding is chosen as a browser would: a byte-order mark,
+then the Content-Type charset, then a `<meta charset>` in the first 4 KiB, then UTF-8. A body above
+`OFF_LOOP_BYTES` is described in a thread of the `Extractor`'s own small pool: Lexbor parses with the GIL
+released and hashlib hashes large bodies without it, so a 2 MB page does not stall the other fetches of
+the event loop. Smaller bodies are described inline: a thread hand-off would cost more than their parse.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import hashlib
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+
+from selectolax.lexbor import LexborHTMLParser, LexborNode
+from w3lib.encoding import html_body_declared_encoding, read_bom
+
+from crawlq.models import Content
+
+__all__ = ["OFF_LOOP_BYTES", "TITLE_CHARS", "Extractor", "describe", "media_type"]
+
+OFF_LOOP_BYTES = 64 * 1024  #: bodies above this are described off the event loop
+TITLE_CHARS = 300  #: a title is cut to this many characters
+PARSE_THREADS = 2  #: threads describing large bodies (each holds at most one parsed page)
+_HIDDEN = frozenset({"script", "style", "template", "noscript", "title"})
+_HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
+_TEXT_TYPES = frozenset({"application/json", "application/xml", "application/javascript", "application/ld+json"})
+
+
+def media_type(header: str | None) -> str | None:
+    """`text/html; charset=utf-8` -> `text/html`; None when absent or empty."""
+    if not header:
+        return None
+    kind = header.partition(";")[0].strip().lower()
+    return kind[:100] or None
+
+
+def _text_codec(name: str | None) -> str | None:
+    """The codec's canonical name if `name` is a text encoding Python knows, else None."""
+    if not name:
+        return None
+    try:
+        info = codecs.lookup(name.strip())
+    except (LookupError, ValueError, TypeError):
+        return None
+    return info.name if getattr(info, "_is_text_encoding", True) else None
+
+
+def text_encoding(body: bytes, charset: str | None, html: bool) -> tuple[str, int]:
+    """The encoding to read `body` with, and the length of its byte-order mark: the BOM, then the HTTP
+    charset, then (HTML) a declared `<meta charset>`, then UTF-8."""
+    bom, mark = read_bom(body)
+    found = _text_codec(bom) or _text_codec(charset)
+    if found is None and html:
+        found = _text_codec(html_body_declared_encoding(body[:4096]))
+    if found in ("iso8859-1", "ascii"):  # browsers read both as windows-1252, a superset
+        found = "cp1252"
+    return found or "utf-8", len(mark or b"")
+
+
+def _is_html(kind: str | None, body: bytes) -> bool:
+    if kind is not None:
+        return kind in _HTML_TYPES
+    start = body[:64].lstrip().lower()
+    return start.startswith((b"<!doctype html", b"<html"))
+
+
+def _is_text(kind: str | None) -> bool:
+    return kind is not None and (kind.startswith("text/") or kind in _TEXT_TYPES or kind.endswith(("+xml", "+json")))
+
+
+def _collapse(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _title(tree: LexborHTMLParser) -> str | None:
+    head = tree.head
+    node = head.child if head is not None else None
+    while node is not None:
+        if node.tag == "title":
+            return _collapse(node.text())[:TITLE_CHARS] or None
+        node = node.next
+    return None
+
+
+def _snippet(body: LexborNode | None, chars: int) -> str:
+    """The first `chars` characters of the visible text (text outside script, style, template...)."""
+    if body is None or chars <= 0:
+        return ""
+    pieces: list[str] = []
+    have = 0
+    for node in body.traverse(include_text=True, skip_empty=True):
+        if not node.is_text_node:
+            continue
+        parent = node.parent
+        if parent is not None and parent.tag in _HIDDEN:
+            continue
+        text = node.text_content or ""
+        piece = _collapse(text[: 4 * chars + 64])  # a long text node: collapse only what can be kept
+        if len(piece) < chars and len(text) > 4 * chars + 64:
+            piece = _collapse(text)
+        pieces.append(piece)
+        have += len(piece) + 1
+        if have > chars:
+            break
+    return " ".join(pieces)[:chars]
+
+
+def _html_fields(body: bytes, encoding: str, snippet_chars: int) -> tuple[str | None, str]:
+    tree = LexborHTMLParser(body if encoding == "utf-8" else body.decode(encoding, errors="replace"))
+    return _title(tree), _snippet(tree.body, snippet_chars)
+
+
+def describe(body: bytes, headers: Mapping[str, str], charset: str | None, snippet_chars: int) -> Content:
+    """Everything `Content` holds for one body and its response headers. Never raises for bad input."""
+    kind = media_type(headers.get("Content-Type"))
+    content = Content(
+        content_type=kind,
+        content_sha256=hashlib.sha256(body).hexdigest(),
+        etag=headers.get("ETag"),
+        last_modified=headers.get("Last-Modified"),
+        content_length=_length(headers.get("Content-Length")),
+        content_language=headers.get("Content-Language"),
+        content_encoding=headers.get("Content-Encoding"),
+    )
+    html = _is_html(kind, body)
+    if not html and not _is_text(kind):
+        return content  # binary: no text to read
+    content.encoding, mark = text_encoding(body, charset, html)
+    text = body[mark:] if mark else body
+    if html:
+        content.title, snippet = _html_fields(text, content.encoding, snippet_chars)
+    else:
+        head = text[: max(4096, snippet_chars * 8)]
+        snippet = _collapse(head.decode(content.encoding, errors="replace"))[:snippet_chars]
+    content.snippet = snippet if snippet_chars > 0 else None
+    return content
+
+
+def _length(value: str | None) -> int | None:
+    if value is None or not value.strip().isdigit() or len(value) > 20:
+        return None
+    return int(value)
+
+
+class Extractor:
+    """Describes bodies for one worker process: small ones inline, large ones in a small thread pool."""
+
+    def __init__(self, snippet_chars: int) -> None:
+        self.snippet_chars = snippet_chars
+        self._pool: ThreadPoolExecutor | None = None
+
+    async def describe(self, body: bytes, headers: Mapping[str, str], charset: str | None) -> Content:
+        if len(body) <= OFF_LOOP_BYTES:
+            return describe(body, headers, charset, self.snippet_chars)
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(PARSE_THREADS, thread_name_prefix="crawlq-parse")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, describe, body, headers, charset, self.snippet_chars)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
