@@ -4,7 +4,7 @@
   + ConfigError              bad settings or arguments
   + RedisUnavailable         Redis cannot be reached, refused our credentials, or TLS failed
   + RedisOutOfMemory         Redis (maxmemory, noeviction) refused a write: it is full
-  + EvictingRedis (ConfigError)  Redis evicts keys (maxmemory-policy is not noeviction)
+  + EvictingRedis            Redis evicts keys (maxmemory-policy is not noeviction): a runtime failure, exit 1
   + BatchLost                a batch's keys went missing from Redis (evicted, flushed); it can never complete
   + UnknownBatch             no such batch (never submitted, expired, or lost with a Redis restart)
   + InvalidURL (ValueError)  a URL failed validation; carries the reason
@@ -42,7 +42,7 @@ class RedisOutOfMemory(CrawlqError):
     pass
 
 
-class EvictingRedis(ConfigError):
+class EvictingRedis(CrawlqError):
     pass
 
 

@@ -11,6 +11,7 @@ __all__ = ["RESULT_FIELDS", "csv_row"]
 #: every exported field of a result, in column order
 RESULT_FIELDS = [
     *["url", "ok", "status", "latency_ms", "attempts", "bytes", "error", "message", "final_url", "fetched_at"],
+    "unchanged",
     *CONTENT_FIELDS,
 ]
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  #: a spreadsheet reads a cell starting so as a formula

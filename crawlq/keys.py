@@ -8,6 +8,8 @@ Per batch (all expire `result_ttl_s` after the last write of a submit or the com
   crawlq:b:{batch}:results   hash  url id -> msgpack result record (first write wins)
   crawlq:b:{batch}:jobs      hash  arq job id -> comma-separated url ids owned by that job (until its last commit)
   crawlq:b:{batch}:submitters zset producer token -> lease expiry (ms); a batch cannot complete while one is live
+  crawlq:b:{batch}:options   string the batch's fetch options (JSON, `crawlq.options.BatchOptions`), set once
+  crawlq:body:{sha256}       string a gzip body (CRAWLQ_STORE_BODIES=redis), with its own TTL
 Global:
   crawlq:batches             zset  batch -> created_at ms (recent batches, for `status`)
   crawlq:active              set   batches not yet complete (the reconciler's work list)
@@ -38,6 +40,8 @@ __all__ = [
     "arq_result",
     "arq_retry",
     "batch_events",
+    "batch_options",
+    "body",
     "batch_jobs",
     "batch_meta",
     "batch_results",
@@ -79,6 +83,14 @@ def batch_jobs(batch: str) -> str:
 
 def batch_submitters(batch: str) -> str:
     return f"crawlq:b:{batch}:submitters"
+
+
+def batch_options(batch: str) -> str:
+    return f"crawlq:b:{batch}:options"
+
+
+def body(sha256: str) -> str:
+    return f"crawlq:body:{sha256}"
 
 
 def batch_events(batch: str) -> str:

@@ -46,6 +46,9 @@ class ErrorClass(StrEnum):
     INVALID_URL = "invalid_url"
     #: the body's Content-Encoding is unknown or its compressed bytes are corrupt (final at once)
     DECODE = "decode"
+    #: the body could not be written to the body store (`CRAWLQ_STORE_BODIES`: disk full, no directory, no
+    #: permission, Redis refused it); final at once, the worker keeps running
+    STORAGE = "storage"
     #: the fetch was cancelled
     CANCELLED = "cancelled"
     #: the job carrying the URL crashed its worker `max_job_tries` times (poison), or arq failed it
@@ -75,6 +78,7 @@ _CONTENT_KEYS = {
     "content_length": "cl",
     "content_language": "la",
     "content_encoding": "ce",
+    "body_ref": "br",
 }
 
 
@@ -95,6 +99,7 @@ class Content:
     content_length: int | None = None  #: the Content-Length header (bytes on the wire)
     content_language: str | None = None
     content_encoding: str | None = None  #: the Content-Encoding the body was decoded from (`br`, `gzip`...)
+    body_ref: str | None = None  #: where the body is kept (`dir:/path/ab/<sha256>.gz`, `redis:<key>`), if stored
 
     def to_record(self, record: dict[str, Any]) -> None:
         """Add the non-empty fields to a compact record (the hash as 32 raw bytes)."""
@@ -129,6 +134,7 @@ CONTENT_FIELDS = [
     "content_length",
     "content_language",
     "content_encoding",
+    "body_ref",
 ]
 
 
@@ -147,6 +153,8 @@ class UrlResult:
     final_url: str
     fetched_at: int  #: epoch ms
     content: Content | None = None  #: successful results, unless content extraction is off
+    #: a re-crawl found the page as it was: a 304, or a 200 with the earlier batch's content_sha256
+    unchanged: bool = False
 
     def to_record(self) -> dict[str, Any]:
         """The compact form stored in Redis (the URL lives in the batch manifest)."""
@@ -162,6 +170,8 @@ class UrlResult:
             record["f"] = self.final_url
         if self.content is not None:
             self.content.to_record(record)
+        if self.unchanged:
+            record["u"] = True
         return record
 
     @classmethod
@@ -178,6 +188,7 @@ class UrlResult:
             final_url=record.get("f", url),
             fetched_at=int(record.get("t", 0)),
             content=Content.from_record(record),
+            unchanged=bool(record.get("u", False)),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -194,6 +205,7 @@ class UrlResult:
             "message": self.message,
             "final_url": self.final_url,
             "fetched_at": iso_ms(self.fetched_at),
+            "unchanged": self.unchanged,
             **content,
         }
 
@@ -218,6 +230,7 @@ class BatchStats(BaseModel):
     error_counts: dict[str, int]
     attempts: int
     bytes: int
+    unchanged: int = 0  #: re-crawled pages found as they were (304, or the same content_sha256)
     started_at: str | None
     finished_at: str | None
     elapsed_s: float | None
@@ -258,6 +271,7 @@ class BatchStats(BaseModel):
             error_counts=_counts(raw, "e:"),
             attempts=int(number("attempts")),
             bytes=int(number("bytes")),
+            unchanged=int(number("unchanged")),
             started_at=iso_ms(created),
             finished_at=iso_ms(finished),
             elapsed_s=round(elapsed, 3) if elapsed is not None else None,

@@ -79,6 +79,9 @@ class Settings(BaseSettings):
     max_redirects: int = Field(default=5, ge=0)
     extract_content: bool = True  #: record type, encoding, title, snippet, SHA-256 and validators of each page
     snippet_chars: int = Field(default=100, ge=0, le=10_000)  #: characters of visible text kept as `snippet`
+    store_bodies: str = "none"  #: `none`, `dir:/path` (or `/path`), or `redis`: where full bodies go (gzip)
+    store_body_ttl_s: int = Field(default=7 * 86_400, gt=0)  #: `redis` body storage: each body's lifetime
+    store_body_max_bytes: int = Field(default=2 * 1024 * 1024, gt=0)  #: `redis`: cap per compressed body
 
     # --- Retries
     max_attempts: int = Field(default=3, ge=1)  #: attempts per URL for transient failures

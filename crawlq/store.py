@@ -17,12 +17,13 @@ from redis.commands.core import AsyncScript
 from crawlq import histogram, keys
 from crawlq.codec import pack, unpack
 from crawlq.connection import result_of
-from crawlq.errors import UnknownBatch
+from crawlq.errors import CrawlqError, UnknownBatch
 from crawlq.jobs import Deferral, Entry, job_payload, new_job_id
 from crawlq.models import BatchStats, UrlResult, now_ms
+from crawlq.options import BatchOptions
 from crawlq.settings import Settings
 
-__all__ = ["CommitOutcome", "EnqueueOutcome", "Store", "counters", "lost_reason"]
+__all__ = ["CommitOutcome", "EnqueueOutcome", "OptionsConflict", "Store", "counters", "lost_reason"]
 
 STRANDED_CHECK_LIMIT = 2000  #: `stranded` looks at batches with at most this many open jobs
 SUBMIT_LEASE_MS = 30_000  #: a producer that dies mid-submit stops holding its batch open after this
@@ -30,6 +31,10 @@ SUBMIT_LEASE_MS = 30_000  #: a producer that dies mid-submit stops holding its b
 
 def _script(name: str) -> str:
     return (files("crawlq") / "lua" / name).read_text()
+
+
+class OptionsConflict(CrawlqError, ValueError):
+    """A submit to an existing batch asked for other fetch options than the batch already has."""
 
 
 @dataclass(slots=True)
@@ -54,6 +59,8 @@ def counters(results: Sequence[UrlResult]) -> tuple[dict[str, int], float]:
     latency_sum = 0.0
     for result in results:
         succeeded += result.ok
+        if result.unchanged:
+            counts["unchanged"] = counts.get("unchanged", 0) + 1
         size += result.bytes
         attempts += result.attempts
         if result.status:
@@ -184,6 +191,30 @@ class Store:
             if added == -2:
                 return CommitOutcome(0, False, job_still_open=False)
             return CommitOutcome(added, bool(completed))
+
+    async def save_options(self, batch: str, options: BatchOptions) -> None:
+        """Write the batch's options once, before its first URL is enqueued. A later submit to the same
+        batch must ask for the same options (workers read them once per batch), or for none."""
+        key = keys.batch_options(batch)
+        if options.empty:
+            return
+        wrote = await self.redis.set(key, options.to_json(), ex=self.settings.result_ttl_s, nx=True)
+        if not wrote:
+            current = await self.load_options(batch)
+            if current != options:
+                raise OptionsConflict(f"batch {batch} already has other fetch options; submit to a new batch")
+            await self.redis.expire(key, self.settings.result_ttl_s)
+
+    async def load_options(self, batch: str) -> BatchOptions:
+        """The batch's options (empty when it has none)."""
+        return BatchOptions.from_json(await self.redis.get(keys.batch_options(batch)))
+
+    async def earlier_records(self, batch: str, url_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The records an earlier batch holds for `url_ids` (one HMGET), by url id."""
+        if not url_ids:
+            return {}
+        raw = await self.results_for(batch, url_ids)
+        return {url_id: unpack(value) for url_id, value in zip(url_ids, raw, strict=True) if value is not None}
 
     # ---- reads
     async def stats(self, batch: str) -> BatchStats:

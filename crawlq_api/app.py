@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from redis.exceptions import RedisError
 
@@ -18,24 +20,30 @@ from crawlq.errors import ConfigError, RedisUnavailable, UnknownBatch
 from crawlq.heartbeats import live_workers
 from crawlq.models import BatchStats
 from crawlq.settings import Settings
+from crawlq.store import OptionsConflict
+from crawlq_api.dashboard import router as dashboard_router
 from crawlq_api.guard import SubmitGuard
-from crawlq_api.metrics import render_metrics
+from crawlq_api.metrics import cumulative_latency, read_totals, render_metrics
 from crawlq_api.models import (
     BatchDetail,
     BatchPage,
+    HostModel,
+    HostsModel,
     InvalidLineModel,
+    LatencyBucket,
     QueueDepthModel,
     ResultRecord,
     SubmitRequest,
     SubmitResponse,
+    TotalsModel,
     WorkersModel,
 )
-from crawlq_api.queue import QueueUrls, queue_urls
 from crawlq_api.reads import gather_within
 from crawlq_api.security import BodyLimit, TokenCheck
 from crawlq_api.settings import ApiSettings
 from crawlq_api.stream import MEDIA_TYPES, follow_results, format_rows, stored_results
 from producer.client import Client
+from producer.cluster import queue_urls, read_hosts
 from producer.submit import InvalidLine, parse_lines
 
 __all__ = ["create_app"]
@@ -46,6 +54,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     503: {"description": "Redis cannot be reached"},
 }
 BatchId = Annotated[str, "batch id"]
+PLACEHOLDER_TOKEN = "REPLACE-ME"  #: the start of the placeholder tokens shipped in deploy/k8s/api-secret.yaml
 
 
 class Backend:
@@ -149,12 +158,17 @@ async def submit_batch(body: SubmitRequest, ctx: Ctx) -> SubmitResponse:
     non-public address are refused unless in CRAWLQ_API_ALLOWED_NETWORKS. With `wait_s`, wait up to that
     long and return the results complete by then (`partial` and `pending` say what is missing)."""
     client = await ctx.backend.client()
+    if body.options is not None and body.options.proxy is not None:
+        reason = await ctx.guard.proxy_reason(body.options.proxy)
+        if reason is not None:
+            detail = [{"loc": ["body", "options", "proxy"], "msg": f"proxy: {reason}", "type": "blocked_address"}]
+            raise HTTPException(422, detail)
     lines, blocked = await ctx.guard.screen(body.input_lines())
     if body.strict:
         invalid = sorted(parse_lines(lines).invalid + blocked, key=lambda bad: bad.line)
         if invalid:
             raise _strict_refusal(invalid)
-    report = await client.submit(lines, body.batch)
+    report = await client.submit(lines, body.batch, options=body.options)
     invalid_lines = sorted(report.invalid_lines + blocked, key=lambda bad: bad.line)
     response = SubmitResponse(
         batch=report.batch,
@@ -256,12 +270,6 @@ async def batch_results(
 
 
 # ---------------------------------------------------------------- cluster
-def _depth(queue: QueueUrls) -> tuple[dict[str, int], dict[str, int]]:
-    urls = {"ready": queue.ready_urls, "deferred": queue.deferred_urls, "in_flight": queue.in_flight_urls}
-    jobs = {"ready": queue.ready_jobs, "deferred": queue.deferred_jobs, "in_flight": queue.in_flight_jobs}
-    return urls, jobs
-
-
 @router.get("/queue", tags=["cluster"], response_model=QueueDepthModel)
 async def queue(ctx: Ctx) -> QueueDepthModel:
     """Queue depth in URLs and in jobs, by state, and the workers' fetches in flight."""
@@ -270,7 +278,8 @@ async def queue(ctx: Ctx) -> QueueDepthModel:
         ctx.api.read_deadline_s,
         {"queue": queue_urls(client.redis, ctx.backend.settings.queue_name), "workers": live_workers(client.redis)},
     )
-    urls, jobs = _depth(gathered.values["queue"]) if "queue" in gathered.values else (None, None)
+    depth = gathered.values.get("queue")
+    urls, jobs = (depth.urls(), depth.jobs()) if depth is not None else (None, None)
     beats: list[dict[str, Any]] | None = gathered.values.get("workers")
     return QueueDepthModel(
         urls=urls,
@@ -292,6 +301,46 @@ async def workers(ctx: Ctx) -> WorkersModel:
     except TimeoutError as exc:
         raise HTTPException(503, f"Redis did not answer within {ctx.api.read_deadline_s:g} s") from exc
     return WorkersModel(workers=beats, count=len(beats))
+
+
+async def _within(deadline_s: float, source: Any) -> Any:
+    try:
+        async with asyncio.timeout(deadline_s):
+            return await source
+    except TimeoutError as exc:
+        raise HTTPException(503, f"Redis did not answer within {deadline_s:g} s") from exc
+
+
+@router.get("/hosts", tags=["cluster"], response_model=HostsModel)
+async def hosts(ctx: Ctx, limit: Annotated[int, Query(ge=1, le=1000)] = 50) -> HostsModel:
+    """Per-host politeness state, busiest first: requests in flight, limit, delay, cooldown left."""
+    client = await ctx.backend.client()
+    found = await _within(ctx.api.read_deadline_s, read_hosts(client.redis, ctx.backend.settings))
+    return HostsModel(
+        hosts=[HostModel(**host.as_dict()) for host in found[:limit]],
+        total=len(found),
+        in_cooldown=sum(1 for host in found if host.cooldown_s > 0),
+        at_limit=sum(1 for host in found if host.in_flight >= host.limit),
+    )
+
+
+@router.get("/totals", tags=["cluster"], response_model=TotalsModel)
+async def totals(ctx: Ctx) -> TotalsModel:
+    """Counters over every batch and the latency histogram of the final attempts."""
+    client = await ctx.backend.client()
+    raw: dict[str, str] = await _within(ctx.api.read_deadline_s, read_totals(client.redis))
+    stats = BatchStats.from_counters("*", raw)
+    latency: list[LatencyBucket] = []
+    below = 0
+    for bound_s, cumulative in cumulative_latency(raw):
+        latency.append(LatencyBucket(le_ms=bound_s * 1000, count=cumulative - below))
+        below = cumulative
+    measured = sum(int(value) for field, value in raw.items() if field.startswith("h:"))
+    latency.append(LatencyBucket(le_ms=None, count=measured - below))
+    return TotalsModel(
+        done=stats.done, succeeded=stats.succeeded, failed=stats.failed, attempts=stats.attempts,
+        p50_ms=stats.p50_ms, p95_ms=stats.p95_ms, p99_ms=stats.p99_ms, latency=latency,
+    )  # fmt: skip
 
 
 @router.get("/metrics", tags=["cluster"], response_class=Response, responses={200: {"content": {"text/plain": {}}}})
@@ -319,10 +368,27 @@ async def _unknown_batch(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": str(exc)}, status_code=404)
 
 
+async def _options_conflict(request: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse({"detail": str(exc)}, status_code=409)
+
+
+async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
+    """FastAPI's 422, without echoing what was sent for the batch options (it may hold secrets)."""
+    assert isinstance(exc, RequestValidationError)
+    errors = []
+    for error in exc.errors():
+        if "options" in error.get("loc", ()):
+            error = {name: value for name, value in error.items() if name not in ("input", "ctx")}
+        errors.append(error)
+    return JSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
+
+
 def create_app(settings: Settings, api: ApiSettings) -> FastAPI:
     """The API over the Redis of `settings`. Raises ConfigError without `CRAWLQ_API_TOKEN`."""
     if api.token is None or not api.token.get_secret_value():
         raise ConfigError("set CRAWLQ_API_TOKEN: the API refuses to serve without a bearer token")
+    if api.token.get_secret_value().startswith(PLACEHOLDER_TOKEN):
+        raise ConfigError("CRAWLQ_API_TOKEN is still the placeholder of deploy/k8s/api-secret.yaml: replace it")
     backend = Backend(settings)
 
     @asynccontextmanager
@@ -342,5 +408,8 @@ def create_app(settings: Settings, api: ApiSettings) -> FastAPI:
     app.add_exception_handler(RedisUnavailable, _redis_unavailable)
     app.add_exception_handler(RedisError, _redis_lost(settings))
     app.add_exception_handler(UnknownBatch, _unknown_batch)
+    app.add_exception_handler(OptionsConflict, _options_conflict)
+    app.add_exception_handler(RequestValidationError, _invalid_request)
     app.include_router(router)
+    app.include_router(dashboard_router)
     return app

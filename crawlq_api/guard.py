@@ -40,6 +40,11 @@ class SubmitGuard:
             return f"{address} is not a public address ({HOW_TO_ALLOW})"
         return None
 
+    async def proxy_reason(self, proxy: str) -> str | None:
+        """Why a batch may not use this proxy (its host is or resolves to a non-public address), or None."""
+        host = urlsplit(proxy).hostname or ""
+        return (await self._reasons({host})).get(host) if host else "the proxy URL has no host"
+
     async def screen(self, lines: Sequence[str]) -> tuple[list[str], list[InvalidLine]]:
         """`lines` with every blocked URL blanked (line numbers stay), and the blocked ones as invalid lines.
         Lines that fail validation are left for the submit to report."""

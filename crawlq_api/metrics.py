@@ -20,17 +20,17 @@ from crawlq.connection import result_of
 from crawlq.heartbeats import live_workers
 from crawlq.models import BatchStats, now_ms
 from crawlq.store import Store
-from crawlq_api.queue import QueueUrls, queue_urls
 from crawlq_api.reads import Gathered, gather_within
+from producer.cluster import QueueUrls, queue_urls
 
-__all__ = ["LATENCY_BUCKETS_S", "SOURCES", "render_metrics"]
+__all__ = ["LATENCY_BUCKETS_S", "SOURCES", "cumulative_latency", "read_totals", "render_metrics"]
 
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 SOURCES = ("queue", "workers", "totals", "cooldowns", "batches")
 ACTIVE_BATCHES_SHOWN = 50  #: batches with a progress series (the most recent active ones)
 
 
-async def _totals(redis: Redis) -> dict[str, str]:
+async def read_totals(redis: Redis) -> dict[str, str]:
     raw = await result_of(redis.hgetall(keys.STATS_ALL))
     return {k.decode(): v.decode() for k, v in raw.items()}
 
@@ -93,14 +93,19 @@ def _counter_families(totals: Mapping[str, str]) -> Iterator[Metric]:
     yield _latency_histogram(totals)
 
 
+def cumulative_latency(totals: Mapping[str, str]) -> list[tuple[float, int]]:
+    """(bound_s, latencies at most bound_s) for each of LATENCY_BUCKETS_S, from crawlq's `h:<i>` counters."""
+    counts = {int(field[2:]): int(value) for field, value in totals.items() if field.startswith("h:")}
+    return [
+        (bound_s, sum(n for index, n in counts.items() if histogram.GAMMA**index <= bound_s * 1000 * (1 + 1e-9)))
+        for bound_s in LATENCY_BUCKETS_S
+    ]
+
+
 def _latency_histogram(totals: Mapping[str, str]) -> Metric:
     """crawlq's log buckets (bucket i holds latencies up to GAMMA**i ms) regrouped into Prometheus buckets."""
-    counts = {int(field[2:]): int(value) for field, value in totals.items() if field.startswith("h:")}
-    buckets: list[tuple[str, float]] = []
-    for bound_s in LATENCY_BUCKETS_S:
-        below = sum(n for index, n in counts.items() if histogram.GAMMA**index <= bound_s * 1000 * (1 + 1e-9))
-        buckets.append((repr(bound_s), float(below)))
-    buckets.append(("+Inf", float(sum(counts.values()))))
+    buckets = [(repr(bound_s), float(below)) for bound_s, below in cumulative_latency(totals)]
+    buckets.append(("+Inf", float(sum(int(v) for f, v in totals.items() if f.startswith("h:")))))
     sum_s = float(totals.get("latency_sum_ms", 0) or 0) / 1000
     return HistogramMetricFamily(
         "crawlq_fetch_duration_seconds", "time of a URL's last attempt, to the end of the body", buckets, sum_s
@@ -178,7 +183,7 @@ async def render_metrics(store: Store, queue_name: str, deadline_s: float) -> by
         {
             "queue": queue_urls(redis, queue_name),
             "workers": live_workers(redis),
-            "totals": _totals(redis),
+            "totals": read_totals(redis),
             "cooldowns": _hosts_in_cooldown(redis),
             "batches": _active_batches(store),
         },

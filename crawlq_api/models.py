@@ -7,16 +7,21 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from crawlq.models import BatchStats
+from crawlq.options import BatchOptions
 from crawlq_api.settings import MAX_WAIT_S
 
 __all__ = [
     "BatchDetail",
     "BatchPage",
+    "HostModel",
+    "HostsModel",
     "InvalidLineModel",
+    "LatencyBucket",
     "QueueDepthModel",
     "ResultRecord",
     "SubmitRequest",
     "SubmitResponse",
+    "TotalsModel",
     "WorkersModel",
 ]
 
@@ -33,6 +38,11 @@ class SubmitRequest(BaseModel):
     batch: str | None = Field(default=None, pattern=BATCH_PATTERN, description="batch id (default: a new one)")
     wait_s: float = Field(default=0.0, ge=0, le=MAX_WAIT_S, description="wait up to this long for the results")
     strict: bool = Field(default=False, description="refuse the whole batch (422) if any line is invalid")
+    options: BatchOptions | None = Field(
+        default=None,
+        description="the batch's fetch options: headers, cookies, user_agent, proxy, recrawl_of "
+        "(secrets are never echoed, not even in a 422)",
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> SubmitRequest:
@@ -61,6 +71,18 @@ class ResultRecord(BaseModel):
     message: str | None
     final_url: str
     fetched_at: str | None
+    unchanged: bool = False
+    content_type: str | None = None
+    encoding: str | None = None
+    title: str | None = None
+    snippet: str | None = None
+    content_sha256: str | None = None
+    etag: str | None = None
+    last_modified: str | None = None
+    content_length: int | None = None
+    content_language: str | None = None
+    content_encoding: str | None = None
+    body_ref: str | None = None
 
 
 class SubmitResponse(BaseModel):
@@ -109,3 +131,35 @@ class QueueDepthModel(BaseModel):
 class WorkersModel(BaseModel):
     workers: list[dict[str, Any]]
     count: int
+
+
+class HostModel(BaseModel):
+    host: str
+    in_flight: int = Field(description="requests holding a lease on the host now")
+    limit: int = Field(description="requests in flight allowed (CRAWLQ_PER_HOST_CONCURRENCY or a host rule)")
+    delay_s: float = Field(description="minimum gap between request starts")
+    cooldown_s: float = Field(description="cooldown left after a 429/503, 0 if none")
+    penalty_ms: int = Field(description="the cooldown the next throttle starts from")
+
+
+class HostsModel(BaseModel):
+    hosts: list[HostModel] = Field(description="busiest first: in flight, then cooldown left")
+    total: int = Field(description="hosts with politeness state")
+    in_cooldown: int
+    at_limit: int = Field(description="hosts whose in-flight requests reached their limit")
+
+
+class LatencyBucket(BaseModel):
+    le_ms: float | None = Field(description="upper bound in ms; null for the last, unbounded bucket")
+    count: int = Field(description="final attempts in this bucket (not cumulative)")
+
+
+class TotalsModel(BaseModel):
+    done: int
+    succeeded: int
+    failed: int
+    attempts: int
+    p50_ms: float | None
+    p95_ms: float | None
+    p99_ms: float | None
+    latency: list[LatencyBucket] = Field(description="histogram of the final attempts' latency, all batches")

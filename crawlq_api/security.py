@@ -7,6 +7,7 @@ import hmac
 from fastapi import HTTPException, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from crawlq_api.dashboard import ASSET_PREFIX, PAGE_PATH
 from crawlq_api.settings import ApiSettings
 
 __all__ = ["BodyLimit", "TokenCheck"]
@@ -19,7 +20,8 @@ def _matches(given: str, expected: str) -> bool:
 
 
 class TokenCheck:
-    """A FastAPI dependency: the full token may do everything, the read token only GET and HEAD."""
+    """A FastAPI dependency: the full token may do everything, the read token only GET and HEAD.
+    The dashboard's page and assets (no data in them) need no token."""
 
     def __init__(self, settings: ApiSettings) -> None:
         self.token = settings.token.get_secret_value() if settings.token else None
@@ -27,7 +29,8 @@ class TokenCheck:
         self.public_paths = frozenset(settings.public_paths)
 
     async def __call__(self, request: Request) -> None:
-        if request.url.path in self.public_paths:
+        path = request.url.path
+        if path in self.public_paths or path == PAGE_PATH or path.startswith(ASSET_PREFIX):
             return
         scheme, _, given = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not given:

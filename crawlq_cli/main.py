@@ -29,9 +29,10 @@ from crawlq.connection import describe
 from crawlq.errors import ConfigError, CrawlqError, RedisUnavailable
 from crawlq.export import RESULT_FIELDS, csv_row
 from crawlq.models import BatchStats, UrlResult
+from crawlq.options import BatchOptions, parse_cookie, parse_header
 from crawlq.outage import REDIS_DOWN, Outage
 from crawlq.settings import HostRule, Settings
-from crawlq_cli.render import ProgressView, report_lines, status_table
+from crawlq_cli.render import ProgressView, hosts_table, report_lines, status_table
 
 __all__ = ["main"]
 
@@ -152,13 +153,51 @@ def _read_lines(source: str) -> Iterator[Any]:
         yield opened
 
 
+def batch_options(function: Callable[..., Any]) -> Callable[..., Any]:
+    """The per-batch fetch options of `submit` and `crawl`."""
+    flags = [
+        click.option("--header", "headers", multiple=True, metavar="'NAME: VALUE'",
+                     help="Send this request header (repeatable). Credential headers are never printed."),
+        click.option("--cookie", "cookies", multiple=True, metavar="NAME=VALUE",
+                     help="Send this cookie (repeatable). Cookie values are never printed."),
+        click.option("--user-agent", help="Replace crawlq's User-Agent (which names crawlq and its URL)."),
+        click.option("--proxy", metavar="URL", help="Fetch through this http(s) proxy (its address is SSRF-checked)."),
+        click.option("--recrawl-of", metavar="BATCH",
+                     help="Conditional re-crawl: send the validators BATCH recorded (If-None-Match...)."),
+    ]  # fmt: skip
+    for flag in reversed(flags):
+        function = flag(function)
+    return function
+
+
+def options_from(kwargs: dict[str, Any]) -> BatchOptions:
+    """The `BatchOptions` of the flags in `kwargs` (which loses them); bad values are a usage error."""
+    from pydantic import ValidationError
+
+    headers, cookies = kwargs.pop("headers"), kwargs.pop("cookies")
+    try:
+        return BatchOptions(
+            headers=dict(parse_header(text) for text in headers),
+            cookies=dict(parse_cookie(text) for text in cookies),
+            user_agent=kwargs.pop("user_agent"),
+            proxy=kwargs.pop("proxy"),
+            recrawl_of=kwargs.pop("recrawl_of"),
+        )
+    except ValidationError as exc:
+        reason = exc.errors()[0]["msg"].removeprefix("Value error, ")
+        raise click.UsageError(reason) from None
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
 @cli.command()
 @click.argument("source", metavar="FILE|-")
 @click.option("--batch", help="Batch id (default: a new one). Re-submitting to a batch queues only new URLs.")
 @click.option("--json", "as_json", is_flag=True, help='Print {"batch", "queued", "duplicates", "invalid"}.')
 @click.option("--strict", is_flag=True, help="Refuse the whole batch if any line is invalid (exit 3).")
+@batch_options
 @click.pass_context
-def submit(ctx: click.Context, source: str, batch: str | None, as_json: bool, strict: bool) -> None:
+def submit(ctx: click.Context, /, source: str, batch: str | None, as_json: bool, strict: bool, **flags: Any) -> None:
     """Validate, de-duplicate and enqueue the URLs of FILE (or stdin with -), one per line.
 
     \b
@@ -171,9 +210,13 @@ def submit(ctx: click.Context, source: str, batch: str | None, as_json: bool, st
     Examples:
       crawlq submit urls.txt
       cat urls.txt | crawlq submit - --batch nightly --json
+      crawlq submit urls.txt --header 'Authorization: Bearer abc' --cookie session=xyz
+      crawlq submit urls.txt --batch tuesday --recrawl-of monday
     """
     from producer.client import Client
     from producer.submit import count_invalid, new_batch_id
+
+    options = options_from(flags)
 
     async def body() -> dict[str, object]:
         async with await Client.connect(_settings(ctx)) as client:
@@ -183,6 +226,7 @@ def submit(ctx: click.Context, source: str, batch: str | None, as_json: bool, st
                 token=lines.token,
                 expected_count=lines.lines,
                 on_invalid=_report_invalid,
+                options=options,
             )
             return report.as_dict()
 
@@ -308,7 +352,8 @@ async def results(client: Any, batch: str, fmt: str, failed_only: bool, output: 
 @click.option("--interval", type=float, default=2.0, show_default=True)
 @_client_command
 async def status(client: Any, as_json: bool, watch: bool, interval: float) -> int:
-    """Show queue depth (ready, deferred, in progress), live workers and recent batches.
+    """Show queue depth in URLs (ready, deferred, in flight; jobs beside), live workers with their pages/s over
+    the last minute, recent batches with progress, failures and ETA, and the busiest hosts.
 
     \b
     Examples:
@@ -341,7 +386,81 @@ async def status(client: Any, as_json: bool, watch: bool, interval: float) -> in
         await asyncio.sleep(interval)
 
 
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per host, one a line.")
+@click.option("--limit", type=click.IntRange(1), default=50, show_default=True, help="Show at most this many hosts.")
+@_client_command
+async def hosts(client: Any, as_json: bool, limit: int) -> int:
+    """List hosts with politeness state, busiest first: requests in flight, limit, delay, cooldown left.
+
+    \b
+    The limit is CRAWLQ_PER_HOST_CONCURRENCY or the matching CRAWLQ_HOST_RULES entry, as this command's
+    settings give it (the workers' when they share the configuration).
+
+    \b
+    Examples:
+      crawlq hosts
+      crawlq hosts --json | jq 'select(.cooldown_s > 0)'
+    """
+    found = await client.hosts()
+    if as_json:
+        for host in found[:limit]:
+            click.echo(orjson.dumps(host.as_dict()).decode())
+        return 0
+    if not found:
+        click.echo("no host has politeness state (nothing fetched recently)")
+        return 0
+    Console().print(hosts_table([host.as_dict() for host in found[:limit]], len(found)))
+    return 0
+
+
 # ---------------------------------------------------------------- crawl / demo
+@cli.command(name="export")
+@click.argument("batch")
+@click.argument("directory", type=click.Path(file_okay=False))
+@_client_command
+async def export(client: Any, batch: str, directory: str) -> int:
+    """Write BATCH's records to DIRECTORY/records.jsonl and their stored bodies to DIRECTORY/bodies/.
+
+    \b
+    Each body is written once, as DIRECTORY/bodies/<content_sha256> (decompressed); its records name it
+    in `body_file`. Bodies are kept only with CRAWLQ_STORE_BODIES set (dir:/path or redis) on the workers.
+
+    \b
+    Examples:
+      crawlq export nightly ./nightly-export
+    """
+    from crawlq.bodies import read_body
+
+    root = os.path.abspath(directory)
+    try:
+        os.makedirs(os.path.join(root, "bodies"), exist_ok=True)
+    except OSError as exc:
+        raise click.UsageError(f"cannot create {root}: {exc.strerror}") from None
+    records = bodies = missing = 0
+    with open(os.path.join(root, "records.jsonl"), "wb") as out:
+        async for result in client.results(batch):
+            row = result.to_dict()
+            ref = row.get("body_ref")
+            if ref:
+                name: str | None = os.path.join("bodies", str(row["content_sha256"]))
+                if name is not None and not os.path.exists(os.path.join(root, name)):
+                    body = await read_body(ref, client.redis)
+                    if body is None:
+                        missing += 1
+                        name = None
+                    else:
+                        with open(os.path.join(root, name), "wb") as handle:
+                            handle.write(body)
+                        bodies += 1
+                row["body_file"] = name
+            out.write(orjson.dumps(row) + b"\n")
+            records += 1
+    gone = f"; {missing} bodies were gone (expired or deleted)" if missing else ""
+    click.echo(f"wrote {records} records and {bodies} bodies to {root}{gone}", err=True)
+    return 0
+
+
 def _cancel_on_sigterm() -> None:
     """SIGTERM stops `crawl`/`demo` like Ctrl-C does: the main task is cancelled and cleans up."""
     task = asyncio.current_task()
@@ -350,7 +469,12 @@ def _cancel_on_sigterm() -> None:
 
 
 async def _crawl_local(
-    settings: Settings, source: list[str] | Any, workers: int, redis_url: str | None, out: str | None
+    settings: Settings,
+    source: list[str] | Any,
+    workers: int,
+    redis_url: str | None,
+    out: str | None,
+    options: BatchOptions | None = None,
 ) -> BatchStats:
     """Submit `source` (a list of URLs, or an input file from `_read_lines`) to a local cluster, show progress, keep
     the results in `out` (`""`: not kept; None: a file named after the batch), and say when per-host limits
@@ -360,10 +484,14 @@ async def _crawl_local(
     _cancel_on_sigterm()
     async with LocalCluster(settings, workers=workers, redis_url=redis_url) as cluster:
         if isinstance(source, list):
-            report = await cluster.client.submit(source, on_invalid=_report_invalid)
+            report = await cluster.client.submit(source, on_invalid=_report_invalid, options=options)
         else:
             report = await cluster.client.submit(
-                source.read(), token=source.token, expected_count=source.lines, on_invalid=_report_invalid
+                source.read(),
+                token=source.token,
+                expected_count=source.lines,
+                on_invalid=_report_invalid,
+                options=options,
             )
         click.echo(f"batch {report.batch}: queued {report.queued}, duplicates {report.duplicates}, "
                    f"invalid {report.invalid}", err=True)  # fmt: skip
@@ -417,15 +545,18 @@ def host_bound_note(settings: Settings, hosts: collections.Counter[str], workers
 @click.option("--out", type=click.Path(dir_okay=False, writable=True),
               help="Write every result here (.jsonl or .csv); default: BATCH.jsonl in this directory.")  # fmt: skip
 @click.option("--no-out", is_flag=True, help="Do not keep the results (they go with the embedded Redis).")
+@batch_options
 @click.pass_context
 def crawl(
     ctx: click.Context,
+    /,
     source: str,
     workers: int,
     concurrency: int | None,
     per_host: int | None,
     out: str | None,
     no_out: bool,
+    **flags: Any,
 ) -> None:
     """Crawl FILE on this machine: an embedded Redis (unless CRAWLQ_REDIS_URL is set), N workers, a report.
 
@@ -438,10 +569,11 @@ def crawl(
       crawlq crawl urls.txt
       crawlq crawl urls.txt --workers 4 --concurrency 50 --per-host 4 --out results.jsonl
     """
+    options = options_from(flags)
     settings = _settings(ctx, concurrency=concurrency, per_host_concurrency=per_host)
     redis_url = settings.redis_url if ctx.obj["redis_given"] else None
     with _read_lines(source) as lines:
-        final = _run(_crawl_local(settings, lines, workers, redis_url, "" if no_out else out))
+        final = _run(_crawl_local(settings, lines, workers, redis_url, "" if no_out else out, options))
     click.echo("\n".join(report_lines(final)))
 
 

@@ -12,7 +12,7 @@ from rich.table import Table
 
 from crawlq.models import BatchStats
 
-__all__ = ["ProgressView", "report_lines", "status_table"]
+__all__ = ["ProgressView", "eta_s", "hosts_table", "report_lines", "status_table"]
 
 
 def _ms(value: float | None) -> str:
@@ -26,7 +26,7 @@ def _counts(counts: dict[str, int]) -> str:
 def report_lines(stats: BatchStats) -> list[str]:
     rate = "-" if stats.success_rate is None else f"{stats.success_rate * 100:.1f} %"
     lost = [f"  lost         {stats.lost_reason}"] if stats.lost_reason else []
-    return [
+    lines = [
         f"batch {stats.batch}: {stats.state}",
         *lost,
         f"  succeeded    {stats.succeeded}/{stats.total} ({rate}); failed {stats.failed}; pending {stats.pending}",
@@ -37,6 +37,29 @@ def report_lines(stats: BatchStats) -> list[str]:
         f"  total time   {stats.elapsed_s if stats.elapsed_s is not None else '-'} s"
         f"   pages/s {stats.pages_per_s if stats.pages_per_s is not None else '-'}",
     ]
+    if stats.unchanged:
+        lines.append(f"  unchanged    {stats.unchanged} (re-crawl: 304 or the same content_sha256)")
+    return lines
+
+
+def eta_s(stats: BatchStats) -> float | None:
+    """Seconds left at the batch's pages/s so far; None when complete or not yet measurable."""
+    if stats.complete or not stats.pages_per_s:
+        return None
+    return stats.pending / stats.pages_per_s
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    return f"{seconds // 60:.0f} min {seconds % 60:.0f} s" if seconds < 3600 else f"{seconds / 3600:.1f} h"
+
+
+def _bar(done: int, total: int, width: int = 20) -> str:
+    filled = width if not total else int(width * done / total)
+    return "#" * filled + "." * (width - filled)
 
 
 class ProgressView:
@@ -56,52 +79,100 @@ class ProgressView:
                 TextColumn("[bold]{task.description}"),
                 BarColumn(),
                 MofNCompleteColumn(),
+                TextColumn("{task.fields[failed]}"),
                 TextColumn("{task.fields[rate]}"),
                 TimeElapsedColumn(),
+                TextColumn("{task.fields[eta]}"),
                 console=Console(stderr=True),
                 transient=False,
             )
             self._progress.start()
-            self._task = self._progress.add_task(self.label, total=None, rate="")
+            self._task = self._progress.add_task(self.label, total=None, rate="", failed="", eta="")
         return self
 
     def update(self, stats: BatchStats) -> None:
         if self._progress is not None:
             rate = f"{stats.pages_per_s:.0f}/s" if stats.pages_per_s else ""
-            self._progress.update(self._task, total=stats.total, completed=stats.done, rate=rate)
+            failed = f"[red]{stats.failed} failed[/]" if stats.failed else "0 failed"
+            eta = f"ETA {_duration(eta_s(stats))}" if eta_s(stats) is not None else ""
+            self._progress.update(
+                self._task, total=stats.total, completed=stats.done, rate=rate, failed=failed, eta=eta
+            )
             return
         now = time.monotonic()
         if now - self._last >= self.every_s or stats.complete:
             self._last = now
-            print(f"{self.label}: {stats.done}/{stats.total} done ({stats.failed} failed)", file=sys.stderr, flush=True)
+            eta = f", ETA {_duration(eta_s(stats))}" if eta_s(stats) is not None else ""
+            print(
+                f"{self.label}: {stats.done}/{stats.total} done ({stats.failed} failed{eta})",
+                file=sys.stderr,
+                flush=True,
+            )
 
     def __exit__(self, *exc: object) -> None:
         if self._progress is not None:
             self._progress.stop()
 
 
-def status_table(status: dict[str, Any]) -> list[Table | str]:
-    queue = status["queue"]
-    out: list[Table | str] = [
-        f"queue: {queue['ready']} ready, {queue['deferred']} deferred, {queue['in_progress']} in progress "
-        f"({queue['total']} jobs)"
-    ]
-    workers = Table(title=f"workers ({len(status['workers'])} live)")
-    for column in ("id", "concurrency", "in flight", "pending", "fetches", "draining"):
+def hosts_table(hosts: list[dict[str, Any]], total: int | None = None) -> Table:
+    """Host state, busiest first: in flight against the limit, delay, cooldown left."""
+    shown = f"busiest {len(hosts)} of {total} hosts" if total is not None and total > len(hosts) else "hosts"
+    table = Table(title=shown)
+    for column in ("host", "in flight", "limit", "delay", "cooldown"):
+        table.add_column(column)
+    for host in hosts:
+        at_limit = host["in_flight"] >= host["limit"]
+        table.add_row(
+            host["host"], f"[yellow]{host['in_flight']}[/]" if at_limit else str(host["in_flight"]), str(host["limit"]),
+            f"{host['delay_s']:g} s" if host["delay_s"] else "-",
+            f"[yellow]{_duration(host['cooldown_s'])}[/]" if host["cooldown_s"] else "-",
+        )  # fmt: skip
+    return table
+
+
+def _queue_line(queue: dict[str, dict[str, int]]) -> str:
+    urls, jobs = queue["urls"], queue["jobs"]
+    return (
+        f"queue: [bold]{urls['ready']:,}[/] URLs ready, {urls['deferred']:,} deferred, {urls['in_flight']:,} in flight"
+        f"  [dim]({jobs['ready']} / {jobs['deferred']} / {jobs['in_flight']} jobs)[/]"
+    )
+
+
+def _workers_table(beats: list[dict[str, Any]]) -> Table:
+    total_rate = sum(float(beat.get("pages_per_s_1m", 0) or 0) for beat in beats)
+    workers = Table(title=f"workers ({len(beats)} live, {total_rate:.1f} pages/s over the last minute)")
+    for column in ("id", "in flight", "pages/s (1 min)", "done", "draining"):
         workers.add_column(column)
-    for beat in status["workers"]:
+    for beat in beats:
+        rate = beat.get("pages_per_s_1m")
         workers.add_row(
-            str(beat["id"]), str(beat["concurrency"]), str(beat["in_flight"]), str(beat["pending"]),
-            str(beat["fetches"]), "yes" if beat["draining"] else "",
+            str(beat["id"]), f"{beat['in_flight']}/{beat['concurrency']}", "-" if rate is None else f"{rate:.1f}",
+            str(beat.get("urls_done", "-")), "yes" if beat["draining"] else "",
         )  # fmt: skip
-    out.append(workers)
-    batches = Table(title="recent batches")
-    for column in ("batch", "state", "done", "total", "failed", "pages/s"):
-        batches.add_column(column)
-    for batch in status["batches"]:
-        batches.add_row(
-            batch["batch"], batch["state"], str(batch.get("done", "?")), str(batch.get("total", "?")),
-            str(batch.get("failed", "?")), str(batch.get("pages_per_s") or "-"),
+    return workers
+
+
+def _batches_table(batches: list[dict[str, Any]]) -> Table:
+    table = Table(title="recent batches")
+    for column in ("batch", "state", "progress", "done", "failed", "pages/s", "ETA"):
+        table.add_column(column)
+    for batch in batches:
+        if "total" not in batch:
+            table.add_row(batch["batch"], batch["state"], "", "?", "?", "-", "-")
+            continue
+        stats = BatchStats(**batch)
+        table.add_row(
+            stats.batch, stats.state, _bar(stats.done, stats.total), f"{stats.done:,}/{stats.total:,}",
+            f"[red]{stats.failed:,}[/]" if stats.failed else "0", f"{stats.pages_per_s or 0:.1f}",
+            "done" if stats.complete else _duration(eta_s(stats)),
         )  # fmt: skip
-    out.append(batches)
+    return table
+
+
+def status_table(status: dict[str, Any]) -> list[Table | str]:
+    """`crawlq status`: queue depth in URLs (and jobs), workers, recent batches, the busiest hosts."""
+    out: list[Table | str] = [_queue_line(status["queue"]), _workers_table(status["workers"])]
+    out.append(_batches_table(status["batches"]))
+    if status.get("hosts"):
+        out.append(hosts_table(status["hosts"], status.get("hosts_total")))
     return out

@@ -24,9 +24,11 @@ from crawlq.errors import BatchLost, UnknownBatch
 from crawlq.heartbeats import live_workers
 from crawlq.memory import check_eviction_policy
 from crawlq.models import BatchStats, UrlResult, now_ms
+from crawlq.options import BatchOptions
 from crawlq.outage import REDIS_DOWN, Outage
 from crawlq.settings import Settings
 from crawlq.store import Store
+from producer.cluster import HostState, QueueUrls, queue_urls, read_hosts
 from producer.submit import InvalidLine, SubmitReport, new_batch_id, submit_lines
 
 __all__ = ["Client", "QueueDepth"]
@@ -111,10 +113,14 @@ class Client:
         token: str | None = None,
         expected_count: int | None = None,
         on_invalid: Callable[[InvalidLine], None] | None = None,
+        options: BatchOptions | None = None,
     ) -> SubmitReport:
         """Validate, de-duplicate and enqueue `urls` (invalid ones are reported, not queued); the first
         jobs are enqueued while the rest is still being read. An iterator is read into a list first unless
-        `expected_count` is given (then it is read as it goes); see `producer.submit.submit_lines`."""
+        `expected_count` is given (then it is read as it goes); see `producer.submit.submit_lines`.
+
+        :param options: headers, cookies, user agent, proxy and re-crawl for every fetch of the batch
+            (`crawlq.options.BatchOptions`); a batch keeps the options of its first submit"""
         if expected_count is None and not isinstance(urls, Sized):
             urls = list(urls)
         return await submit_lines(
@@ -124,6 +130,7 @@ class Client:
             token=token,
             expected_count=expected_count,
             on_invalid=on_invalid,
+            options=options,
         )
 
     async def stats(self, batch: str) -> BatchStats:
@@ -200,6 +207,14 @@ class Client:
         ready = max(0, due - running)
         return QueueDepth(ready=ready, deferred=deferred, in_progress=running, total=ready + deferred + running)
 
+    async def queue_urls(self) -> QueueUrls:
+        """Queue depth in URLs and in jobs, by state (ready, deferred, in flight)."""
+        return await queue_urls(self.redis, self.settings.queue_name)
+
+    async def hosts(self) -> list[HostState]:
+        """Hosts with politeness state, busiest first."""
+        return await read_hosts(self.redis, self.settings)
+
     async def workers(self) -> list[dict[str, Any]]:
         return await live_workers(self.redis)
 
@@ -213,10 +228,15 @@ class Client:
                 out.append(raw.decode())
         return out
 
-    async def status(self) -> dict[str, Any]:
+    async def status(self, hosts_shown: int = 10) -> dict[str, Any]:
+        """The cluster at a glance: queue depth in URLs and jobs, workers, recent batches, busiest hosts."""
         batches = await self.recent_batches()
+        depth = await self.queue_urls()
+        hosts = await self.hosts()
         return {
-            "queue": dict(await self.queue_depth()),
+            "queue": {"urls": depth.urls(), "jobs": depth.jobs()},
+            "hosts": [host.as_dict() for host in hosts[:hosts_shown]],
+            "hosts_total": len(hosts),
             "workers": await self.workers(),
             "batches": [
                 b.model_dump() if isinstance(b, BatchStats) else {"batch": b, "state": "unknown"} for b in batches

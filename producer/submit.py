@@ -35,6 +35,7 @@ from crawlq.connection import describe
 from crawlq.errors import InvalidURL, RedisOutOfMemory, RedisUnavailable
 from crawlq.jobs import Entry
 from crawlq.memory import is_out_of_memory, out_of_memory_message
+from crawlq.options import BatchOptions
 from crawlq.settings import Settings
 from crawlq.store import EnqueueOutcome, Store
 from crawlq.urls import canonical, host_of, url_id
@@ -289,6 +290,7 @@ async def submit_lines(
     token: str | None = None,
     expected_count: int | None = None,
     on_invalid: Callable[[InvalidLine], None] | None = None,
+    options: BatchOptions | None = None,
 ) -> SubmitReport:
     """Parse `lines` and enqueue them as they are parsed: the first jobs are in Redis (and being fetched)
     while the rest of the input is still being read. The batch cannot complete before this returns.
@@ -299,7 +301,9 @@ async def submit_lines(
     :param expected_count: about how many lines there are, to size the chunks (default: `len(lines)`, or
         `chunk_size` chunks for an iterator).
     :param on_invalid: called with each invalid line as it is found; without it they are kept in the report.
+    :param options: the batch's fetch options, written once before its first URL.
     """
+    await _save_options(store, batch, options)
     if token is None:
         token = submit_token(lines) if isinstance(lines, Sequence) else os.urandom(8).hex()
     if expected_count is None:
@@ -312,6 +316,16 @@ async def submit_lines(
     report.invalid = parser.invalid_count
     report.invalid_lines = parser.invalid
     return report
+
+
+async def _save_options(store: Store, batch: str, options: BatchOptions | None) -> None:
+    if options is None:
+        return
+    try:
+        await store.save_options(batch, options)
+    except (RedisError, OSError) as exc:
+        where = describe(store.settings.redis_url)
+        raise RedisUnavailable(f"cannot reach Redis at {where} to submit batch {batch} ({type(exc).__name__})") from exc
 
 
 async def _enqueue_stream(

@@ -23,6 +23,7 @@ import yaml
 
 from crawlq import __version__
 from crawlq.settings import Settings
+from crawlq_api.settings import ApiSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -35,13 +36,16 @@ KUSTOMIZATION = K8S_DIR / "kustomization.yaml"
 CHECK_COMMAND = ["crawlq", "worker", "--check"]
 AOF_ARGS = [("--appendonly", "yes"), ("--appendfsync", "everysec")]
 #: Interpolated by compose only; crawlq never reads them, so they must not collide with a setting.
-COMPOSE_ONLY_VARIABLES = frozenset({"CRAWLQ_WORKERS", "CRAWLQ_IMAGE"})
+COMPOSE_ONLY_VARIABLES = frozenset({"CRAWLQ_WORKERS", "CRAWLQ_IMAGE", "CRAWLQ_API_PORT"})
 ENV_NAME = re.compile(r"\bCRAWLQ_[A-Z0-9_]+\b")
 ENV_EXAMPLE_ENTRY = re.compile(r"^#?\s*(CRAWLQ_[A-Z0-9_]+)=(.*)$")
 DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(us|ms|s|m|h)")
 DURATION_UNITS_S = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 SETTING_ENV_NAMES = frozenset(f"CRAWLQ_{name.upper()}" for name in Settings.model_fields)
+API_ENV_NAMES = frozenset(f"CRAWLQ_API_{name.upper()}" for name in ApiSettings.model_fields)  #: `crawlq serve`'s own
+PROMETHEUS_DIR = DEPLOY_DIR / "prometheus"
+GRAFANA_DIR = DEPLOY_DIR / "grafana"
 
 
 # --- helpers
@@ -198,9 +202,12 @@ def test_crawlq_services_share_the_anchor(compose: dict[str, Any]) -> None:
         for name, service in compose["services"].items()
         if "build" in service or service.get("image") == anchor["image"]
     }
-    assert {"worker", "producer"} <= crawlq_services.keys()
+    assert {"worker", "producer", "api"} <= crawlq_services.keys()
     for name, service in crawlq_services.items():
         for key, value in anchor.items():
+            if key == "environment":  # a service may add variables (the api its token), never change the anchor's
+                assert value.items() <= compose_environment(service).items(), f"{name}.environment drops x-crawlq's"
+                continue
             assert service.get(key) == value, f"{name}.{key} differs from x-crawlq"
     assert (ROOT / anchor["build"]["context"] / anchor["build"]["dockerfile"]).resolve() == DOCKERFILE
 
@@ -248,7 +255,8 @@ def test_producer_is_a_one_shot_tool(compose: dict[str, Any]) -> None:
 
 def test_compose_environment_names_are_settings(compose: dict[str, Any]) -> None:
     for name, service in {"x-crawlq": compose["x-crawlq"], **compose["services"]}.items():
-        unknown = {key for key in compose_environment(service) if key.startswith("CRAWLQ_")} - SETTING_ENV_NAMES
+        known = SETTING_ENV_NAMES | (API_ENV_NAMES if name == "api" else frozenset())
+        unknown = {key for key in compose_environment(service) if key.startswith("CRAWLQ_")} - known
         assert not unknown, f"{name} sets unknown settings {unknown}"
 
 
@@ -275,7 +283,7 @@ def test_docker_compose_config_accepts_the_file(monkeypatch: pytest.MonkeyPatch)
 
 
 def test_compose_only_variables_are_not_settings() -> None:
-    assert not COMPOSE_ONLY_VARIABLES & SETTING_ENV_NAMES
+    assert not COMPOSE_ONLY_VARIABLES & (SETTING_ENV_NAMES | API_ENV_NAMES)
 
 
 @pytest.mark.parametrize(
@@ -285,7 +293,9 @@ def test_compose_only_variables_are_not_settings() -> None:
 )
 def test_every_crawlq_name_is_a_setting(path: Path) -> None:
     names = set(ENV_NAME.findall(path.read_text()))
-    allowed = SETTING_ENV_NAMES if path.is_relative_to(K8S_DIR) else SETTING_ENV_NAMES | COMPOSE_ONLY_VARIABLES
+    allowed = SETTING_ENV_NAMES | API_ENV_NAMES
+    if not path.is_relative_to(K8S_DIR):
+        allowed |= COMPOSE_ONLY_VARIABLES
     assert not names - allowed, f"not crawlq settings: {sorted(names - allowed)}"
 
 
@@ -425,27 +435,54 @@ def test_redis_statefulset_is_durable(manifests: dict[tuple[str, str], dict[str,
     assert redis["readinessProbe"]["exec"]["command"] == ["redis-cli", "ping"]
 
 
-def test_keda_scales_the_worker_on_the_queue(
-    manifests: dict[tuple[str, str], dict[str, Any]], pod_settings: Settings, defaults: Settings
-) -> None:
+def test_keda_scales_the_worker_on_ready_urls(manifests: dict[tuple[str, str], dict[str, Any]]) -> None:
     scaled = manifests["ScaledObject", "crawlq-worker"]["spec"]
     assert ("Deployment", scaled["scaleTargetRef"]["name"]) in manifests
     (trigger,) = scaled["triggers"]
-    assert trigger["type"] == "redis"
+    assert trigger["type"] == "prometheus"
     metadata = trigger["metadata"]
     assert all(isinstance(value, str) for value in metadata.values()), "KEDA metadata values must be strings"
-    assert metadata["listName"] == pod_settings.queue_name == defaults.queue_name
-    assert int(metadata["listLength"]) >= 1
+    # the gauge /metrics exports for URLs ready to fetch (tests/api/test_metrics.py checks its value)
+    assert re.fullmatch(r'sum\(crawlq_queue_urls\{state="ready"\}\)', metadata["query"])
+    assert int(metadata["threshold"]) >= 1
     assert 0 <= scaled["minReplicaCount"] <= scaled["maxReplicaCount"]
-    if scaled["minReplicaCount"] == 0:
-        # KEDA activates only when ZCARD > activationListLength: anything above 0 strands a one-job batch.
-        assert int(metadata.get("activationListLength", "0")) == 0
-    # The KEDA operator dials from its own namespace, so the address must name ours.
-    host, _, port = metadata["address"].rpartition(":")
-    service_name, namespace, *_ = host.split(".") + [""]
-    assert namespace == manifests["ScaledObject", "crawlq-worker"]["metadata"]["namespace"]
-    service = manifests["Service", service_name]
-    assert int(port) in {entry["port"] for entry in service["spec"]["ports"]}
+    if scaled["minReplicaCount"] == 0:  # KEDA activates when the value is above activationThreshold
+        assert float(metadata.get("activationThreshold", "0")) == 0
+    assert urlsplit(metadata["serverAddress"]).scheme in {"http", "https"}
+
+
+def test_api_deployment_serves_with_the_secret_token(
+    manifests: dict[tuple[str, str], dict[str, Any]], kustomization: dict[str, Any]
+) -> None:
+    deployment = manifests["Deployment", "crawlq-api"]
+    template = deployment["spec"]["template"]
+    assert deployment["spec"]["selector"]["matchLabels"].items() <= template["metadata"]["labels"].items()
+    (api,) = template["spec"]["containers"]
+    assert api["image"] in {image["name"] for image in kustomization["images"]}
+    assert api["args"][:1] == ["serve"] and api["args"][api["args"].index("--host") + 1] == "0.0.0.0"
+    port = int(api["args"][api["args"].index("--port") + 1])
+    assert {entry["containerPort"] for entry in api["ports"]} == {port}
+    assert api["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert api["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert template["spec"]["securityContext"]["runAsNonRoot"] is True
+    secret_names = [source["secretRef"]["name"] for source in api["envFrom"] if "secretRef" in source]
+    (secret_name,) = secret_names
+    secret = manifests["Secret", secret_name]["stringData"]
+    assert set(secret) <= API_ENV_NAMES and "CRAWLQ_API_TOKEN" in secret
+    service = manifests["Service", "crawlq-api"]["spec"]
+    assert service["selector"].items() <= template["metadata"]["labels"].items()
+    assert {entry["targetPort"] for entry in service["ports"]} <= {"http", port}
+
+
+def test_the_secret_placeholder_cannot_be_served(
+    manifests: dict[tuple[str, str], dict[str, Any]], defaults: Settings
+) -> None:
+    from crawlq.errors import ConfigError
+    from crawlq_api.app import create_app
+
+    token = manifests["Secret", "crawlq-api"]["stringData"]["CRAWLQ_API_TOKEN"]
+    with pytest.raises(ConfigError, match="placeholder"):
+        create_app(defaults, ApiSettings(_env_file=None, token=token))
 
 
 @pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl not installed")
@@ -469,8 +506,66 @@ def test_redis_never_evicts(compose: dict[str, Any], manifests: dict[tuple[str, 
 
 
 def test_keda_version_note_matches_the_fields_used() -> None:
-    """`activationListLength` needs KEDA 2.8; the comment must not promise less."""
+    """`activationThreshold` needs KEDA 2.8; the comment must not promise less."""
     text = (ROOT / "deploy" / "k8s" / "keda-scaledobject.yaml").read_text()
-    assert "activationListLength" in text
+    assert "activationThreshold" in text
     (version,) = re.findall(r"KEDA >= (\d+\.\d+)", text)
     assert tuple(int(part) for part in version.split(".")) >= (2, 8), version
+
+
+# --- the API in compose, Prometheus and Grafana
+
+
+def test_compose_api_requires_a_token_and_publishes_its_port(compose: dict[str, Any]) -> None:
+    api = compose["services"]["api"]
+    command = api["command"]
+    assert command[0] == "serve" and command[command.index("--host") + 1] == "0.0.0.0"
+    port = command[command.index("--port") + 1]
+    assert api["ports"] == [f"${{CRAWLQ_API_PORT:-{port}}}:{port}"]
+    token = compose_environment(api)["CRAWLQ_API_TOKEN"]
+    assert re.fullmatch(r"\$\{CRAWLQ_API_TOKEN:\?[^}]+\}", token), "compose must refuse to start without a token"
+    assert api["depends_on"]["redis"]["condition"] == "service_healthy"
+    assert "/readyz" in " ".join(api["healthcheck"]["test"])
+
+
+def test_monitoring_profile_scrapes_the_api(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    for name in ("prometheus", "grafana"):
+        assert services[name]["profiles"] == ["monitoring"]
+        assert all(str(port).startswith("127.0.0.1:") for port in services[name]["ports"]), "loopback only"
+    config = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())
+    (job,) = config["scrape_configs"]
+    assert job["metrics_path"] == "/metrics"
+    api_command = services["api"]["command"]
+    assert job["static_configs"][0]["targets"] == [f"api:{api_command[api_command.index('--port') + 1]}"]
+    mounts = {volume.split(":")[0] for volume in services["prometheus"]["volumes"]}
+    assert "./deploy/prometheus" in mounts
+    assert "/metrics" in ApiSettings(_env_file=None).public_paths, "an unauthenticated scrape needs /metrics public"
+
+
+def test_grafana_dashboard_uses_exported_metrics() -> None:
+    dashboard = json.loads((GRAFANA_DIR / "dashboards" / "crawlq.json").read_text())
+    datasource = yaml.safe_load((GRAFANA_DIR / "provisioning" / "datasources" / "prometheus.yml").read_text())
+    uid = datasource["datasources"][0]["uid"]
+    recorded = {rule["record"] for group in yaml.safe_load((PROMETHEUS_DIR / "rules.yml").read_text())["groups"]
+                for rule in group["rules"] if "record" in rule}  # fmt: skip
+    exported = {"crawlq_queue_urls", "crawlq_workers_alive", "crawlq_batches_active", "crawlq_hosts_in_cooldown",
+                "crawlq_urls_done_total", "crawlq_fetch_duration_seconds_bucket", "crawlq_responses_total",
+                "crawlq_fetches_in_flight", "crawlq_worker_fetch_slots", "crawlq_retries_total",
+                "crawlq_url_errors_total", "crawlq_batch_urls"}  # fmt: skip
+    for panel in dashboard["panels"]:
+        assert panel["datasource"]["uid"] == uid
+        for target in panel["targets"]:
+            names = set(re.findall(r"\bcrawlq[_:][a-z0-9_:]+", target["expr"]))
+            assert names and names <= exported | recorded, (panel["title"], names - exported - recorded)
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed (apt-get install prometheus)")
+def test_promtool_accepts_the_config_and_rules() -> None:
+    for args in (
+        ["check", "config", "prometheus.yml"],
+        ["check", "rules", "rules.yml"],
+        ["test", "rules", "rules.test.yml"],
+    ):
+        checked = subprocess.run(["promtool", *args], capture_output=True, text=True, cwd=PROMETHEUS_DIR, timeout=60)
+        assert checked.returncode == 0, checked.stdout + checked.stderr

@@ -16,7 +16,7 @@ from crawlq.jobs import Deferral, Entry
 from crawlq.models import ErrorClass, UrlResult, now_ms
 from crawlq.settings import Settings
 from crawlq.urls import host_of
-from workers.fetcher import Attempt, Fetcher
+from workers.fetcher import NO_REQUEST, Attempt, Fetcher, RequestSpec
 from workers.gate import HostGate, host_limits
 from workers.retry import decide
 from workers.robots import RobotsCache
@@ -43,9 +43,9 @@ class Engine:
         self.resting = 0  #: URLs of hosts with a delay waiting it out (no fetch slot could serve them now)
         self._limit_cache: dict[tuple[str, float | None], tuple[int, float]] = {}
 
-    async def process(self, entry: Entry, deadline: float) -> Outcome:
+    async def process(self, entry: Entry, deadline: float, request: RequestSpec = NO_REQUEST) -> Outcome:
         """Run `entry` until it has a final result, or hand it back; `deadline` is a monotonic time
-        after which no new attempt starts."""
+        after which no new attempt starts; `request` is what the batch adds to each request."""
         host = host_of(entry.url)
         crawl_delay: float | None = None
         if self.settings.robots_enabled:
@@ -57,15 +57,17 @@ class Engine:
         if self.draining.is_set() or time.monotonic() >= deadline:
             return Deferral([entry], now_ms())
         if delay_s > 0:
-            return await self._process_delayed(entry, host, limit, delay_s, deadline)
+            return await self._process_delayed(entry, host, limit, delay_s, deadline, request)
         grant = await self.gate.acquire(host, limit, delay_s, deadline)  # waits without a fetch slot
         if grant.lease is None:
             return Deferral([entry], now_ms() + int(grant.wait_s * 1000))
         async with self.slots:
-            attempt = await self._fetch(entry.url, host, grant.lease)
+            attempt = await self._fetch(entry.url, host, grant.lease, request)
         return self._after(entry, attempt)
 
-    async def _process_delayed(self, entry: Entry, host: str, limit: int, delay_s: float, deadline: float) -> Outcome:
+    async def _process_delayed(
+        self, entry: Entry, host: str, limit: int, delay_s: float, deadline: float, request: RequestSpec
+    ) -> Outcome:
         """A host with a delay: Redis times the next start from each grant, so the request must start as
         soon as it is granted. The URL waits out the host's known delay without a fetch slot, then asks
         for a lease holding one (a short wait: a grant, or the time to wait again)."""
@@ -85,7 +87,7 @@ class Engine:
                 asked_until = min(deadline, time.monotonic() + ASK_S)
                 grant = await self.gate.acquire(host, limit, delay_s, asked_until)
                 if grant.lease is not None:
-                    attempt = await self._fetch(entry.url, host, grant.lease)
+                    attempt = await self._fetch(entry.url, host, grant.lease, request)
                     return self._after(entry, attempt)
             if time.monotonic() >= deadline:
                 return Deferral([entry], now_ms() + int(grant.wait_s * 1000))
@@ -103,11 +105,11 @@ class Engine:
             found = self._limit_cache[key] = host_limits(self.settings, host, crawl_delay)
         return found
 
-    async def _fetch(self, url: str, host: str, lease: str) -> Attempt:
+    async def _fetch(self, url: str, host: str, lease: str, request: RequestSpec) -> Attempt:
         self.in_flight += 1
         attempt: Attempt | None = None
         try:
-            attempt = await self.fetcher.fetch(url)
+            attempt = await self.fetcher.fetch(url, request=request)
             return attempt
         finally:
             self.in_flight -= 1

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import hashlib
 import ipaddress
 import socket
 import ssl
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
@@ -22,6 +24,7 @@ from aiohttp import http_exceptions
 from aiohttp.abc import AbstractResolver
 from yarl import URL
 
+from crawlq.bodies import BodyStore, StorageFailed
 from crawlq.errors import InvalidURL
 from crawlq.models import Content, ErrorClass
 from crawlq.settings import Settings
@@ -30,12 +33,36 @@ from workers.addresses import AddressPolicy, BlockedAddress, GuardedResolver, li
 from workers.content import Extractor
 from workers.retry import parse_retry_after
 
-__all__ = ["DECODABLE_ENCODINGS", "Attempt", "Fetcher", "decode_text", "one_request_per_attempt"]
+__all__ = ["DECODABLE_ENCODINGS", "Attempt", "Fetcher", "RequestSpec", "decode_text", "one_request_per_attempt"]
 
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 READ_CHUNK = 64 * 1024
 #: the Content-Encodings aiohttp decodes here (br: Brotli, zstd: backports.zstd or Python 3.14's own)
 DECODABLE_ENCODINGS = frozenset({"identity", "gzip", "deflate", "br", "zstd"})
+
+
+@dataclass(slots=True, frozen=True)
+class RequestSpec:
+    """What a batch adds to its requests (`crawlq.options.BatchOptions`), plus a URL's conditional headers.
+
+    `private` headers (credentials, cookies) go only to the first URL's host: a redirect elsewhere drops
+    them, as browsers drop Authorization."""
+
+    headers: Mapping[str, str] = field(default_factory=dict)
+    private: frozenset[str] = frozenset()  #: names (lower case) of the headers kept to the first host
+    proxy: str | None = None
+
+    @property
+    def conditional(self) -> bool:
+        return any(name.lower() in ("if-none-match", "if-modified-since") for name in self.headers)
+
+    def for_hop(self, first_host: str, host: str) -> Mapping[str, str]:
+        if host == first_host or not self.private:
+            return self.headers
+        return {name: value for name, value in self.headers.items() if name.lower() not in self.private}
+
+
+NO_REQUEST = RequestSpec()
 
 
 @dataclass(slots=True)
@@ -147,6 +174,7 @@ class Fetcher:
         self._literal_verdicts: dict[str, str | None] = {}
         self._deadlines = _Deadlines()
         self._extractor = Extractor(settings.snippet_chars) if settings.extract_content else None
+        self.bodies: BodyStore | None = None  #: where successful bodies go (`CRAWLQ_STORE_BODIES`), if anywhere
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(
@@ -179,11 +207,14 @@ class Fetcher:
             raise RuntimeError("Fetcher.start() was not called")
         return self._session
 
-    async def fetch(self, url: str, *, keep_body: bool = False, content: bool = True) -> Attempt:
+    async def fetch(
+        self, url: str, *, keep_body: bool = False, content: bool = True, request: RequestSpec = NO_REQUEST
+    ) -> Attempt:
         """One attempt, redirects included, within `fetch_timeout_s` overall.
 
         :param keep_body: keep the body in the `Attempt` (robots.txt)
-        :param content: describe a successful page (`Attempt.content`), when `extract_content` is on"""
+        :param content: describe a successful page (`Attempt.content`), when `extract_content` is on
+        :param request: the batch's headers and proxy; a 304 to a conditional request is a success"""
         start = time.perf_counter()
         state = {"url": url}
         task = asyncio.current_task()
@@ -191,7 +222,7 @@ class Fetcher:
         cancelling = task.cancelling()
         self._deadlines.watch(task, time.monotonic() + self.settings.fetch_timeout_s)
         try:
-            return await self._follow(url, start, state, keep_body, content)
+            return await self._follow(url, start, state, keep_body, content, request)
         except asyncio.CancelledError:
             if not self._deadlines.expired(task) or task.uncancel() > cancelling:
                 raise  # cancelled from outside (shutdown, hand-back), not by the deadline
@@ -210,7 +241,9 @@ class Fetcher:
         finally:
             self._deadlines.forget(task)
 
-    async def _follow(self, url: str, start: float, state: dict[str, str], keep_body: bool, content: bool) -> Attempt:
+    async def _follow(
+        self, url: str, start: float, state: dict[str, str], keep_body: bool, content: bool, request: RequestSpec
+    ) -> Attempt:
         text = url
         try:
             current = URL(url, encoded=True)
@@ -220,12 +253,19 @@ class Fetcher:
                 return self._failed(ErrorClass.BLOCKED_ADDRESS, legacy, start, url)
             raise
         seen = {text}
+        first_host = current.raw_host or ""
+        if request.proxy is not None:
+            blocked = self._blocked_host(request.proxy, URL(request.proxy))
+            if blocked:
+                return self._failed(ErrorClass.BLOCKED_ADDRESS, f"proxy: {blocked}", start, text)
         for _ in range(self.settings.max_redirects + 1):
             state["url"] = text
             blocked = self._blocked_host(text, current)
             if blocked:
                 return self._failed(ErrorClass.BLOCKED_ADDRESS, blocked, start, text)
-            async with self.session.get(current, allow_redirects=False) as response:
+            headers = request.for_hop(first_host, current.raw_host or "")
+            get = self.session.get(current, allow_redirects=False, headers=headers, proxy=request.proxy)
+            async with get as response:
                 status = response.status
                 if status in REDIRECT_STATUSES and "Location" in response.headers:
                     location = response.headers["Location"]
@@ -241,6 +281,8 @@ class Fetcher:
                     seen.add(text)
                     current = target
                     continue
+                if response.status == 304 and request.conditional:
+                    return Attempt(304, None, None, (time.perf_counter() - start) * 1000, 0, text)
                 return await self._final(response, text, start, keep_body, content)
         message = f"more than {self.settings.max_redirects} redirects"
         return self._failed(ErrorClass.REDIRECT_LOOP, message, start, text)
@@ -265,6 +307,11 @@ class Fetcher:
             described = None
             if content and self._extractor is not None:
                 described = await self._extractor.describe(body, response.headers, response.charset)
+            if content and self.bodies is not None:
+                try:
+                    described = await self._store(body, described)
+                except StorageFailed as exc:
+                    return self._failed(ErrorClass.STORAGE, str(exc)[:300], start, text, status, read=len(body))
             kept, charset = (body, response.charset) if keep_body else (b"", None)
             return Attempt(status, None, None, latency_ms, len(body), text, None, kept, charset, described)
         return Attempt(
@@ -278,6 +325,15 @@ class Fetcher:
             body=body if keep_body else b"",
             charset=response.charset if keep_body else None,
         )
+
+    async def _store(self, body: bytes, described: Content | None) -> Content:
+        """Put the body in the body store; the returned description names where (`body_ref`)."""
+        assert self.bodies is not None
+        if described is None:
+            described = Content(content_sha256=hashlib.sha256(body).hexdigest())
+        assert described.content_sha256 is not None
+        described.body_ref = await self.bodies.put(body, described.content_sha256)
+        return described
 
     async def _read_body(self, response: aiohttp.ClientResponse) -> bytes:
         """Read the decompressed body, stopping as soon as it exceeds the cap."""

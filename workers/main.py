@@ -39,6 +39,7 @@ from redis.exceptions import ResponseError
 from crawlq import keys
 from crawlq.codec import pack, unpack
 from crawlq.connection import describe, redis_settings
+from crawlq.heartbeats import RateWindow
 from crawlq.jobs import CRAWL_FUNCTION
 from crawlq.memory import is_out_of_memory, out_of_memory_message
 from crawlq.models import now_ms
@@ -71,6 +72,7 @@ class CrawlWorker(Worker):
     def __init__(self, settings: Settings, *, burst: bool = False, worker_id: str | None = None) -> None:
         self.crawl_settings = settings
         self.worker_id = worker_id or new_worker_id()
+        self._pages_rate = RateWindow(60.0)  #: the heartbeat's pages/s over the last minute
         self.state: WorkerState | None = None
         self._background: list[asyncio.Task[None]] = []
         self._empty_polls = 0  #: passes in a row that claimed nothing
@@ -269,6 +271,7 @@ class CrawlWorker(Worker):
             "pending": state.engine.pending,
             "fetches": state.engine.fetches,
             "urls_done": state.urls_done,
+            "pages_per_s_1m": self._pages_rate.observe(state.urls_done),
             "jobs_running": len(self.tasks),
             "draining": state.engine.draining.is_set(),
         }

@@ -10,9 +10,11 @@ from dataclasses import dataclass, field
 
 from arq.connections import ArqRedis
 
+from crawlq.bodies import open_body_store
 from crawlq.models import now_ms
 from crawlq.settings import Settings
 from crawlq.store import Store
+from workers.batches import BatchContexts
 from workers.commits import Committer
 from workers.engine import Engine
 from workers.fetcher import Fetcher
@@ -49,10 +51,16 @@ class WorkerState:
     room: asyncio.Event = field(default_factory=asyncio.Event)  #: set when the backlog falls below its limit
     settled: asyncio.Event = field(default_factory=asyncio.Event)  #: set when nothing is pending or claimed
     job_wakes: set[asyncio.Event] = field(default_factory=set)  #: each running job loop's wake-up; a drain sets them
+    batches: BatchContexts | None = None  #: each batch's options, read once
+
+    def __post_init__(self) -> None:
+        if self.batches is None:
+            self.batches = BatchContexts(self.store)
 
     @classmethod
     async def start(cls, settings: Settings, redis: ArqRedis, worker_id: str) -> WorkerState:
         fetcher = Fetcher(settings)
+        fetcher.bodies = open_body_store(settings, redis)
         await fetcher.start()
         gate = HostGate(redis, settings, worker_id)
         gate.start()

@@ -20,6 +20,7 @@ from typing import Any
 
 from crawlq.jobs import Deferral, Entry
 from crawlq.models import UrlResult, now_ms
+from workers.batches import JobContext
 from workers.engine import Outcome
 from workers.events import wait_event
 from workers.state import WorkerState
@@ -37,12 +38,14 @@ async def crawl(ctx: dict[str, Any], batch: str, raw_entries: list[list[Any]]) -
     state.chunk_estimate = float(max(1, len(entries)))  # jobs of one batch have one size; follow it at once
     owned = await state.store.owned_open_ids(batch, job_id, [e.url_id for e in entries])
     entries = [e for e in entries if e.url_id in owned]
+    assert state.batches is not None
+    job = await state.batches.job(batch, entries)
     if ctx["job_try"] > 1 and entries:
-        return await _run_isolated(state, batch, job_id, entries)
-    return await _run(state, batch, job_id, entries)
+        return await _run_isolated(state, batch, job_id, entries, job)
+    return await _run(state, batch, job_id, entries, job)
 
 
-async def _run_isolated(state: WorkerState, batch: str, job_id: str, entries: list[Entry]) -> int:
+async def _run_isolated(state: WorkerState, batch: str, job_id: str, entries: list[Entry], job: JobContext) -> int:
     """A job whose previous run crashed its worker runs alone here (nothing else running or claimed), so
     if it crashes the worker again it uses up no other job's tries. With several URLs it only splits
     into single-URL jobs; a single URL is fetched."""
@@ -55,12 +58,12 @@ async def _run_isolated(state: WorkerState, batch: str, job_id: str, entries: li
                 now = now_ms()
                 await state.store.commit(batch, deferrals=[Deferral([e], now) for e in entries], done_job=job_id)
                 return 0
-            return await _run(state, batch, job_id, entries)
+            return await _run(state, batch, job_id, entries, job)
         finally:
             state.isolating = False
 
 
-async def _run(state: WorkerState, batch: str, job_id: str, entries: list[Entry]) -> int:
+async def _run(state: WorkerState, batch: str, job_id: str, entries: list[Entry], job: JobContext) -> int:
     """Run every URL of the job; each outcome goes to the worker's committer as it comes, and the job
     returns once its last outcomes and its closure are committed (`workers.commits`)."""
     engine, committer = state.engine, state.committer
@@ -75,7 +78,7 @@ async def _run(state: WorkerState, batch: str, job_id: str, entries: list[Entry]
         outcome = _outcome(entry, task)
         if isinstance(outcome, UrlResult):
             results += 1
-            committer.add(batch, (entry.url_id, outcome), None)
+            committer.add(batch, (entry.url_id, job.finish(entry.url_id, outcome)), None)
         else:
             committer.add(batch, None, outcome)
         state.finished(1)
@@ -83,7 +86,7 @@ async def _run(state: WorkerState, batch: str, job_id: str, entries: list[Entry]
             wake.set()
 
     for entry in entries:
-        task = asyncio.create_task(engine.process(entry, deadline))
+        task = asyncio.create_task(engine.process(entry, deadline, job.request_for(entry)))
         running[task] = entry
         task.add_done_callback(on_done)
     engine.pending += len(entries)

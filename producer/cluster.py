@@ -1,0 +1,142 @@
+"""What the cluster is doing, read from Redis: queue depth in URLs (not jobs) and per-host politeness state.
+
+The CLI (`crawlq status`, `crawlq hosts`) and the HTTP API (`/queue`, `/hosts`, `/metrics`) both read through here.
+
+Queue depth: a job id is `{batch}:{random}` (crawlq.jobs.new_job_id) and `crawlq:b:{batch}:jobs` maps it to
+the comma-separated ids of the URLs it still owns, so counting URLs costs one HGET per queued job.
+
+Hosts: the workers' gate keeps `crawlq:host:{host}` (cooldown_until, next_at, penalty_ms) and
+`crawlq:host:{host}:leases` (one member per request in flight, scored by its expiry). The limit shown is the
+one this process's settings give the host (CRAWLQ_PER_HOST_CONCURRENCY, CRAWLQ_HOST_RULES): the workers'
+settings, when they share the configuration, as in the compose and Kubernetes files.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from redis.asyncio import Redis
+
+from crawlq import keys
+from crawlq.connection import result_of
+from crawlq.models import now_ms
+from crawlq.settings import Settings
+
+__all__ = ["HostState", "QueueUrls", "configured_host_limits", "queue_urls", "read_hosts"]
+
+_PAGE = 1000
+_LEASES_SUFFIX = b":leases"
+
+
+@dataclass(slots=True)
+class QueueUrls:
+    ready_jobs: int = 0
+    deferred_jobs: int = 0
+    in_flight_jobs: int = 0
+    ready_urls: int = 0
+    deferred_urls: int = 0
+    in_flight_urls: int = 0  #: URLs of jobs a worker is running (fetching, or waiting for a host slot)
+
+    def urls(self) -> dict[str, int]:
+        return {"ready": self.ready_urls, "deferred": self.deferred_urls, "in_flight": self.in_flight_urls}
+
+    def jobs(self) -> dict[str, int]:
+        return {"ready": self.ready_jobs, "deferred": self.deferred_jobs, "in_flight": self.in_flight_jobs}
+
+
+async def _url_counts(redis: Redis, job_ids: list[str]) -> list[int]:
+    counts: list[int] = []
+    for start in range(0, len(job_ids), _PAGE):
+        page = job_ids[start : start + _PAGE]
+        async with redis.pipeline(transaction=False) as pipe:
+            for job_id in page:
+                pipe.hget(keys.batch_jobs(job_id.rpartition(":")[0]), job_id)
+            rows = await pipe.execute()
+        counts += [len(row.split(b",")) if row else 0 for row in rows]
+    return counts
+
+
+async def _running(redis: Redis) -> set[str]:
+    prefix = keys.arq_in_progress("")
+    return {key.decode().removeprefix(prefix) async for key in redis.scan_iter(match=keys.arq_in_progress("*"))}
+
+
+async def queue_urls(redis: Redis, queue_name: str) -> QueueUrls:
+    """Jobs and URLs in the queue by state: ready (due, not running), deferred (due later), in flight."""
+    now = now_ms()
+    entries = await result_of(redis.zrange(queue_name, 0, -1, withscores=True))
+    running = await _running(redis)
+    ids = [raw.decode() for raw, _ in entries]
+    counts = await _url_counts(redis, ids)
+    depth = QueueUrls()
+    for job_id, (_, score), urls in zip(ids, entries, counts, strict=True):
+        if job_id in running:
+            depth.in_flight_jobs += 1
+            depth.in_flight_urls += urls
+        elif score <= now:
+            depth.ready_jobs += 1
+            depth.ready_urls += urls
+        else:
+            depth.deferred_jobs += 1
+            depth.deferred_urls += urls
+    return depth
+
+
+# ---------------------------------------------------------------- hosts
+@dataclass(slots=True)
+class HostState:
+    host: str
+    in_flight: int  #: requests holding a lease on the host now
+    limit: int  #: requests in flight the host may have (per-host concurrency or its host rule)
+    delay_s: float  #: minimum gap between request starts (0: none)
+    cooldown_s: float  #: seconds of cooldown left after a 429/503 (0: none)
+    penalty_ms: int  #: the cooldown the next throttle starts from
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def configured_host_limits(settings: Settings, host: str) -> tuple[int, float]:
+    """(concurrency, delay_s) the settings give `host`: the first matching host rule, else the defaults.
+    The same rule as workers.gate.host_limits, without robots.txt's Crawl-delay."""
+    concurrency, delay_s = settings.per_host_concurrency, settings.per_host_delay_s
+    bare = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    for rule in settings.host_rules:
+        if fnmatch.fnmatch(host, rule.pattern) or fnmatch.fnmatch(bare, rule.pattern):
+            return rule.concurrency or concurrency, rule.delay_s if rule.delay_s is not None else delay_s
+    return concurrency, delay_s
+
+
+async def _host_names(redis: Redis) -> set[str]:
+    prefix = keys.host_state("")
+    names: set[str] = set()
+    async for raw in redis.scan_iter(match=keys.host_state("*"), count=1000):
+        key = raw.decode()
+        names.add(key.removeprefix(prefix).removesuffix(_LEASES_SUFFIX.decode()))
+    return names
+
+
+async def _server_ms(redis: Redis) -> int:
+    seconds, micros = await result_of(redis.time())
+    return int(seconds) * 1000 + int(micros) // 1000
+
+
+async def read_hosts(redis: Redis, settings: Settings) -> list[HostState]:
+    """Every host with politeness state, busiest first (in flight, then cooldown left, then name)."""
+    names = sorted(await _host_names(redis))
+    now = await _server_ms(redis)
+    async with redis.pipeline(transaction=False) as pipe:
+        for name in names:
+            pipe.zcount(keys.host_leases(name), f"({now}", "+inf")
+            pipe.hmget(keys.host_state(name), ["cooldown_until", "penalty_ms"])
+        replies = await pipe.execute()
+    hosts: list[HostState] = []
+    for index, name in enumerate(names):
+        in_flight, (until, penalty) = replies[2 * index], replies[2 * index + 1]
+        limit, delay_s = configured_host_limits(settings, name)
+        cooldown_s = max(0.0, (float(until or 0) - now) / 1000)
+        hosts.append(HostState(name, int(in_flight), limit, delay_s, round(cooldown_s, 3), int(float(penalty or 0))))
+    hosts.sort(key=lambda host: (-host.in_flight, -host.cooldown_s, host.host))
+    return hosts
