@@ -1,7 +1,8 @@
 """Peer clients run in a fresh interpreter each: `python -m bench.clients MODE --urls FILE ...`.
 
 Modes: `requests` (one Session, sequential), `threads` (ThreadPoolExecutor(N) + requests, one Session per
-thread) and `aiohttp` (one ClientSession; Semaphore(N), or no limit with `--concurrency 0`). Each first
+thread) and `aiohttp` (one ClientSession; Semaphore(N), or no limit with `--concurrency 0`; `--limit-per-host`
+makes it polite). Each first
 sends `--warmup` untimed GETs to `--warmup-url`, then fetches every URL of the file and prints one JSON
 line: wall_s, cpu_s (this process, all threads), pages, ok.
 """
@@ -54,10 +55,10 @@ def _run_threads(urls: list[str], warmup: list[str], concurrency: int) -> int:
         return _timed(lambda: sum(pool.map(get, urls)))
 
 
-async def _aiohttp(urls: list[str], warmup: list[str], concurrency: int, limit: int) -> int:
+async def _aiohttp(urls: list[str], warmup: list[str], concurrency: int, limit: int, per_host: int = 0) -> int:
     import aiohttp
 
-    connector = aiohttp.TCPConnector(limit=limit)
+    connector = aiohttp.TCPConnector(limit=limit, limit_per_host=per_host)
     async with aiohttp.ClientSession(connector=connector) as session:
         semaphore = asyncio.Semaphore(concurrency) if concurrency > 0 else None
 
@@ -107,6 +108,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--urls", type=Path, required=True, help="one URL per line")
     parser.add_argument("--concurrency", type=int, default=10, help="threads or semaphore size; 0: no limit")
     parser.add_argument("--limit", type=int, default=100, help="aiohttp connector limit (0: none)")
+    parser.add_argument("--limit-per-host", type=int, default=0, help="aiohttp connector limit per host (0: none)")
     parser.add_argument("--warmup-url", default="")
     parser.add_argument("--warmup", type=int, default=0)
     parser.add_argument("--uvloop", action="store_true")
@@ -118,7 +120,7 @@ def main(argv: list[str] | None = None) -> None:
     elif args.mode == "threads":
         ok = _run_threads(urls, warmup, args.concurrency)
     else:
-        crawl = _aiohttp(urls, warmup, args.concurrency, args.limit)
+        crawl = _aiohttp(urls, warmup, args.concurrency, args.limit, args.limit_per_host)
         if args.uvloop:
             import uvloop
 

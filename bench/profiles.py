@@ -7,7 +7,18 @@ from dataclasses import dataclass
 __all__ = ["FULL", "PARTS", "SMOKE", "Profile"]
 
 #: every part, in the order a round runs them
-PARTS = ("classic", "throughput", "latency", "submit", "scaleout", "memory", "idle", "rediscost", "slowservers")
+PARTS = (
+    "classic",
+    "throughput",
+    "manyhosts",
+    "latency",
+    "submit",
+    "scaleout",
+    "memory",
+    "idle",
+    "rediscost",
+    "slowservers",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +36,7 @@ class Profile:
     idle_s: float  #: how long the idle worker is watched (target 6)
     pickup_trials: int  #: 1-URL batches timed from submit to result (target 6)
     rediscost_urls: int  #: /fast URLs whose Redis commands are counted (target 7)
+    manyhosts_urls: int  #: URLs per many-host shape: over 64 hosts, and 20 per host (issue 11)
     slow_urls: int  #: fetches in flight at once to the slow target (issue 9: a waiting worker's CPU)
     slow_delay_s: float  #: how long the slow target takes to answer each of them
     slow_window_s: float  #: how long the waiting worker's CPU is measured
@@ -47,6 +59,7 @@ SMOKE = Profile(
     idle_s=2.0,
     pickup_trials=3,
     rediscost_urls=2_000,
+    manyhosts_urls=5_000,
     slow_urls=1_000,
     slow_delay_s=4.0,
     slow_window_s=1.5,
@@ -69,6 +82,7 @@ FULL = Profile(
     idle_s=5.0,
     pickup_trials=10,
     rediscost_urls=20_000,
+    manyhosts_urls=20_000,
     slow_urls=1_000,
     slow_delay_s=12.0,
     slow_window_s=6.0,

@@ -31,6 +31,7 @@ BATCHES = 3
 #: (a function name on the stack, the component it stands for), first match from the top of the list wins
 COMPONENTS = (
     ("Store.commit", "result commits (tasks._commit, Store.commit, commit.lua call)"),
+    ("Committer", "result commits (tasks._commit, Store.commit, commit.lua call)"),
     ("_commit", "result commits (tasks._commit, Store.commit, commit.lua call)"),
     ("owned_open_ids", "ownership check per job"),
     ("start_jobs", "claims (claim.lua)"),

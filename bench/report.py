@@ -114,6 +114,10 @@ TARGETS = (
         "1 throughput: crawlq / Scrapy CONCURRENT_ITEMS=1", "throughput", "crawlq / Scrapy CONCURRENT_ITEMS=1", 10, True
     ),
     Target("1 (info) crawlq / plain arq", "throughput", "crawlq / arq", 1, True, True),
+    Target("11.1 64 hosts: crawlq / polite bare aiohttp", "manyhosts", "a: crawlq / polite bare aiohttp", 0.85, True),
+    Target("11.2 20 URLs/host: crawlq / polite bare", "manyhosts", "b: crawlq / polite bare aiohttp", 0.85, True),
+    Target("11.3 64 hosts: Redis commands/URL", "manyhosts", "a: Redis commands/URL", 1.5, False),
+    Target("11.3 20 URLs/host: Redis commands/URL", "manyhosts", "b: Redis commands/URL", 1.5, False),
     Target("2 latency: wall / ideal", "latency", "crawlq wall/ideal", 1.07, False),
     Target("3 submit: URLs/s", "submit", "submit urls/s", 50_000, True),
     Target("4 scale-out: efficiency 2 workers", "scaleout", "2 workers efficiency", 0.9, True),

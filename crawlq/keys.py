@@ -16,17 +16,21 @@ Global:
   crawlq:stats:all           hash  the same counters as meta, over every batch
   crawlq:host:{host}         hash  next_at, cooldown_until, penalty_ms (politeness state)
   crawlq:host:{host}:leases  zset  lease id -> expiry ms (requests in flight on that host)
+  crawlq:host:{host}:waiters set   wake channels of workers waiting for a slot of the full host
   crawlq:robots:{origin}     string msgpack robots.txt verdict, with a TTL
   crawlq:worker:{id}         string heartbeat (msgpack), with a TTL
   crawlq:reconcile:lock      string the reconciler's lock
   crawlq:events:{batch}      pubsub channel: "complete" when the batch completes
   crawlq:wake:{queue}        pubsub channel: new jobs were enqueued (wakes idle workers)
+  crawlq:gate:{worker}       pubsub channel: a host this worker waits for released a slot (message: host)
+  crawlq:gate:cooldown       pubsub channel: a host went into cooldown after a 429/503 (message: host)
 """
 
 from __future__ import annotations
 
 __all__ = [
     "ACTIVE",
+    "GATE_COOLDOWN",
     "BATCHES",
     "RECONCILE_LOCK",
     "STATS_ALL",
@@ -42,6 +46,8 @@ __all__ = [
     "batch_meta",
     "batch_results",
     "batch_submitters",
+    "gate_wake",
+    "host_waiters",
     "batch_urls",
     "host_leases",
     "host_state",
@@ -97,6 +103,18 @@ def host_state(host: str) -> str:
 
 def host_leases(host: str) -> str:
     return f"crawlq:host:{host}:leases"
+
+
+def host_waiters(host: str) -> str:
+    return f"crawlq:host:{host}:waiters"
+
+
+def gate_wake(worker_id: str) -> str:
+    """Pub/sub channel: a host the worker waits for has a free slot again."""
+    return f"crawlq:gate:{worker_id}"
+
+
+GATE_COOLDOWN = "crawlq:gate:cooldown"  #: pub/sub channel: a host went into cooldown
 
 
 def robots(origin: str) -> str:

@@ -157,7 +157,8 @@ class Store:
         require_job: bool = False,
         token: str = "",
     ) -> CommitOutcome:
-        """Record results (first write wins), enqueue deferrals, close `done_job`, and complete the batch.
+        """Record results (first write wins), enqueue deferrals, close `done_job` (job ids, comma separated),
+        and complete the batch.
 
         The counters of the new results are summed here and applied by the script only if every result
         sent is new; otherwise it writes nothing and names the new ones, and the call is repeated with

@@ -38,7 +38,7 @@ from crawlq.memory import is_out_of_memory, out_of_memory_message
 from crawlq.options import BatchOptions
 from crawlq.settings import Settings
 from crawlq.store import EnqueueOutcome, Store
-from crawlq.urls import canonical, url_id
+from crawlq.urls import canonical, host_of, url_id
 
 __all__ = [
     "MAX_LINE_BYTES",
@@ -48,6 +48,7 @@ __all__ = [
     "SubmitReport",
     "chunk_size_for",
     "count_invalid",
+    "grouped_by_host",
     "iter_lines",
     "new_batch_id",
     "open_input",
@@ -259,6 +260,20 @@ def chunk_size_for(count: int, settings: Settings) -> int:
     return max(1, min(settings.chunk_size, math.ceil(count / 200)))
 
 
+def grouped_by_host(entries: Sequence[Entry]) -> list[Entry]:
+    """`entries` with the URLs of each host together (hosts in order of first appearance, each host's URLs
+    in input order), so that a chunk holds few hosts and a worker reuses one lease for many of its URLs."""
+    by_host: dict[str, list[Entry]] = {}
+    for entry in entries:
+        host = host_of(entry.url)
+        group = by_host.get(host)
+        if group is None:
+            by_host[host] = [entry]
+        else:
+            group.append(entry)
+    return [entry for group in by_host.values() for entry in group]
+
+
 def _pieces(lines: Iterator[str | bytes], first: int, rest: int) -> Iterator[list[str | bytes]]:
     """`lines` cut into a small first piece (so fetching starts at once) and larger ones after it."""
     piece = list(islice(lines, first))
@@ -341,7 +356,7 @@ async def _enqueue_stream(
         carry: list[Entry] = []
         calls = 0
         for entries in pieces:
-            carry.extend(entries)
+            carry.extend(grouped_by_host(entries))
             whole = len(carry) - len(carry) % size
             for start in range(0, whole, CHUNKS_PER_CALL * size):
                 end = min(whole, start + CHUNKS_PER_CALL * size)

@@ -37,16 +37,15 @@ async def gates(redis: ArqRedis, settings: Settings, count: int) -> AsyncIterato
 
 
 async def take(gate: HostGate, host: str, limit: int, delay_s: float = 0.0) -> str:
-    """Ask until granted, waiting as told in between (what the engine does)."""
-    while True:
-        grant = await gate.acquire(host, limit, delay_s)
-        if grant.lease is not None:
-            return grant.lease
-        await asyncio.sleep(grant.wait_s)
+    """Wait until granted (what the engine does, without a deadline)."""
+    grant = await gate.acquire(host, limit, delay_s)
+    assert grant.lease is not None
+    return grant.lease
 
 
 async def denied(gate: HostGate, host: str, limit: int = 5) -> Grant:
-    grant = await gate.acquire(host, limit, 0.0)
+    """Ask with a deadline of now: the gate answers after one Redis call with the host's known wait."""
+    grant = await gate.acquire(host, limit, 0.0, time.monotonic())
     assert grant.lease is None, "expected the host to be closed"
     return grant
 
@@ -74,39 +73,6 @@ async def test_limit_holds_across_gates_and_hosts_are_independent(redis: ArqRedi
     assert peak == {"a.test": 3, "b.test": 1}
     assert overall["peak"] == 4  # a busy host does not hold back another one
     assert await redis.zcard(keys.host_leases("a.test")) == 0  # every lease was given back
-
-
-async def test_limit_holds_for_hosts_with_a_local_lease_pool(redis: ArqRedis, settings: Settings) -> None:
-    """High limits without a delay use a per-worker pool of leases; every pooled lease still counts in Redis."""
-    limit = 10
-    state = {"now": 0, "peak": 0}
-
-    async def request(gate: HostGate) -> None:
-        lease = await take(gate, "pool.test", limit)
-        state["now"] += 1
-        state["peak"] = max(state["peak"], state["now"])
-        await asyncio.sleep(0.01)
-        state["now"] -= 1
-        gate.release("pool.test", lease, "ok")
-
-    async with gates(redis, settings, 3) as workers:
-        for _ in range(3):
-            jobs = [request(workers[i % 3]) for i in range(60)]
-            await asyncio.wait_for(asyncio.gather(*jobs), timeout=15)
-            assert await redis.zcard(keys.host_leases("pool.test")) <= limit
-    assert limit // 2 <= state["peak"] <= limit
-
-
-async def test_close_gives_pooled_leases_back(redis: ArqRedis, settings: Settings) -> None:
-    gate = HostGate(redis, settings, "worker-closing")
-    gate.start()
-    leases = [await take(gate, "pool.test", 40) for _ in range(5)]
-    for lease in leases:
-        gate.release("pool.test", lease, "ok")
-    held = await redis.zcard(keys.host_leases("pool.test"))
-    await gate.close()
-    assert held > len(leases)  # the pool asked for more than it used...
-    assert await redis.zcard(keys.host_leases("pool.test")) == 0  # ...and closing gave all of them back
 
 
 async def test_delay_between_grants(redis: ArqRedis, settings: Settings) -> None:
@@ -240,3 +206,35 @@ async def test_hostile_retry_after_does_not_break_the_engine(redis: ArqRedis, se
         assert outcome.run_at_ms - time.time() * 1000 == pytest.approx(7000, abs=500)
         await asyncio.sleep(0.1)
         assert await redis.zcard(keys.host_leases(host_of(url))) == 0
+
+
+async def test_waiting_for_a_full_host_sends_no_redis_commands(redis: ArqRedis, settings: Settings) -> None:
+    """A URL waiting for a host that another worker fills is silent, and is woken by the release at once."""
+    async with gates(redis, settings, 2) as (holder, waiter):
+        lease = await take(holder, "full.test", 1)
+        waiting = asyncio.create_task(waiter.acquire("full.test", 1, 0.0))
+        await asyncio.sleep(0.3)  # the waiter asked once and parked
+        calls = waiter.calls
+        before = int((await redis.info("commandstats")).get("cmdstat_evalsha", {}).get("calls", 0))
+        await asyncio.sleep(1.0)
+        after = int((await redis.info("commandstats")).get("cmdstat_evalsha", {}).get("calls", 0))
+        assert not waiting.done()
+        assert waiter.calls == calls and after == before, "a waiting URL made gate calls"
+        released_at = time.monotonic()
+        holder.release("full.test", lease, "ok")
+        grant = await asyncio.wait_for(waiting, timeout=2)
+        assert grant.lease is not None
+        assert time.monotonic() - released_at < 0.5  # woken by the release, not by a poll
+
+
+async def test_a_freed_lease_goes_to_a_local_waiter_without_redis(redis: ArqRedis, settings: Settings) -> None:
+    async with gates(redis, settings, 1) as (gate,):
+        lease = await take(gate, "local.test", 1)
+        waiting = asyncio.create_task(gate.acquire("local.test", 1, 0.0))
+        await asyncio.sleep(0.2)
+        calls = gate.calls
+        released_at = time.monotonic()
+        gate.release("local.test", lease, "ok")
+        grant = await asyncio.wait_for(waiting, timeout=2)
+        assert grant.lease == lease and gate.calls == calls
+        assert time.monotonic() - released_at < 0.005

@@ -70,9 +70,11 @@ def worker_fetches(redis_url: str) -> list[int]:
     return fetches
 
 
-def crawl(env: dict[str, str], urls: list[str], batch: str, log_dir: Path) -> tuple[list[dict[str, object]], list[int]]:
+def crawl(
+    env: dict[str, str], urls: list[str], batch: str, log_dir: Path, concurrency: int = 10
+) -> tuple[list[dict[str, object]], list[int]]:
     """Run a batch through 3 worker processes; return its results and how many fetches each worker made."""
-    with workers(env, 3, log_dir, "--concurrency", "10"):
+    with workers(env, 3, log_dir, "--concurrency", str(concurrency)):
         submitted = run_cli(["submit", "-", "--batch", batch, "--json"], env, stdin="\n".join(urls) + "\n")
         assert submitted.returncode == 0, submitted.stderr
         assert orjson.loads(submitted.stdout)["queued"] == len(urls)
@@ -106,7 +108,8 @@ def test_per_host_delay_holds_across_three_workers(redis_url: str, tmp_path: Pat
     env = cli_env(redis_url, per_host_concurrency=2, per_host_delay_s=0.2, robots_enabled=0)
     with ThreadedTargetSite("127.0.0.1") as site:
         urls = [site.url(DELAY_URL.format(i=i)) for i in range(30)]
-        records, fetches = crawl(env, urls, "polite-d", tmp_path)
+        # concurrency 2: a worker holds at most 4 x 2 + 1 URLs that wait out the delay, so all three take part
+        records, fetches = crawl(env, urls, "polite-d", tmp_path, concurrency=2)
         assert all(r["ok"] for r in records)
         gap = site.stats.min_gap_s()
         assert gap is not None and gap >= 0.2 - 0.01, f"two request starts {gap:.4f} s apart"
@@ -124,6 +127,21 @@ def test_each_host_has_its_own_limit(redis_url: str, tmp_path: Path) -> None:
         assert all(r["ok"] for r in records)
         assert stats.per_host_max_in_flight == {"127.0.0.2": 2, "127.0.0.3": 2}
         assert stats.max_in_flight >= 3  # the two hosts were fetched in parallel
+
+
+def test_per_host_limit_holds_across_three_workers_with_many_hosts(redis_url: str, tmp_path: Path) -> None:
+    """20 hosts, 12 URLs each, round-robin in the input (so chunks are grouped by host and leases are kept
+    and reused on the workers): no host ever sees more than its limit in flight, counted at the target."""
+    env = cli_env(redis_url, per_host_concurrency=2, chunk_size=8)
+    hosts = [f"127.0.0.{i}" for i in range(10, 30)]
+    with loopback_sites(*hosts) as (sites, stats):
+        urls = [site.url(DELAY_URL.format(i=i)) for i in range(12) for site in sites]
+        records, fetches = crawl(env, urls, "polite-many", tmp_path)
+        assert all(r["ok"] for r in records)
+        assert set(stats.per_host_max_in_flight) == set(hosts)
+        assert max(stats.per_host_max_in_flight.values()) == 2, stats.per_host_max_in_flight
+        assert stats.max_in_flight >= 6  # hosts were fetched in parallel
+    assert sum(f > 0 for f in fetches) >= 2, f"not a multi-process run: fetches per worker {fetches}"
 
 
 def test_retries_end_to_end(redis_url: str, tmp_path: Path) -> None:

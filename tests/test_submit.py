@@ -12,6 +12,7 @@ import redis as sync_redis
 from arq.connections import ArqRedis
 
 from crawlq import keys
+from crawlq.jobs import Entry
 from crawlq.settings import Settings
 from crawlq.store import Store
 from producer.submit import (
@@ -21,6 +22,7 @@ from producer.submit import (
     LineParser,
     chunk_size_for,
     count_invalid,
+    grouped_by_host,
     iter_lines,
     open_input,
     parse_lines,
@@ -39,6 +41,34 @@ def test_parser_keeps_line_numbers_and_dedupes_across_pieces() -> None:
     assert parser.duplicates == 2
     assert [(bad.line, bad.text) for bad in parser.invalid] == [(5, "not a url")]
     assert parse_lines(["http://a.test/1", "not a url", "http://a.test/2", "http://a.test/1"]).duplicates == 1
+
+
+def test_a_piece_is_grouped_by_host_in_order_of_first_appearance() -> None:
+    urls = [f"http://h{i % 3}.test/{i}" for i in range(9)] + ["http://h0.test:8080/x"]
+    entries = [Entry(str(i), url) for i, url in enumerate(urls)]
+    grouped = grouped_by_host(entries)
+    assert [e.url for e in grouped] == [
+        "http://h0.test/0", "http://h0.test/3", "http://h0.test/6",
+        "http://h1.test/1", "http://h1.test/4", "http://h1.test/7",
+        "http://h2.test/2", "http://h2.test/5", "http://h2.test/8",
+        "http://h0.test:8080/x",
+    ]  # fmt: skip
+    assert sorted(e.url_id for e in grouped) == sorted(e.url_id for e in entries)
+    assert grouped_by_host([]) == []
+
+
+async def test_chunks_hold_few_hosts(redis: ArqRedis, settings: Settings) -> None:
+    store = Store(redis, settings)
+    lines = [f"http://h{i % 10}.test/{i}" for i in range(4000)]  # round-robin over 10 hosts, chunks of 20
+    await submit_lines(store, "grouped", lines)
+    hosts_per_job = []
+    for job_id in await redis.hkeys(keys.batch_jobs("grouped")):
+        payload = msgpack.unpackb(await redis.get(keys.arq_job(job_id.decode())), raw=False)
+        urls = [raw[1] for raw in payload["a"][1]]
+        hosts_per_job.append(len({url.split("/")[2] for url in urls}))
+    assert len(hosts_per_job) == 200
+    few = sum(1 for count in hosts_per_job if count <= 2)
+    assert few >= 0.9 * len(hosts_per_job), sorted(hosts_per_job)  # ungrouped: 10 hosts in every job
 
 
 def test_the_parser_window_is_bounded() -> None:

@@ -14,8 +14,9 @@ from crawlq.jobs import Entry
 from crawlq.settings import Settings
 from crawlq.store import Store
 from crawlq.target import TargetSite
-from crawlq.urls import canonical, url_id
-from workers import tasks
+from crawlq.urls import canonical, host_of, url_id
+from workers import commits, tasks
+from workers.gate import HostGate
 from workers.state import BACKLOG_CHUNKS, WorkerState
 
 pytestmark = pytest.mark.timeout(30)
@@ -49,7 +50,7 @@ async def test_results_are_committed_while_a_slow_url_still_runs(
     job_id, wire = await queued_job(state.store, "slow-tail", urls)
     ctx = {"state": state, "job_id": job_id, "job_try": 1}
     job = asyncio.create_task(tasks.crawl(ctx, "slow-tail", wire))
-    await asyncio.sleep(tasks.FLUSH_S + 0.6)
+    await asyncio.sleep(commits.FLUSH_S + 0.6)
     done_meanwhile = int(await redis.hget(keys.batch_meta("slow-tail"), "done") or 0)
     assert not job.done()
     assert done_meanwhile == 5  # the fast URLs did not wait for the slow one
@@ -90,3 +91,49 @@ def test_room_is_signalled_when_the_backlog_falls_below_its_limit(state: WorkerS
     state.engine.pending = int(limit) - 9
     state.finished(1)
     assert state.backlog_full() and not state.room.is_set()
+
+
+async def test_urls_waiting_for_a_full_host_leave_room_to_claim(
+    redis: ArqRedis, settings: Settings, site: TargetSite
+) -> None:
+    """A worker whose URLs all wait for a host that another worker fills claims more (its fetch slots would
+    idle otherwise), up to the hard cap; URLs it can fetch keep the usual limit."""
+    small = settings.model_copy(update={"concurrency": 20, "per_host_concurrency": 2})
+    state = await WorkerState.start(small, redis, "stalled-worker")
+    other = HostGate(redis, small, "other-worker")
+    other.start()
+    try:
+        host = host_of(canonical(site.url("/ok")))
+        leases = [await other.acquire(host, 2, 0.0) for _ in range(2)]  # the host is full cluster-wide
+        job_id, wire = await queued_job(state.store, "stalled", [site.url(f"/ok?n={n}") for n in range(60)])
+        job = asyncio.create_task(tasks.crawl({"state": state, "job_id": job_id, "job_try": 1}, "stalled", wire))
+        await asyncio.sleep(0.5)
+        state.chunk_estimate = 10  # as if later jobs were smaller (the job set it to its own size)
+        assert state.engine.pending == 60 and state.engine.in_flight == 0
+        assert state.backlog() > state.backlog_limit()  # the old rule would claim nothing more
+        assert state.engine.stalled() == 60
+        assert not state.backlog_full()
+        assert state.backlog_room() == state.backlog_cap() - 60  # bounded by the hard cap
+        for grant in leases:
+            other.release(host, grant.lease or "", "ok")
+        assert await asyncio.wait_for(job, timeout=10) == 60
+    finally:
+        await other.close()
+        await state.close()
+
+
+async def test_fetchable_urls_keep_the_usual_backlog_limit(
+    redis: ArqRedis, settings: Settings, site: TargetSite
+) -> None:
+    small = settings.model_copy(update={"concurrency": 20})
+    state = await WorkerState.start(small, redis, "busy-worker")
+    try:
+        job_id, wire = await queued_job(state.store, "busy", [site.url(f"/delay/1?n={n}") for n in range(40)])
+        job = asyncio.create_task(tasks.crawl({"state": state, "job_id": job_id, "job_try": 1}, "busy", wire))
+        await asyncio.sleep(0.3)
+        state.chunk_estimate = 10
+        assert state.engine.stalled() == 0
+        assert state.backlog_full()  # 40 fetchable URLs >= 20 + one job of 10
+        await asyncio.wait_for(job, timeout=10)
+    finally:
+        await state.close()

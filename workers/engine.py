@@ -1,8 +1,9 @@
 """The per-process URL engine: robots, the host gate, the global fetch semaphore, and the retry decision.
 
 `Engine.process(entry)` takes one URL through one or more attempts and returns either a final
-`UrlResult` or a `Deferral` (a retry after backoff, a long host wait, a hand-back at shutdown). It never
-sleeps while holding a slot of the global semaphore, and waits for a busy host without holding one.
+`UrlResult` or a `Deferral` (a retry after backoff, a long host wait, a hand-back at shutdown). It waits
+for a busy host in the gate (no slot of the global semaphore held, no Redis traffic), and hands the URL
+back when the wait would outlast the job's deadline.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from crawlq.jobs import Deferral, Entry
 from crawlq.models import ErrorClass, UrlResult, now_ms
 from crawlq.settings import Settings
 from crawlq.urls import host_of
-from workers.events import wait_event
 from workers.fetcher import NO_REQUEST, Attempt, Fetcher, RequestSpec
 from workers.gate import HostGate, host_limits
 from workers.retry import decide
@@ -25,6 +25,7 @@ __all__ = ["Engine", "Outcome"]
 
 Outcome = UrlResult | Deferral
 THROTTLE_STATUSES = frozenset({429, 503})
+ASK_S = 0.05  #: a URL of a host with a delay holds a fetch slot while it asks; a known wait lets the slot go
 
 
 class Engine:
@@ -39,6 +40,7 @@ class Engine:
         self.in_flight = 0
         self.pending = 0  #: URLs accepted by running jobs and not finished
         self.fetches = 0
+        self.resting = 0  #: URLs of hosts with a delay waiting it out (no fetch slot could serve them now)
         self._limit_cache: dict[tuple[str, float | None], tuple[int, float]] = {}
 
     async def process(self, entry: Entry, deadline: float, request: RequestSpec = NO_REQUEST) -> Outcome:
@@ -52,19 +54,47 @@ class Engine:
                 return _final(entry, None, ErrorClass.ROBOTS_DISALLOWED, "disallowed by robots.txt", entry.attempts)
             crawl_delay = verdict.crawl_delay(self.robots.agent)
         limit, delay_s = self._limits(host, crawl_delay)
+        if self.draining.is_set() or time.monotonic() >= deadline:
+            return Deferral([entry], now_ms())
+        if delay_s > 0:
+            return await self._process_delayed(entry, host, limit, delay_s, deadline, request)
+        grant = await self.gate.acquire(host, limit, delay_s, deadline)  # waits without a fetch slot
+        if grant.lease is None:
+            return Deferral([entry], now_ms() + int(grant.wait_s * 1000))
+        async with self.slots:
+            attempt = await self._fetch(entry.url, host, grant.lease, request)
+        return self._after(entry, attempt)
+
+    async def _process_delayed(
+        self, entry: Entry, host: str, limit: int, delay_s: float, deadline: float, request: RequestSpec
+    ) -> Outcome:
+        """A host with a delay: Redis times the next start from each grant, so the request must start as
+        soon as it is granted. The URL waits out the host's known delay without a fetch slot, then asks
+        for a lease holding one (a short wait: a grant, or the time to wait again)."""
         while True:
-            if self.draining.is_set() or time.monotonic() >= deadline:
+            wait_s = self.gate.known_wait(host)
+            if wait_s > 0:
+                if time.monotonic() + wait_s > deadline:
+                    return Deferral([entry], now_ms() + int(wait_s * 1000))
+                self.resting += 1
+                try:
+                    await asyncio.sleep(wait_s)
+                finally:
+                    self.resting -= 1
+            if self.draining.is_set():
                 return Deferral([entry], now_ms())
             async with self.slots:
-                grant = await self.gate.acquire(host, limit, delay_s)
+                asked_until = min(deadline, time.monotonic() + ASK_S)
+                grant = await self.gate.acquire(host, limit, delay_s, asked_until)
                 if grant.lease is not None:
                     attempt = await self._fetch(entry.url, host, grant.lease, request)
-            if grant.lease is None:
-                if time.monotonic() + grant.wait_s >= deadline:
-                    return Deferral([entry], now_ms() + int(grant.wait_s * 1000))
-                await self._pause(grant.wait_s * (1 + 0.2 * self.rng.random()))
-                continue
-            return self._after(entry, attempt)
+                    return self._after(entry, attempt)
+            if time.monotonic() >= deadline:
+                return Deferral([entry], now_ms() + int(grant.wait_s * 1000))
+
+    def stalled(self) -> int:
+        """URLs held here that a free fetch slot could not serve now (see `HostGate.stalled`)."""
+        return self.gate.stalled() + self.resting
 
     def _limits(self, host: str, crawl_delay: float | None) -> tuple[int, float]:
         key = (host, crawl_delay)
@@ -74,10 +104,6 @@ class Engine:
                 self._limit_cache.clear()
             found = self._limit_cache[key] = host_limits(self.settings, host, crawl_delay)
         return found
-
-    async def _pause(self, seconds: float) -> None:
-        """Sleep, but wake at once when the worker starts draining."""
-        await wait_event(self.draining, seconds)
 
     async def _fetch(self, url: str, host: str, lease: str, request: RequestSpec) -> Attempt:
         self.in_flight += 1

@@ -1,14 +1,22 @@
-"""The per-host politeness gate, shared by every worker through Redis (`workers/lua/gate.lua`).
+"""The per-host politeness gate: leases counted cluster-wide in Redis (`workers/lua/gate.lua`), kept and
+handed out locally while this worker has URLs waiting for the host.
 
-At most `limit` requests are in flight per host across the cluster (leases in a sorted set that expire
-if a worker dies), request starts are at least `delay_s` apart, and 429/503 put the host in a cooldown
-that doubles on repeat and halves on success. Requests from all coroutines of a process are coalesced:
-whatever is waiting when the flusher runs goes to Redis in one script call.
+Guarantees: at most `limit` requests in flight per host across the cluster (every lease is a member of the
+host's lease set in Redis, with an expiry, so a dead worker's leases lapse), request starts at least
+`delay_s` apart per host (a host with a delay takes one lease per start from Redis), and a 429/503 puts the
+host in a cooldown that every worker sees (it is published, and checked on every grant).
 
-For hosts with a high limit and no delay (`limit >= POOL_MIN_LIMIT`), a worker asks for a few leases more
-than it needs and reuses them locally for at most `POOL_HOLD_S`; then they go back to Redis. Every lease
-is still counted in Redis, so the cluster-wide limit holds; a cooldown set by another worker is seen
-within `POOL_HOLD_S`, and a 429/503 returns the whole local pool at once.
+How a URL gets a slot without asking Redis each time:
+- A lease freed on this worker goes at once to the next URL waiting here for the same host (no Redis
+  call), for at most `HOLD_S` after Redis granted it; then it goes back, so other workers get their turn.
+- A URL that finds no free lease waits on a future. One request per host is coalesced with every other
+  host's into one script call by the flusher; a host that is full cluster-wide registers this worker as
+  a waiter in Redis and is then silent until a holder's release publishes a wake message (or, if a holder
+  died, until its earliest lease expires). Cooldowns and delays wait on a timer. No waiting URL polls.
+- A worker holds at most `concurrency` leases (in use, free or asked for), so it never takes slots of a
+  host that it has no fetch slot to use.
+The order in which hosts with waiters are asked (`_hungry`, first come first served) is the one place a
+priority between batches would steer.
 """
 
 from __future__ import annotations
@@ -19,6 +27,8 @@ import fnmatch
 import itertools
 import logging
 import time
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.resources import files
 from typing import Any
@@ -29,34 +39,64 @@ from crawlq import keys
 from crawlq.models import now_ms
 from crawlq.settings import Settings
 
-__all__ = ["Grant", "HostGate", "host_limits"]
+__all__ = ["HOLD_S", "Grant", "HostGate", "host_limits"]
 
 logger = logging.getLogger("crawlq.gate")
-FULL_POLL_S = 0.02  #: how soon to ask again when a host has no free slot (the first waiter; see `_full_wait_s`)
 DELAY_MARGIN = 0.1  #: next start after a delay: +10 %, so jitter in sending never makes a gap shorter
-POOL_MIN_LIMIT = 8  #: hosts with at least this limit (and no delay) get a local lease pool
-POOL_HOLD_S = 1.0  #: how long leases may be reused locally before they go back to Redis
+HOLD_S = 2.0  #: how long a lease granted by Redis may be reused (or kept idle) here before it goes back
+RETRY_S = 0.2  #: after a failed gate call, ask again this soon
+RECOVERY_RELEASES = 8  #: successes after a cooldown that are reported to Redis one by one
+SWEEP_S = 0.5  #: how often waiters past their deadline are let go
+STALLED_CACHE_S = 0.01  #: `stalled()` is recomputed at most this often
 
 
 @dataclass(slots=True, frozen=True)
 class Grant:
-    lease: str | None  #: None: not granted; ask again after `wait_s`
+    lease: str | None  #: None: not granted before the caller's deadline; the host's known wait is `wait_s`
     wait_s: float = 0.0
 
 
 @dataclass(slots=True)
-class _Pool:
-    free: list[str]
-    expires: float  #: monotonic time after which the pool's leases go back to Redis
-    succeeded: bool = False
+class _Waiter:
+    future: asyncio.Future[Grant]
+    deadline: float  #: monotonic; inf: wait as long as it takes
 
 
 @dataclass(slots=True)
-class _Acquire:
-    host: str
+class _Host:
+    name: str
     limit: int
     delay_ms: int
-    future: asyncio.Future[Grant] = field(repr=False)
+    waiters: deque[_Waiter] = field(default_factory=deque)
+    held: int = 0  #: leases held here: in use, on their way to a waiter, or idle
+    idle: list[str] = field(default_factory=list)  #: leases kept unused for the next URL of the host
+    contended: bool = False  #: another worker waits for the host: no local reuse until Redis grants again
+    asking: int = 0  #: leases asked for in the call under way
+    parked: bool = False  #: full cluster-wide: waits for a wake message (or `timer`)
+    woken: bool = False  #: a wake message came while a call for this host was under way
+    blocked_until: float = 0.0  #: cooldown or delay: ask again at this monotonic time
+    wait_s: float = 0.0  #: the last known wait (for a caller whose deadline comes first)
+    timer: asyncio.TimerHandle | None = None
+    recovering: int = 0  #: after a cooldown, this many successes go to Redis one by one (they ease the penalty)
+
+    def live_waiters(self) -> int:
+        while self.waiters and self.waiters[0].future.done():
+            self.waiters.popleft()
+        return sum(1 for waiter in self.waiters if not waiter.future.done())
+
+    def hand(self, grant: Grant) -> bool:
+        """Resolve the first live waiter with `grant`; False if none waits."""
+        while self.waiters:
+            waiter = self.waiters.popleft()
+            if not waiter.future.done():
+                waiter.future.set_result(grant)
+                return True
+        return False
+
+
+def _forgettable(state: _Host, now: float) -> bool:
+    busy = state.held or state.asking or state.parked or state.recovering or state.live_waiters()
+    return not busy and state.blocked_until <= now
 
 
 def host_limits(settings: Settings, host: str, crawl_delay_s: float | None = None) -> tuple[int, float]:
@@ -78,87 +118,269 @@ class HostGate:
     def __init__(self, redis: Redis, settings: Settings, worker_id: str) -> None:
         self.settings = settings
         self.worker_id = worker_id
+        self.redis = redis
+        self.capacity = settings.concurrency  #: leases this worker may hold at once, over all hosts
+        self.channel = keys.gate_wake(worker_id)
         self._script = redis.register_script((files("workers") / "lua" / "gate.lua").read_text())
-        self._acquires: list[_Acquire] = []
+        self._hosts: dict[str, _Host] = {}
+        self._hungry: dict[str, None] = {}  #: hosts with waiters that may ask Redis, in arrival order
         self._releases: list[tuple[str, str, str, int]] = []
+        self._reuse_until: dict[str, float] = {}  #: lease -> monotonic time until which it may be reused here
+        self._held = 0  #: leases held or asked for, over all hosts
         self._wake = asyncio.Event()
+        self._listening = asyncio.Event()
         self._sequence = itertools.count()
-        self._task: asyncio.Task[None] | None = None
-        self._pools: dict[str, _Pool] = {}
-        self._full_turns: dict[str, float] = {}  #: per full host: the monotonic time of the next waiter's turn
+        self._tasks: list[asyncio.Task[None]] = []
+        self.calls = 0  #: script calls made (for tests and benchmarks)
+        self._stalled = 0
+        self._stalled_at = 0.0
+        self.on_stall: Callable[[], None] | None = None  #: called when a host's waiters become stalled
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="crawlq-gate")
+        self._tasks = [
+            asyncio.create_task(self._run(), name="crawlq-gate"),
+            asyncio.create_task(self._listen(), name="crawlq-gate-wake"),
+            asyncio.create_task(self._sweep(), name="crawlq-gate-sweep"),
+        ]
 
     async def close(self) -> None:
-        """Give back the leases this gate holds unused (its pools) and those already released."""
-        for host in list(self._pools):
-            self._return_pool(host)
+        """Give back every lease held unused, and those already released."""
+        self.abandon_waiters()
+        for state in self._hosts.values():
+            self._give_back_idle(state)
         if self._releases:
             with contextlib.suppress(Exception):  # Redis gone: the leases expire on their own
                 await self._flush()
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    async def acquire(self, host: str, limit: int, delay_s: float) -> Grant:
-        pool = self._pools.get(host) if delay_s == 0 and limit >= POOL_MIN_LIMIT else None
-        if pool is not None and pool.free and time.monotonic() < pool.expires:
-            return Grant(pool.free.pop())
+    def abandon_waiters(self) -> None:
+        """Let every waiting URL go without a lease (the worker drains)."""
+        for host in self._hosts.values():
+            while host.hand(Grant(None, 0.0)):
+                pass
+
+    def known_wait(self, host: str) -> float:
+        """Seconds until `host` (in a cooldown or a delay known here) may be asked again; 0 if now."""
+        state = self._hosts.get(host)
+        return 0.0 if state is None else max(0.0, state.blocked_until - time.monotonic())
+
+    def stalled(self) -> int:
+        """URLs waiting here that could not use a free fetch slot now: those of hosts in a cooldown, a
+        delay or full cluster-wide, and those beyond a host's free leases. Recomputed at most every
+        `STALLED_CACHE_S` (the claim loop asks after every finished URL)."""
+        now = time.monotonic()
+        if now - self._stalled_at < STALLED_CACHE_S:
+            return self._stalled
+        total = 0
+        for state in self._hosts.values():
+            waiting = state.live_waiters()
+            if waiting:
+                blocked = state.parked or state.blocked_until > now
+                room = 0 if blocked else max(0, state.limit - state.held + len(state.idle))
+                total += max(0, waiting - room)
+        self._stalled, self._stalled_at = total, now
+        return total
+
+    async def acquire(self, host: str, limit: int, delay_s: float, deadline: float | None = None) -> Grant:
+        """A lease for one request to `host`, waiting (without Redis traffic) until one is free; a Grant
+        without a lease if `deadline` (monotonic) comes first, or if the host's known wait ends after it."""
+        state = self._hosts.get(host)
+        if state is None:
+            state = self._hosts[host] = _Host(host, limit, int(delay_s * 1000))
+        state.limit, state.delay_ms = limit, int(delay_s * 1000)
+        if state.idle and state.delay_ms:  # kept from a grant without a delay: Redis must time this start
+            self._give_back_idle(state)
+        if state.idle:
+            return Grant(state.idle.pop())
+        until = float("inf") if deadline is None else deadline
+        now = time.monotonic()
+        if state.blocked_until > until:
+            return Grant(None, state.blocked_until - now)
         future: asyncio.Future[Grant] = asyncio.get_running_loop().create_future()
-        self._acquires.append(_Acquire(host, limit, int(delay_s * 1000), future))
-        self._wake.set()
-        return await future
+        state.waiters.append(_Waiter(future, until))
+        self._want(state)
+        try:
+            return await future
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled() and future.result().lease is not None:
+                self.release(host, future.result().lease or "", "other")
+            raise
 
     def release(self, host: str, lease: str, outcome: str = "other", retry_after_s: float | None = None) -> None:
-        """Give a lease back; `outcome` 'throttle' (429/503) starts or extends the host's cooldown."""
-        pool = self._pools.get(host)
-        if pool is not None:
-            if outcome != "throttle" and time.monotonic() < pool.expires:
-                pool.free.append(lease)
-                pool.succeeded = pool.succeeded or outcome == "ok"
-                return
-            if outcome == "throttle":
-                self._return_pool(host)
-        after_s = min(retry_after_s or 0.0, self.settings.retry_after_max_s)
-        self._releases.append((host, lease, outcome, int(after_s * 1000)))
-        self._wake.set()
-
-    def _return_pool(self, host: str, pool: _Pool | None = None) -> None:
-        """Send a pool's free leases back to Redis (all of it, or only if it is still `pool`)."""
-        current = self._pools.get(host)
-        if current is None or (pool is not None and current is not pool):
+        """Give a lease back; `outcome` 'throttle' (429/503) starts or extends the host's cooldown. The lease
+        goes to a URL waiting here for the host if there is one and it may still be reused."""
+        state = self._hosts[host]
+        if outcome == "throttle":
+            after_s = min(retry_after_s or 0.0, self.settings.retry_after_max_s)
+            self._cool(state)
+            self._give_back(state, lease, outcome, int(after_s * 1000))
             return
-        del self._pools[host]
-        outcome = "ok" if current.succeeded else "other"
-        self._releases.extend((host, lease, outcome, 0) for lease in current.free)
+        if state.recovering and outcome == "ok":
+            state.recovering -= 1
+            self._give_back(state, lease, outcome, 0)
+            return
+        reusable = not (state.recovering or state.contended) and state.delay_ms == 0
+        if reusable and self._reuse_until.get(lease, 0.0) > time.monotonic():
+            if not state.hand(Grant(lease)):
+                state.idle.append(lease)  # kept for the next URL of the host, until HOLD_S or asked for
+            return
+        self._give_back(state, lease, outcome, 0)
+
+    def _give_back(self, state: _Host, lease: str, outcome: str, after_ms: int) -> None:
+        """Return a lease to Redis (in the next flush); its room goes to a host whose URLs wait."""
+        self._reuse_until.pop(lease, None)
+        state.held -= 1
+        self._held -= 1
+        self._releases.append((state.name, lease, outcome, after_ms))
+        self._wake.set()
+        if state.live_waiters():
+            self._want(state)
+        elif self._hungry:
+            self._wake.set()
+
+    def _cool(self, state: _Host) -> None:
+        """A cooldown started: the next successes go to Redis one by one, so the penalty eases as before."""
+        state.recovering = RECOVERY_RELEASES
+        self._give_back_idle(state)
+
+    def _give_back_idle(self, state: _Host) -> None:
+        while state.idle:
+            self._give_back(state, state.idle.pop(), "other", 0)
+
+    def _want(self, state: _Host) -> None:
+        """Mark a host whose URLs wait as one to ask Redis for, unless it waits for a wake or a timer."""
+        if state.asking or state.parked or state.blocked_until > time.monotonic():
+            return
+        self._hungry[state.name] = None
         self._wake.set()
 
-    def _pool_leases(self, host: str, leases: list[str]) -> None:
-        pool = self._pools.get(host)
-        if pool is None or time.monotonic() >= pool.expires:
-            if pool is not None:
-                self._return_pool(host)
-            pool = self._pools[host] = _Pool([], time.monotonic() + POOL_HOLD_S)
-            asyncio.get_running_loop().call_later(POOL_HOLD_S, self._return_pool, host, pool)
-        pool.free.extend(leases)
+    def _unblock(self, name: str) -> None:
+        state = self._hosts.get(name)
+        if state is None:
+            return
+        if state.timer is not None:
+            state.timer.cancel()
+            state.timer = None
+        state.parked = False
+        state.blocked_until = 0.0
+        if state.live_waiters():
+            self._want(state)
+
+    def _block(self, state: _Host, wait_s: float, parked: bool) -> None:
+        self._stalled_at = 0.0  # its waiters are stalled now: the claim loop may have room
+        if self.on_stall is not None:
+            asyncio.get_running_loop().call_soon(self.on_stall)
+        state.parked = parked
+        state.wait_s = wait_s
+        state.blocked_until = 0.0 if parked else time.monotonic() + wait_s
+        if state.timer is not None:
+            state.timer.cancel()
+        state.timer = asyncio.get_running_loop().call_later(wait_s, self._unblock, state.name)
+        limit = time.monotonic() + wait_s
+        for waiter in list(state.waiters):  # a caller whose deadline comes first gets the known wait now
+            if not waiter.future.done() and waiter.deadline < limit:
+                waiter.future.set_result(Grant(None, wait_s))
+
+    async def _listen(self) -> None:
+        """Wake messages (a host we wait for freed a slot) and cooldown announcements; reconnects."""
+        while True:
+            pubsub = self.redis.pubsub()
+            try:
+                await pubsub.subscribe(self.channel, keys.GATE_COOLDOWN)
+                self._listening.set()
+                for name in [host.name for host in self._hosts.values() if host.parked]:
+                    self._unblock(name)  # a wake may have been missed while not subscribed
+                async for message in pubsub.listen():
+                    if message.get("type") == "message":
+                        self._on_message(message["channel"], message["data"])
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                self._listening.clear()
+                await asyncio.sleep(1.0)
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    def _on_message(self, channel: bytes | str, data: bytes | str) -> None:
+        text = data.decode() if isinstance(data, bytes) else data
+        channel_name = channel.decode() if isinstance(channel, bytes) else channel
+        if channel_name == keys.GATE_COOLDOWN:
+            kind, name = "c", text
+        else:
+            kind, _, name = text.partition(":")
+        state = self._hosts.get(name)
+        if state is None:
+            return
+        if kind == "c":
+            self._cool(state)
+        elif kind == "w":  # another worker waits for this host: share it
+            state.contended = True
+            self._give_back_idle(state)
+        elif state.asking:
+            state.woken = True  # the reply of the call under way may still say "full"
+        elif state.parked:
+            self._unblock(name)
+
+    async def _sweep(self) -> None:
+        """Let waiters past their deadline go (the engine hands their URLs back); give back idle leases
+        past their reuse time; forget hosts with nothing going on."""
+        while True:
+            await asyncio.sleep(SWEEP_S)
+            now = time.monotonic()
+            for name in [name for name, state in self._hosts.items() if _forgettable(state, now)]:
+                del self._hosts[name]  # nothing held, asked, waited for or remembered: bounded by live hosts
+            for state in self._hosts.values():
+                while state.idle and self._reuse_until.get(state.idle[0], 0.0) <= now:
+                    self._give_back(state, state.idle.pop(0), "other", 0)
+                for waiter in state.waiters:
+                    if waiter.deadline <= now and not waiter.future.done():
+                        waiter.future.set_result(Grant(None, state.wait_s))
 
     async def _run(self) -> None:
+        with contextlib.suppress(TimeoutError):  # not wait_for: on 3.11 it may swallow a cancel at close
+            async with asyncio.timeout(5.0):
+                await self._listening.wait()
         while True:
             await self._wake.wait()
             self._wake.clear()
             await asyncio.sleep(0)  # let the coroutines woken in this loop iteration queue their requests
             try:
                 await self._flush()
-            except Exception:  # Redis trouble: every waiter is told to ask again shortly
+            except Exception:  # Redis trouble: ask again shortly
                 logger.warning("host gate call failed; retrying", exc_info=True)
-                await asyncio.sleep(0.2)
+                await asyncio.sleep(RETRY_S)
                 self._wake.set()
 
+    def _asks(self) -> list[tuple[_Host, int]]:
+        """Hosts to ask leases for now, and how many: bounded by waiters, host limit and this worker's room."""
+        asks: list[tuple[_Host, int]] = []
+        if self._hungry and self._held >= self.capacity:  # make room: idle leases go back first
+            for idle_host in self._hosts.values():
+                self._give_back_idle(idle_host)
+        for name in list(self._hungry):
+            room = self.capacity - self._held
+            if room <= 0:
+                break
+            del self._hungry[name]
+            state = self._hosts.get(name)
+            if state is None:
+                continue
+            want = min(state.live_waiters(), state.limit - state.held, room)
+            if want <= 0 or state.asking or state.parked:
+                continue
+            state.asking = want
+            state.held += want
+            self._held += want
+            asks.append((state, want))
+        return asks
+
     async def _flush(self) -> None:
-        acquires, self._acquires = self._acquires, []
+        asks = self._asks()
         releases, self._releases = self._releases, []
-        if not acquires and not releases:
+        if not asks and not releases:
             return
         hosts: dict[str, int] = {}
         script_keys: list[str] = []
@@ -166,55 +388,50 @@ class HostGate:
         def index(host: str) -> int:
             if host not in hosts:
                 hosts[host] = len(hosts) + 1
-                script_keys.extend((keys.host_state(host), keys.host_leases(host)))
+                script_keys.extend((keys.host_state(host), keys.host_leases(host), keys.host_waiters(host)))
             return hosts[host]
 
-        grouped: dict[tuple[str, int, int], list[_Acquire]] = {}
-        for request in acquires:
-            grouped.setdefault((request.host, request.limit, request.delay_ms), []).append(request)
         lease_ttl_ms = int((self.settings.fetch_timeout_s + 5) * 1000)
         args: list[Any] = [now_ms(), lease_ttl_ms, int(self.settings.cooldown_base_s * 1000)]
-        args += [int(self.settings.cooldown_max_s * 1000), len(releases), len(grouped)]
-        args += [int(self.settings.retry_after_max_s * 1000), DELAY_MARGIN]
+        args += [int(self.settings.cooldown_max_s * 1000), len(releases), len(asks)]
+        args += [int(self.settings.retry_after_max_s * 1000), DELAY_MARGIN, self.channel, keys.GATE_COOLDOWN]
+        args.append(keys.gate_wake(""))
         for host, lease, outcome, after_ms in releases:
             args += [index(host), lease, outcome, after_ms]
         prefixes: list[str] = []
-        for (host, limit, delay_ms), requests in grouped.items():
+        for state, want in asks:
             prefix = f"{self.worker_id}:{next(self._sequence)}"
             prefixes.append(prefix)
-            extra = min(limit // 4, 64) if delay_ms == 0 and limit >= POOL_MIN_LIMIT else 0
-            args += [index(host), len(requests) + extra, limit, delay_ms, prefix]
+            args += [index(state.name), want, state.limit, state.delay_ms, prefix]
         try:
+            self.calls += 1
             reply = await self._script(keys=script_keys, args=args)
         except BaseException:
             self._releases = releases + self._releases
-            for request in acquires:
-                if not request.future.done():
-                    request.future.set_result(Grant(None, 0.2))
+            for state, want in asks:
+                self._answer(state, want, [], RETRY_S, False)
             raise
-        self._resolve(list(grouped.values()), prefixes, reply)
-
-    def _full_wait_s(self, host: str, limit: int) -> float:
-        """When a full host's waiter asks again: the waiters take turns, `limit` per `FULL_POLL_S`, rather
-        than each asking every `FULL_POLL_S` (which, with many URLs behind a slow host, kept a core busy)."""
-        now = time.monotonic()
-        if len(self._full_turns) > 10_000:
-            self._full_turns = {name: turn for name, turn in self._full_turns.items() if turn > now}
-        turn = max(now + FULL_POLL_S, self._full_turns.get(host, 0.0))
-        self._full_turns[host] = turn + FULL_POLL_S / max(1, limit)
-        return turn - now
-
-    def _resolve(self, groups: list[list[_Acquire]], prefixes: list[str], reply: list[Any]) -> None:
-        for position, requests in enumerate(groups):
-            granted, wait_ms = int(reply[2 * position]), int(reply[2 * position + 1])
+        for position, (state, want) in enumerate(asks):
+            granted, wait_ms, full = (int(value) for value in reply[3 * position : 3 * position + 3])
             leases = [f"{prefixes[position]}:{number}" for number in range(1, granted + 1)]
-            for number, request in enumerate(requests):
-                if number < granted and not request.future.done():
-                    request.future.set_result(Grant(leases[number]))
-                elif number < granted:
-                    self.release(request.host, leases[number])
-                elif not request.future.done():
-                    wait_s = self._full_wait_s(request.host, request.limit) if wait_ms < 0 else wait_ms / 1000
-                    request.future.set_result(Grant(None, wait_s))
-            if granted > len(requests):
-                self._pool_leases(requests[0].host, leases[len(requests) :])
+            self._answer(state, want, leases, wait_ms / 1000, bool(full))
+
+    def _answer(self, state: _Host, want: int, leases: list[str], wait_s: float, full: bool) -> None:
+        """Hand granted leases to waiters (extras go back), then park or time the host if URLs still wait."""
+        state.asking = 0
+        woken, state.woken = state.woken, False
+        state.held -= want - len(leases)
+        self._held -= want - len(leases)
+        if leases:
+            state.contended = False
+        reuse_until = time.monotonic() + HOLD_S
+        for lease in leases:
+            self._reuse_until[lease] = reuse_until
+            if not state.hand(Grant(lease)):
+                self._give_back(state, lease, "other", 0)
+        if not state.live_waiters():
+            return
+        if (full and not woken) or wait_s > 0 and not full:
+            self._block(state, wait_s, full)
+        else:
+            self._want(state)

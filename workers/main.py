@@ -3,8 +3,10 @@
 Differences from a stock arq worker, and why:
 - the in-progress key is a short lease (`lease_s`) refreshed every `lease_s / 3` while a job runs, so a
   SIGKILLed worker's jobs run again after at most `lease_s`, however long a job may take;
-- jobs are claimed only while the local backlog is below `concurrency + chunk size` (no hoarding), and
-  at once when a finished URL makes room (`WorkerState.room`), not on the next poll tick;
+- jobs are claimed only while the URLs held that a free fetch slot could serve are below `concurrency +
+  chunk size`: URLs waiting for full, delayed or cooling hosts do not count, up to a hard cap of
+  4 x concurrency + a chunk (`WorkerState.backlog_room`); claims happen at once when a finished URL
+  makes room (`WorkerState.room`), not on the next poll tick;
 - a queue with nothing to claim is looked at again after `poll_delay_s`, doubling with each empty pass
   up to `idle_poll_s` (few Redis commands at rest, and while every job waits on slow fetches: arq keeps
   running jobs in the queue, so a busy worker's reads never come back empty), and a submit wakes workers
@@ -204,7 +206,7 @@ class CrawlWorker(Worker):
         state = self.state
         if state is None or not job_ids or state.backlog_full():
             return
-        room = state.backlog_limit() - state.backlog()
+        room = state.backlog_room()
         want = max(1, math.ceil(room / max(1.0, state.chunk_estimate)))
         lease_ms = int(self.in_progress_timeout_s * 1000)
         running = any(not task.done() for task in self.tasks.values())

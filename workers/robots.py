@@ -120,13 +120,13 @@ class RobotsCache:
         else:
             host = host_of(url)
             limit, delay_s = host_limits(self.settings, host)
-            while True:
-                grant = await self.gate.acquire(host, limit, delay_s)
-                if grant.lease is not None:
-                    break
-                await asyncio.sleep(grant.wait_s)
+            lease = None
+            while lease is None:  # no deadline: only a draining worker gets no lease
+                lease = (await self.gate.acquire(host, limit, delay_s)).lease
+                if lease is None:
+                    await asyncio.sleep(0.1)
             attempt = await self.fetcher.fetch(url, keep_body=True, content=False)
-            self.gate.release(host, grant.lease, "ok" if attempt.ok else "other")
+            self.gate.release(host, lease, "ok" if attempt.ok else "other")
         return verdict_of(attempt.status, attempt.error, attempt.body, attempt.charset)
 
 

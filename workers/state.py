@@ -1,4 +1,4 @@
-"""What one worker process owns: its Redis pool, store, fetcher, gate, robots cache and engine."""
+"""What one worker process owns: its Redis pool, store, committer, fetcher, gate, robots cache and engine."""
 
 from __future__ import annotations
 
@@ -15,14 +15,16 @@ from crawlq.models import now_ms
 from crawlq.settings import Settings
 from crawlq.store import Store
 from workers.batches import BatchContexts
+from workers.commits import Committer
 from workers.engine import Engine
 from workers.fetcher import Fetcher
 from workers.gate import HostGate
 from workers.robots import RobotsCache
 
-__all__ = ["BACKLOG_CHUNKS", "WorkerState", "new_worker_id"]
+__all__ = ["BACKLOG_CHUNKS", "BACKLOG_MAX_FACTOR", "WorkerState", "new_worker_id"]
 
 BACKLOG_CHUNKS = 1  #: jobs' worth of URLs a worker holds beyond its concurrency
+BACKLOG_MAX_FACTOR = 4  #: at most this many times its concurrency (plus a job) held, stalled URLs included
 
 
 def new_worker_id() -> str:
@@ -38,13 +40,11 @@ class WorkerState:
     fetcher: Fetcher
     gate: HostGate
     engine: Engine
+    committer: Committer
     started_at: int = field(default_factory=now_ms)
     claimed: set[str] = field(default_factory=set)  #: jobs claimed whose URLs are not yet registered
     chunk_estimate: float = 0.0  #: URLs per job, from the last job started
     drain_deadline: float | None = None  #: monotonic time by which in-flight URLs are handed back
-    urls_done: int = 0
-    handed_back: int = 0  #: URLs put back in the queue while draining (SIGTERM)
-    out_of_memory_since: float | None = None  #: monotonic time a full Redis first refused a commit (logged once)
     isolation: asyncio.Lock = field(default_factory=asyncio.Lock)  #: one retried (suspect) job at a time
     isolating: bool = False  #: a suspect job runs alone: claim nothing meanwhile
     suspect: str | None = None  #: a claimed suspect job that has not finished: claim nothing meanwhile
@@ -65,26 +65,50 @@ class WorkerState:
         gate = HostGate(redis, settings, worker_id)
         gate.start()
         engine = Engine(settings, fetcher, gate, RobotsCache(redis, settings, fetcher, gate))
-        state = cls(settings, redis, worker_id, Store(redis, settings), fetcher, gate, engine)
+        store = Store(redis, settings)
+        committer = Committer(store, lambda: engine.pending == 0, engine.draining.is_set)
+        committer.start()
+        state = cls(settings, redis, worker_id, store, fetcher, gate, engine, committer)
         state.chunk_estimate = float(settings.chunk_size)
+        gate.on_stall = state._notify  # URLs now waiting on a full or delayed host may leave room to claim
         return state
+
+    @property
+    def urls_done(self) -> int:
+        return self.committer.urls_done
+
+    @property
+    def handed_back(self) -> int:
+        """URLs put back in the queue while draining (SIGTERM)."""
+        return self.committer.handed_back
 
     async def close(self) -> None:
         await self.gate.close()
+        await self.committer.close()
         await self.fetcher.close()
 
     def backlog(self) -> float:
         return self.engine.pending + len(self.claimed) * self.chunk_estimate
 
     def backlog_limit(self) -> float:
-        """URLs a worker holds (running, waiting for a slot, or in claimed jobs): its concurrency plus
-        `BACKLOG_CHUNKS` jobs, so that slots never wait for a claim round trip."""
+        """URLs a worker holds (running, waiting for a slot, or in claimed jobs) that a free fetch slot could
+        serve: its concurrency plus `BACKLOG_CHUNKS` jobs, so that slots never wait for a claim round trip."""
         return self.settings.concurrency + BACKLOG_CHUNKS * self.chunk_estimate
+
+    def backlog_cap(self) -> float:
+        """URLs a worker holds at most, stalled ones (full, delayed or cooling hosts) included."""
+        return BACKLOG_MAX_FACTOR * self.settings.concurrency + BACKLOG_CHUNKS * self.chunk_estimate
+
+    def backlog_room(self) -> float:
+        """URLs to claim now: while the URLs held leave fetch slots that none of them can use (they wait
+        for full or delayed hosts), more are claimed, up to `backlog_cap`."""
+        held = self.backlog()
+        return min(self.backlog_limit() - (held - self.engine.stalled()), self.backlog_cap() - held)
 
     def backlog_full(self) -> bool:
         if self.isolating or self.isolation.locked() or self.suspect is not None:
             return True
-        return self.backlog() >= self.backlog_limit()
+        return self.backlog_room() <= 0
 
     def finished(self, count: int) -> None:
         """`count` URLs of running jobs have their outcome: wake the poll loop if there is room now."""
@@ -112,6 +136,7 @@ class WorkerState:
 
     def drain(self) -> None:
         self.engine.draining.set()
+        self.gate.abandon_waiters()
         self.drain_deadline = time.monotonic() + max(0.5, self.settings.shutdown_grace_s - 1.5)
         for wake in self.job_wakes:
             wake.set()  # each job loop now sleeps only until the hand-back deadline

@@ -4,7 +4,8 @@
 -- written and the reply says which are new, so the caller counts those and calls again: a result and
 -- its counts are recorded together, once.
 -- KEYS: 1 meta, 2 urls, 3 results, 4 jobs, 5 arq queue, 6 submitters, 7 active set, 8 stats_all, 9 events channel
--- ARGV: 1 batch, 2 now_ms, 3 ttl_s, 4 job_ttl_ms, 5 done_job, 6 require_job (1/0), 7 token,
+-- ARGV: 1 batch, 2 now_ms, 3 ttl_s, 4 job_ttl_ms, 5 done_job (job ids to close, comma separated; with
+--       require_job a single id), 6 require_job (1/0), 7 token,
 --       8 nresults, 9 ncounts, 10 latency_sum_ms,
 --       then ncounts pairs: counter field, increment; then nresults pairs: url id, record;
 --       then ndeferrals, then deferrals: job_id, payload, score, ids (comma separated)  (4 each)
@@ -62,7 +63,11 @@ for _ = 1, ndef do
     redis.call('HSET', KEYS[4], job_id, table.concat(open, ','))
   end
 end
-if done_job ~= '' then redis.call('HDEL', KEYS[4], done_job) end
+if done_job ~= '' then
+  local jobs = {}
+  for job in string.gmatch(done_job, '[^,]+') do jobs[#jobs + 1] = job end
+  redis.call('HDEL', KEYS[4], unpack(jobs))
+end
 if token ~= '' then redis.call('ZREM', KEYS[6], token) end
 
 local completed = 0

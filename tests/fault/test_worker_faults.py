@@ -222,3 +222,34 @@ def test_10_poison_url_fails_after_max_tries(server: EmbeddedServer, site: Threa
     )
     assert len(deaths) >= 3 and set(deaths) == {1}
     assert site.stats.hits["/page/999"] == 0
+
+
+@pytest.mark.timeout(120)
+def test_11_sigkill_one_of_two_workers_many_hosts(server: EmbeddedServer, tmp_path: Path) -> None:
+    """Many hosts (12 x 25 URLs, 200 ms each, 2 per host): SIGKILL one of two workers mid-batch. The hosts it
+    was crawling (its leases and the URLs of its jobs) are crawled by the other within 30 s, exactly once,
+    and no host ever had more than its limit in flight."""
+    n_hosts, per_host, batch = 12, 25, "sigkill-hosts"
+    env = fault_env(server.url, per_host_concurrency=2, chunk_size=10)
+    sites = [ThreadedTargetSite(f"127.0.0.{40 + i}") for i in range(n_hosts)]
+    for running in sites:
+        running.__enter__()
+    try:
+        urls = [running.url(f"/delay?ms=200&i={i}") for i in range(per_host) for running in sites]
+        path = write_urls(tmp_path / "urls.txt", urls)
+        r = sync_redis(server.url)
+        with Workers(env, tmp_path, 2, "--concurrency", "20") as pool:
+            assert submit(env, path, batch)["queued"] == len(urls)
+            assert wait_until(lambda: counter(r, batch, "done") >= 60, 30), tail_logs(tmp_path)
+            pool.signal(0, signal.SIGKILL)
+            killed_at = time.monotonic()
+            completed_at = wait_complete(r, batch, 45, tmp_path)
+            assert pool.procs[0].wait(5) == -signal.SIGKILL
+        assert completed_at - killed_at <= 30, f"recovery took {completed_at - killed_at:.1f} s"
+        assert_exactly_once(server.url, batch, len(urls))
+        peaks = [running.stats.max_in_flight for running in sites]
+        assert max(peaks) <= 2, peaks
+        assert sum(running.stats.hits["/delay"] for running in sites) <= len(urls) + 2 * 20
+    finally:
+        for running in sites:
+            running.__exit__(None, None, None)
