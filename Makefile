@@ -1,6 +1,6 @@
 # One entry point for humans and CI: `make check` = format check, lint, types, tests.
 PY ?= .venv/bin/python
-SRC := $(wildcard crawlq crawlq_api producer workers crawlq_cli tests bench)
+SRC := $(wildcard crawlq crawlq_api crawlq_local producer workers crawlq_cli tests bench)
 
 .PHONY: install format lint mypy test check bench bench-smoke
 install:

@@ -16,9 +16,9 @@ from redis.asyncio import Redis
 
 from bench.procs import CpuMeter, machine_busy_s
 from crawlq.models import BatchStats
-from crawlq.server import EmbeddedServer
 from crawlq.settings import HostRule, Settings
-from producer.launcher import LocalCluster
+from crawlq_local.cluster import LocalCluster
+from crawlq_local.server import EmbeddedServer
 
 __all__ = [
     "BatchRun",

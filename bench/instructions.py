@@ -23,7 +23,7 @@ from pathlib import Path
 from bench.cluster import crawlq_settings, own_server, wait_workers
 from bench.procs import ROOT, TargetProcess
 from bench.workload import fast_urls, run_tag, write_lines
-from producer.launcher import LocalCluster
+from crawlq_local.cluster import LocalCluster
 
 __all__ = ["main", "marginal", "total_instructions"]
 

@@ -9,7 +9,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from crawlq.server import find_server_binary
+from crawlq_local.server import find_server_binary
 
 __all__ = ["code_fingerprint", "describe"]
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from crawlq.server import free_port
+from crawlq_local.server import free_port
 
 __all__ = [
     "ROOT",
@@ -135,7 +135,7 @@ async def wait_quiet(max_wait_s: float, busy_share: float = 0.1, probe_s: float 
 
 
 class TargetProcess:
-    """`python -m crawlq.target` on a free loopback port, in its own process (its own GIL)."""
+    """`python -m crawlq_local.target` on a free loopback port, in its own process (its own GIL)."""
 
     def __init__(self) -> None:
         self.port = free_port()
@@ -151,7 +151,7 @@ class TargetProcess:
         return self.process.pid
 
     def start(self, timeout_s: float = 15.0) -> None:
-        command = [sys.executable, "-m", "crawlq.target", "--port", str(self.port)]
+        command = [sys.executable, "-m", "crawlq_local.target", "--port", str(self.port)]
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

@@ -112,7 +112,8 @@ def cli(ctx: click.Context, redis_url: str | None) -> None:
 
 # ---------------------------------------------------------------- worker
 @cli.command()
-@click.option("--concurrency", type=click.IntRange(1), help="Concurrent fetches in this process (default 10).")
+# --concurrency is checked by Settings (one sentence, exit 2), like CRAWLQ_CONCURRENCY
+@click.option("--concurrency", type=int, help="Concurrent fetches in this process (default 10).")
 @click.option("--burst", is_flag=True, help="Exit once the queue is empty.")
 @click.option("--check", is_flag=True, help="Health check: exit 0 if a worker on this host is alive, else 1.")
 @click.pass_context
@@ -479,7 +480,7 @@ async def _crawl_local(
     """Submit `source` (a list of URLs, or an input file from `_read_lines`) to a local cluster, show progress, keep
     the results in `out` (`""`: not kept; None: a file named after the batch), and say when per-host limits
     rather than the workers bounded the crawl."""
-    from producer.launcher import LocalCluster
+    from crawlq_local.cluster import LocalCluster
 
     _cancel_on_sigterm()
     async with LocalCluster(settings, workers=workers, redis_url=redis_url) as cluster:
@@ -597,7 +598,7 @@ def demo(ctx: click.Context, count: int, concurrency: int, workers: int, per_hos
       crawlq demo --urls 200 --concurrency 20 --workers 2
       crawlq demo --per-host 2      # what the default politeness does to one host
     """
-    from crawlq.target import TargetSite
+    from crawlq_local.target import TargetSite
 
     limit = per_host or concurrency * workers
     rule = HostRule(pattern="127.0.0.1*", concurrency=limit)

@@ -8,8 +8,8 @@ import pytest
 from arq.connections import ArqRedis
 
 from crawlq.connection import connect
-from crawlq.server import EmbeddedServer
 from crawlq.settings import Settings
+from crawlq_local.server import EmbeddedServer
 
 
 @pytest.fixture(scope="session")

@@ -322,7 +322,7 @@ def namespace_probe_main() -> None:
     import sys
     import urllib.parse
 
-    from crawlq.target import TargetSite
+    from crawlq_local.target import TargetSite
     from workers.fetcher import Fetcher
 
     interfaces = [name for _, name in socket.if_nameindex()]

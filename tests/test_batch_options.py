@@ -11,10 +11,10 @@ import pytest
 from pydantic import ValidationError
 
 from crawlq.options import BatchOptions, redact_url
-from crawlq.server import EmbeddedServer
 from crawlq.settings import Settings
 from crawlq.store import OptionsConflict, Store
 from crawlq_api.models import SubmitRequest
+from crawlq_local.server import EmbeddedServer
 from tests.helpers import cli_env, run_cli, workers
 from tests.site import KnownSite, serve
 from workers.batches import BatchContext

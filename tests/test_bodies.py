@@ -13,8 +13,8 @@ import orjson
 import pytest
 
 from crawlq.bodies import DirectoryStore, RedisBodyStore, StorageFailed, read_body
-from crawlq.server import EmbeddedServer
 from crawlq.settings import Settings
+from crawlq_local.server import EmbeddedServer
 from tests.helpers import cli_env, run_cli, workers
 from tests.site import KnownSite, serve
 

@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 import pytest
 
-from crawlq.target import ThreadedTargetSite
+from crawlq_local.target import ThreadedTargetSite
 from tests.helpers import CRAWLQ, cli_env, wait_until
 
 

@@ -14,7 +14,7 @@ import pytest
 import redis
 
 from crawlq import keys
-from crawlq.server import EmbeddedServer
+from crawlq_local.server import EmbeddedServer
 from tests.helpers import CRAWLQ, cli_env
 
 pytestmark = pytest.mark.timeout(60)

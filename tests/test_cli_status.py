@@ -10,8 +10,8 @@ import orjson
 import pytest
 import redis as redis_sync
 
-from crawlq.server import EmbeddedServer
-from crawlq.target import ThreadedTargetSite
+from crawlq_local.server import EmbeddedServer
+from crawlq_local.target import ThreadedTargetSite
 from tests.helpers import cli_env, run_cli, wait_until, workers
 
 

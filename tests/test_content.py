@@ -18,8 +18,8 @@ from aiohttp import web
 
 from crawlq.codec import pack, unpack
 from crawlq.models import CONTENT_FIELDS, Content, UrlResult
-from crawlq.server import EmbeddedServer
 from crawlq.settings import Settings
+from crawlq_local.server import EmbeddedServer
 from tests.helpers import cli_env, run_cli, workers
 from workers.content import OFF_LOOP_BYTES, describe
 from workers.fetcher import Fetcher

@@ -10,9 +10,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from crawlq.server import EmbeddedServer
-from crawlq.target import ThreadedTargetSite
 from crawlq.urls import canonical
+from crawlq_local.server import EmbeddedServer
+from crawlq_local.target import ThreadedTargetSite
 from tests.helpers import cli_env, run_cli, workers
 
 

@@ -1,6 +1,6 @@
 """workers.fetcher against the hostile local target: each hazard is one failure result with the right class.
 
-Real servers on loopback only (crawlq.target, plus a raw socket server for bytes aiohttp would not send).
+Real servers on loopback only (crawlq_local.target, plus a raw socket server for bytes aiohttp would not send).
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 import workers.fetcher as fetcher_module
 from crawlq.models import ErrorClass
 from crawlq.settings import Settings
-from crawlq.target import TargetSite
 from crawlq.urls import canonical
+from crawlq_local.target import TargetSite
 from workers.addresses import AddressPolicy, GuardedResolver
 from workers.fetcher import Attempt, Fetcher, decode_text
 

@@ -19,9 +19,9 @@ import redis as sync_redis
 
 from crawlq import keys
 from crawlq.codec import unpack
-from crawlq.server import EmbeddedServer
-from crawlq.target import SiteStats, TargetSite, ThreadedTargetSite
 from crawlq.urls import canonical
+from crawlq_local.server import EmbeddedServer
+from crawlq_local.target import SiteStats, TargetSite, ThreadedTargetSite
 from tests.helpers import cli_env, run_cli, wait_until, workers
 
 pytestmark = pytest.mark.timeout(60)

@@ -15,8 +15,8 @@ from crawlq import keys
 from crawlq.jobs import Entry
 from crawlq.models import ErrorClass, UrlResult
 from crawlq.settings import Settings
-from crawlq.target import TargetSite
 from crawlq.urls import canonical, host_of, origin_of, url_id
+from crawlq_local.target import TargetSite
 from workers.engine import Engine
 from workers.fetcher import Fetcher
 from workers.gate import HostGate, host_limits

@@ -1,4 +1,4 @@
-"""Tests of crawlq.target: a real server on loopback, a real aiohttp client (and `requests` for the threaded site)."""
+"""Tests of crawlq_local.target: a real server on loopback, a real aiohttp client (`requests` for the threaded site)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import aiohttp
 import pytest
 import requests
 
-from crawlq.target import STATS_KEY, SiteStats, TargetSite, ThreadedTargetSite, make_app
+from crawlq_local.target import STATS_KEY, SiteStats, TargetSite, ThreadedTargetSite, make_app
 
 _REPO = Path(__file__).resolve().parents[1]
 
@@ -309,7 +309,7 @@ def test_threaded_site_serves_sync_clients() -> None:
 
 def test_main_serves_until_interrupted() -> None:
     process = subprocess.Popen(
-        [sys.executable, "-m", "crawlq.target", "--host", "127.0.0.1", "--port", "0"],
+        [sys.executable, "-m", "crawlq_local.target", "--host", "127.0.0.1", "--port", "0"],
         cwd=_REPO,
         stdout=subprocess.PIPE,
         text=True,

@@ -13,8 +13,8 @@ from crawlq import keys
 from crawlq.jobs import Entry
 from crawlq.settings import Settings
 from crawlq.store import Store
-from crawlq.target import TargetSite
 from crawlq.urls import canonical, host_of, url_id
+from crawlq_local.target import TargetSite
 from workers import commits, tasks
 from workers.gate import HostGate
 from workers.state import BACKLOG_CHUNKS, WorkerState

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from crawlq.server import EmbeddedServer
-from crawlq.target import ThreadedTargetSite
+from crawlq_local.server import EmbeddedServer
+from crawlq_local.target import ThreadedTargetSite
 from tests.helpers import cli_env, run_cli, wait_until, workers
 
 MAX_CORE_SHARE = 0.20  #: of one core, over the measured span

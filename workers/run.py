@@ -1,21 +1,21 @@
-"""Starting a worker process: `crawlq worker` and `python -m workers` both end up in `run_worker`."""
+"""Starting a worker process: `crawlq worker` (and `python -m workers`, which is the same click command) ends up
+in `run_worker`; `crawlq worker --check` in `check_health`."""
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import logging
 import socket
 import sys
 
 from crawlq.connection import connect, describe
-from crawlq.errors import ConfigError, CrawlqError, RedisUnavailable
+from crawlq.errors import CrawlqError, RedisUnavailable
 from crawlq.heartbeats import live_workers
 from crawlq.memory import check_eviction_policy
 from crawlq.settings import Settings
 from workers.main import CrawlWorker
 
-__all__ = ["check_health", "main", "run_worker"]
+__all__ = ["check_health", "run_worker"]
 
 
 def _install_uvloop() -> None:
@@ -89,19 +89,3 @@ def check_health(settings: Settings) -> int:
         return 1
     print(f"crawlq worker --check: a worker on host {socket.gethostname()} is alive")
     return 0
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m workers", description="Run a crawlq worker.")
-    parser.add_argument("--concurrency", type=int, default=None)
-    parser.add_argument("--burst", action="store_true", help="exit once the queue is empty")
-    parser.add_argument("--check", action="store_true", help="health check: exit 0 if a worker here is alive")
-    args = parser.parse_args(argv)
-    try:
-        settings = Settings()
-        if args.concurrency is not None:
-            settings = settings.replace(concurrency=args.concurrency)
-    except ConfigError as exc:
-        print(f"python -m workers: {exc}", file=sys.stderr)
-        sys.exit(2)
-    sys.exit(check_health(settings) if args.check else run_worker(settings, burst=args.burst))

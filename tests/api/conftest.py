@@ -14,11 +14,11 @@ import pytest
 import redis as redis_sync
 import uvicorn
 
-from crawlq.server import EmbeddedServer
 from crawlq.settings import Settings
-from crawlq.target import ThreadedTargetSite
 from crawlq_api.app import create_app
 from crawlq_api.settings import ApiSettings
+from crawlq_local.server import EmbeddedServer
+from crawlq_local.target import ThreadedTargetSite
 from tests.helpers import cli_env
 
 TOKEN = "test-token-full"

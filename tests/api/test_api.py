@@ -18,10 +18,10 @@ from crawlq.jobs import Entry
 from crawlq.models import UrlResult, now_ms
 from crawlq.settings import Settings
 from crawlq.store import Store
-from crawlq.target import ThreadedTargetSite
 from crawlq.urls import canonical, url_id
 from crawlq_api.guard import SubmitGuard
 from crawlq_api.reads import gather_within
+from crawlq_local.target import ThreadedTargetSite
 from producer.client import Client
 from tests.api.conftest import READ_TOKEN
 from tests.helpers import workers

@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from crawlq.settings import HostRule, Settings
-from crawlq.target import ThreadedTargetSite
+from crawlq_local.target import ThreadedTargetSite
 from producer.client import Client
 from producer.cluster import configured_host_limits
 from tests.helpers import wait_until, workers

@@ -16,9 +16,9 @@ import httpx
 import pytest
 
 from crawlq.settings import Settings
-from crawlq.target import ThreadedTargetSite
 from crawlq_api.app import create_app
 from crawlq_api.settings import ApiSettings
+from crawlq_local.target import ThreadedTargetSite
 from tests.api.conftest import READ_TOKEN, TOKEN, running
 from tests.helpers import wait_until, workers
 

@@ -8,7 +8,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from crawlq import histogram
-from crawlq.target import ThreadedTargetSite
+from crawlq_local.target import ThreadedTargetSite
 from tests.helpers import wait_until, workers
 
 

@@ -31,9 +31,9 @@ import redis
 
 from crawlq import keys
 from crawlq.models import BatchStats, UrlResult
-from crawlq.server import EmbeddedServer, find_server_binary, free_port
 from crawlq.settings import Settings
-from crawlq.target import ThreadedTargetSite
+from crawlq_local.server import EmbeddedServer, find_server_binary, free_port
+from crawlq_local.target import ThreadedTargetSite
 from tests.helpers import CRAWLQ, cli_env, run_cli, wait_until
 
 T = TypeVar("T")
@@ -281,10 +281,10 @@ class Workers:
 
 
 def poison_worker_main() -> None:
-    """A test-only worker entry point: `python -m workers` whose process dies (`os._exit(1)`) whenever it is
+    """A test-only worker entry point: `crawlq worker` whose process dies (`os._exit(1)`) whenever it is
     about to fetch a URL containing "poison", however often it is retried."""
+    from crawlq_cli.main import cli
     from workers import fetcher
-    from workers.run import main
 
     original = fetcher.Fetcher.fetch
 
@@ -295,7 +295,7 @@ def poison_worker_main() -> None:
         return await original(self, url, keep_body=keep_body)
 
     fetcher.Fetcher.fetch = fetch  # type: ignore[method-assign]
-    main(sys.argv[1:])
+    cli(["worker", *sys.argv[1:]], prog_name="crawlq")
 
 
 # ---------------------------------------------------------------- a server that wants a password

@@ -16,9 +16,9 @@ import redis
 
 from crawlq import keys
 from crawlq.codec import unpack
-from crawlq.server import EmbeddedServer
-from crawlq.target import ThreadedTargetSite
 from crawlq.urls import canonical
+from crawlq_local.server import EmbeddedServer
+from crawlq_local.target import ThreadedTargetSite
 from tests.fault.conftest import (
     QUEUE,
     Workers,

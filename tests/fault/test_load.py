@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from crawlq.server import EmbeddedServer
-from crawlq.target import ThreadedTargetSite
+from crawlq_local.server import EmbeddedServer
+from crawlq_local.target import ThreadedTargetSite
 from tests.fault.conftest import QUEUE, Workers, assert_exactly_once, fault_env, run, settings_for, submit, write_urls
 
 

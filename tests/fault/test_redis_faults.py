@@ -16,8 +16,8 @@ import redis
 
 from crawlq import keys
 from crawlq.models import BatchStats
-from crawlq.server import EmbeddedServer
-from crawlq.target import ThreadedTargetSite
+from crawlq_local.server import EmbeddedServer
+from crawlq_local.target import ThreadedTargetSite
 from tests.fault.conftest import (
     QUEUE,
     Workers,

@@ -13,8 +13,8 @@ import orjson
 import pytest
 
 from crawlq import keys
-from crawlq.server import EmbeddedServer
-from crawlq.target import ThreadedTargetSite
+from crawlq_local.server import EmbeddedServer
+from crawlq_local.target import ThreadedTargetSite
 from tests.fault.conftest import (
     Workers,
     assert_exactly_once,

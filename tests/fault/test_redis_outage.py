@@ -16,9 +16,9 @@ import redis
 
 from crawlq import keys
 from crawlq.connection import redis_hint
-from crawlq.server import EmbeddedServer, free_port
 from crawlq.settings import Settings
-from crawlq.target import ThreadedTargetSite
+from crawlq_local.server import EmbeddedServer, free_port
+from crawlq_local.target import ThreadedTargetSite
 from tests.fault.conftest import (
     Workers,
     assert_exactly_once,

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from crawlq.server import EmbeddedServer
+from crawlq_local.server import EmbeddedServer
 from tests.fault.conftest import PasswordServer, fault_env
 from tests.helpers import CRAWLQ
 

@@ -1,6 +1,6 @@
 """A whole crawlq on one machine: an embedded Redis-protocol server (unless one is given) and N worker
-processes, for `crawlq crawl`, `crawlq demo`, the tests and the benchmarks. Everything it started is
-stopped on exit, Ctrl-C included."""
+processes (`python -m crawlq_cli worker`), for `crawlq crawl`, `crawlq demo`, the tests and the benchmarks.
+Everything it started is stopped on exit, Ctrl-C included."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import sys
 from types import TracebackType
 from typing import IO
 
-from crawlq.server import EmbeddedServer
 from crawlq.settings import Settings
+from crawlq_local.server import EmbeddedServer
 from producer.client import Client
 
 __all__ = ["LocalCluster"]
@@ -56,7 +56,7 @@ class LocalCluster:
         if self.log_dir:
             log = open(os.path.join(self.log_dir, f"worker-{len(self.processes)}.log"), "ab")
         process = subprocess.Popen(
-            [sys.executable, "-m", "workers"], env=self.settings.child_env(), stdout=log, stderr=log
+            [sys.executable, "-m", "crawlq_cli", "worker"], env=self.settings.child_env(), stdout=log, stderr=log
         )
         self.processes.append(process)
         return process

@@ -557,8 +557,8 @@ async def _serve(site: TargetSite) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """`python -m crawlq.target --host 127.0.0.1 --port 8080`: serve until Ctrl-C."""
-    parser = argparse.ArgumentParser(prog="python -m crawlq.target", description="Serve the crawlq target site.")
+    """`python -m crawlq_local.target --host 127.0.0.1 --port 8080`: serve until Ctrl-C."""
+    parser = argparse.ArgumentParser(prog="python -m crawlq_local.target", description="Serve the crawlq target site.")
     parser.add_argument("--host", default="127.0.0.1", help="a loopback address (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8080, help="0 picks a free port (default 8080)")
     parser.add_argument("--robots-txt", type=Path, help="serve this file as /robots.txt (default: 404)")
