@@ -148,7 +148,7 @@ class UrlResult:
     latency_ms: float | None
     attempts: int
     bytes: int
-    error: str | None
+    error: ErrorClass | None  #: stored and exported as its string value
     message: str | None
     final_url: str
     fetched_at: int  #: epoch ms
@@ -163,7 +163,7 @@ class UrlResult:
         if self.latency_ms is not None:
             record["l"] = round(self.latency_ms, 3)
         if self.error:
-            record["e"] = self.error
+            record["e"] = self.error.value
         if self.message:
             record["m"] = self.message[:300]
         if self.final_url != self.url:
@@ -183,7 +183,7 @@ class UrlResult:
             latency_ms=record.get("l"),
             attempts=int(record.get("a", 0)),
             bytes=int(record.get("b", 0)),
-            error=record.get("e"),
+            error=ErrorClass(record["e"]) if record.get("e") else None,
             message=record.get("m"),
             final_url=record.get("f", url),
             fetched_at=int(record.get("t", 0)),
@@ -201,7 +201,7 @@ class UrlResult:
             "latency_ms": self.latency_ms,
             "attempts": self.attempts,
             "bytes": self.bytes,
-            "error": self.error,
+            "error": self.error.value if self.error else None,
             "message": self.message,
             "final_url": self.final_url,
             "fetched_at": iso_ms(self.fetched_at),

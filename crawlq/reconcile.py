@@ -92,4 +92,4 @@ async def reconcile_all(store: Store) -> int:
 
 
 def _failure(entry: Entry, error: ErrorClass, message: str) -> UrlResult:
-    return UrlResult(entry.url, False, None, None, entry.attempts, 0, error.value, message, entry.url, now_ms())
+    return UrlResult(entry.url, False, None, None, entry.attempts, 0, error, message, entry.url, now_ms())

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from enum import IntEnum
 from importlib.resources import files
 from typing import Any
 
@@ -23,7 +24,7 @@ from crawlq.models import BatchStats, UrlResult, now_ms
 from crawlq.options import BatchOptions
 from crawlq.settings import Settings
 
-__all__ = ["CommitOutcome", "EnqueueOutcome", "OptionsConflict", "Store", "counters", "lost_reason"]
+__all__ = ["CommitOutcome", "CommitReply", "EnqueueOutcome", "OptionsConflict", "Store", "counters", "lost_reason"]
 
 STRANDED_CHECK_LIMIT = 2000  #: `stranded` looks at batches with at most this many open jobs
 SUBMIT_LEASE_MS = 30_000  #: a producer that dies mid-submit stops holding its batch open after this
@@ -42,6 +43,14 @@ class EnqueueOutcome:
     added: int
     duplicates: int
     jobs: int
+
+
+class CommitReply(IntEnum):
+    """commit.lua's first reply when it wrote nothing (a reply >= 0 is the number of new results it recorded)."""
+
+    UNKNOWN_BATCH = -1  #: the batch's counters are gone
+    JOB_CLOSED = -2  #: `require_job` and the job is no longer in the job table
+    SOME_RECORDED = -3  #: some results were recorded already; the rest of the reply flags the new ones
 
 
 @dataclass(slots=True)
@@ -194,12 +203,12 @@ class Store:
             args += [len(deferrals), *tail]
             reply = await self._commit(keys=script_keys, args=args)
             added, completed = int(reply[0]), int(reply[1])
-            if added == -3:
+            if added == CommitReply.SOME_RECORDED:
                 rows = [row for row, new in zip(rows, reply[2:], strict=True) if int(new)]
                 continue
-            if added == -1:
+            if added == CommitReply.UNKNOWN_BATCH:
                 return CommitOutcome(0, False, known_batch=False)
-            if added == -2:
+            if added == CommitReply.JOB_CLOSED:
                 return CommitOutcome(0, False, job_still_open=False)
             return CommitOutcome(added, bool(completed))
 

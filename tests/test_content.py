@@ -17,7 +17,7 @@ import pytest
 from aiohttp import web
 
 from crawlq.codec import pack, unpack
-from crawlq.models import CONTENT_FIELDS, Content, UrlResult
+from crawlq.models import CONTENT_FIELDS, Content, ErrorClass, UrlResult
 from crawlq.settings import Settings
 from crawlq_local.server import EmbeddedServer
 from tests.helpers import cli_env, run_cli, workers
@@ -94,7 +94,7 @@ def test_the_record_round_trips() -> None:
     back = UrlResult.from_record("http://a.test/", unpack(pack(record)))  # msgpack, as in Redis
     assert back == result
     assert list(back.to_dict())[-len(CONTENT_FIELDS) :] == CONTENT_FIELDS
-    failed = UrlResult("http://a.test/", False, 404, 1.0, 1, 0, "http_status", "HTTP 404", "http://a.test/", 1)
+    failed = UrlResult("http://a.test/", False, 404, 1.0, 1, 0, ErrorClass.HTTP_STATUS, "HTTP 404", "http://a.test/", 1)
     assert UrlResult.from_record("http://a.test/", failed.to_record()).content is None
     assert failed.to_dict()["title"] is None
 

@@ -18,7 +18,7 @@ from crawlq.settings import HostRule, Settings
 from crawlq.urls import host_of
 from workers.engine import Engine
 from workers.fetcher import Fetcher
-from workers.gate import Grant, HostGate, host_limits
+from workers.gate import GateOutcome, Grant, HostGate, host_limits
 from workers.robots import RobotsCache
 
 pytestmark = pytest.mark.timeout(20)
@@ -64,7 +64,7 @@ async def test_limit_holds_across_gates_and_hosts_are_independent(redis: ArqRedi
         await asyncio.sleep(0.02)
         in_flight[host] -= 1
         overall["now"] -= 1
-        gate.release(host, lease, "ok")
+        gate.release(host, lease, GateOutcome.OK)
 
     async with gates(redis, settings, 3) as workers:
         jobs = [request(workers[i % 3], "a.test", 3) for i in range(45)]
@@ -82,7 +82,7 @@ async def test_delay_between_grants(redis: ArqRedis, settings: Settings) -> None
         lease = await take(gate, "slow.test", 5, 0.1)
         granted_at.append(time.monotonic())
         await asyncio.sleep(0.01)
-        gate.release("slow.test", lease, "ok")
+        gate.release("slow.test", lease, GateOutcome.OK)
 
     async with gates(redis, settings, 2) as workers:
         await asyncio.wait_for(asyncio.gather(*(request(workers[i % 2]) for i in range(10))), timeout=10)
@@ -113,7 +113,7 @@ async def test_throttle_starts_a_shared_cooldown_that_doubles_then_eases(redis: 
 
         async def throttle_once() -> float:
             lease = await take(first, "t.test", 5)
-            first.release("t.test", lease, "throttle")
+            first.release("t.test", lease, GateOutcome.THROTTLE)
             return (await denied(second, "t.test")).wait_s  # the other worker sees the cooldown
 
         waits = []
@@ -123,7 +123,7 @@ async def test_throttle_starts_a_shared_cooldown_that_doubles_then_eases(redis: 
             await asyncio.sleep(wait_s + 0.02)
         assert waits == pytest.approx([base, 2 * base, 4 * base], abs=0.03)
         for _ in range(6):  # successes halve the penalty until it is gone
-            first.release("t.test", await take(first, "t.test", 5), "ok")
+            first.release("t.test", await take(first, "t.test", 5), GateOutcome.OK)
         assert await throttle_once() == pytest.approx(base, abs=0.03)
 
 
@@ -132,14 +132,14 @@ async def test_throttles_within_one_cooldown_count_once(redis: ArqRedis, setting
     async with gates(redis, tuned, 1) as (gate,):
         leases = [await take(gate, "m.test", 5) for _ in range(3)]
         for lease in leases:
-            gate.release("m.test", lease, "throttle")
+            gate.release("m.test", lease, GateOutcome.THROTTLE)
         assert (await denied(gate, "m.test")).wait_s == pytest.approx(0.2, abs=0.03)
 
 
 async def test_retry_after_sets_the_cooldown(redis: ArqRedis, settings: Settings) -> None:
     tuned = settings.model_copy(update={"cooldown_base_s": 0.05, "cooldown_max_s": 5.0})
     async with gates(redis, tuned, 2) as (first, second):
-        first.release("r.test", await take(first, "r.test", 5), "throttle", retry_after_s=0.6)
+        first.release("r.test", await take(first, "r.test", 5), GateOutcome.THROTTLE, retry_after_s=0.6)
         started = time.monotonic()
         assert (await denied(second, "r.test")).wait_s == pytest.approx(0.6, abs=0.05)
         await asyncio.sleep(0.45)
@@ -153,7 +153,7 @@ async def test_retry_after_longer_than_cooldown_max_is_still_honoured(redis: Arq
     cooldown_max_s. Only retry_after_max_s caps it."""
     tuned = settings.model_copy(update={"cooldown_base_s": 0.05, "cooldown_max_s": 0.2, "retry_after_max_s": 60.0})
     async with gates(redis, tuned, 2) as (first, second):
-        first.release("long.test", await take(first, "long.test", 5), "throttle", retry_after_s=0.8)
+        first.release("long.test", await take(first, "long.test", 5), GateOutcome.THROTTLE, retry_after_s=0.8)
         assert (await denied(second, "long.test")).wait_s >= 0.75
 
 
@@ -221,7 +221,7 @@ async def test_waiting_for_a_full_host_sends_no_redis_commands(redis: ArqRedis, 
         assert not waiting.done()
         assert waiter.calls == calls and after == before, "a waiting URL made gate calls"
         released_at = time.monotonic()
-        holder.release("full.test", lease, "ok")
+        holder.release("full.test", lease, GateOutcome.OK)
         grant = await asyncio.wait_for(waiting, timeout=2)
         assert grant.lease is not None
         assert time.monotonic() - released_at < 0.5  # woken by the release, not by a poll
@@ -234,7 +234,7 @@ async def test_a_freed_lease_goes_to_a_local_waiter_without_redis(redis: ArqRedi
         await asyncio.sleep(0.2)
         calls = gate.calls
         released_at = time.monotonic()
-        gate.release("local.test", lease, "ok")
+        gate.release("local.test", lease, GateOutcome.OK)
         grant = await asyncio.wait_for(waiting, timeout=2)
         assert grant.lease == lease and gate.calls == calls
         assert time.monotonic() - released_at < 0.005

@@ -8,7 +8,7 @@ from arq.connections import ArqRedis
 from crawlq import histogram, keys
 from crawlq.errors import BatchLost, UnknownBatch
 from crawlq.jobs import Deferral, Entry
-from crawlq.models import UrlResult, now_ms
+from crawlq.models import ErrorClass, UrlResult, now_ms
 from crawlq.settings import Settings
 from crawlq.store import Store, counters
 from crawlq.urls import canonical, url_id
@@ -112,7 +112,7 @@ async def test_results_stream_back_with_urls(redis: ArqRedis, settings: Settings
 
 def failed_result(entry: Entry, status: int | None, error: str) -> UrlResult:
     latency = None if status is None else 7.5
-    return UrlResult(entry.url, False, status, latency, 3, 0, error, "boom", entry.url, now_ms())
+    return UrlResult(entry.url, False, status, latency, 3, 0, ErrorClass(error), "boom", entry.url, now_ms())
 
 
 def test_counters_sum_what_the_results_add() -> None:

@@ -16,7 +16,7 @@ from crawlq.store import Store
 from crawlq.urls import canonical, host_of, url_id
 from crawlq_local.target import TargetSite
 from workers import commits, tasks
-from workers.gate import HostGate
+from workers.gate import GateOutcome, HostGate
 from workers.state import BACKLOG_CHUNKS, WorkerState
 
 pytestmark = pytest.mark.timeout(30)
@@ -115,7 +115,7 @@ async def test_urls_waiting_for_a_full_host_leave_room_to_claim(
         assert not state.backlog_full()
         assert state.backlog_room() == state.backlog_cap() - 60  # bounded by the hard cap
         for grant in leases:
-            other.release(host, grant.lease or "", "ok")
+            other.release(host, grant.lease or "", GateOutcome.OK)
         assert await asyncio.wait_for(job, timeout=10) == 60
     finally:
         await other.close()

@@ -17,7 +17,7 @@ from crawlq.models import ErrorClass, UrlResult, now_ms
 from crawlq.settings import Settings
 from crawlq.urls import host_of
 from workers.fetcher import NO_REQUEST, Attempt, Fetcher, RequestSpec
-from workers.gate import HostGate, host_limits
+from workers.gate import GateOutcome, HostGate, host_limits
 from workers.retry import decide
 from workers.robots import RobotsCache
 
@@ -115,7 +115,8 @@ class Engine:
             self.in_flight -= 1
             self.fetches += 1
             throttled = attempt is not None and attempt.status in THROTTLE_STATUSES
-            outcome = "throttle" if throttled else ("ok" if attempt is not None and attempt.ok else "other")
+            ok = attempt is not None and attempt.ok
+            outcome = GateOutcome.THROTTLE if throttled else (GateOutcome.OK if ok else GateOutcome.OTHER)
             self.gate.release(host, lease, outcome, attempt.retry_after_s if attempt is not None else None)
 
     def _after(self, entry: Entry, attempt: Attempt) -> Outcome:
@@ -138,12 +139,12 @@ class Engine:
             return Deferral([retry], now_ms() + int(decision.delay_s * 1000))
         return UrlResult(
             url=entry.url,
-            ok=attempt.error is None,
+            ok=False,
             status=attempt.status,
             latency_ms=attempt.latency_ms,
             attempts=attempts,
             bytes=attempt.size,
-            error=attempt.error.value if attempt.error else None,
+            error=attempt.error,
             message=attempt.message,
             final_url=attempt.final_url,
             fetched_at=now_ms(),
@@ -151,4 +152,4 @@ class Engine:
 
 
 def _final(entry: Entry, status: int | None, error: ErrorClass, message: str, attempts: int) -> UrlResult:
-    return UrlResult(entry.url, False, status, None, attempts, 0, error.value, message, entry.url, now_ms())
+    return UrlResult(entry.url, False, status, None, attempts, 0, error, message, entry.url, now_ms())

@@ -30,6 +30,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import StrEnum
 from importlib.resources import files
 from typing import Any
 
@@ -39,7 +40,7 @@ from crawlq import keys
 from crawlq.models import now_ms
 from crawlq.settings import Settings
 
-__all__ = ["HOLD_S", "Grant", "HostGate", "host_limits"]
+__all__ = ["HOLD_S", "GateOutcome", "Grant", "HostGate", "host_limits"]
 
 logger = logging.getLogger("crawlq.gate")
 DELAY_MARGIN = 0.1  #: next start after a delay: +10 %, so jitter in sending never makes a gap shorter
@@ -48,6 +49,14 @@ RETRY_S = 0.2  #: after a failed gate call, ask again this soon
 RECOVERY_RELEASES = 8  #: successes after a cooldown that are reported to Redis one by one
 SWEEP_S = 0.5  #: how often waiters past their deadline are let go
 STALLED_CACHE_S = 0.01  #: `stalled()` is recomputed at most this often
+
+
+class GateOutcome(StrEnum):
+    """How the request made under a lease ended; sent to `gate.lua` with the lease's release."""
+
+    OK = "ok"  #: a success: after a cooldown, it eases the host's penalty
+    THROTTLE = "throttle"  #: a 429 or 503: starts or extends the host's cooldown
+    OTHER = "other"  #: anything else, or a lease given back unused
 
 
 @dataclass(slots=True, frozen=True)
@@ -124,7 +133,7 @@ class HostGate:
         self._script = redis.register_script((files("workers") / "lua" / "gate.lua").read_text())
         self._hosts: dict[str, _Host] = {}
         self._hungry: dict[str, None] = {}  #: hosts with waiters that may ask Redis, in arrival order
-        self._releases: list[tuple[str, str, str, int]] = []
+        self._releases: list[tuple[str, str, GateOutcome, int]] = []
         self._reuse_until: dict[str, float] = {}  #: lease -> monotonic time until which it may be reused here
         self._held = 0  #: leases held or asked for, over all hosts
         self._wake = asyncio.Event()
@@ -205,19 +214,21 @@ class HostGate:
             return await future
         except asyncio.CancelledError:
             if future.done() and not future.cancelled() and future.result().lease is not None:
-                self.release(host, future.result().lease or "", "other")
+                self.release(host, future.result().lease or "", GateOutcome.OTHER)
             raise
 
-    def release(self, host: str, lease: str, outcome: str = "other", retry_after_s: float | None = None) -> None:
-        """Give a lease back; `outcome` 'throttle' (429/503) starts or extends the host's cooldown. The lease
+    def release(
+        self, host: str, lease: str, outcome: GateOutcome = GateOutcome.OTHER, retry_after_s: float | None = None
+    ) -> None:
+        """Give a lease back; `outcome` THROTTLE (429/503) starts or extends the host's cooldown. The lease
         goes to a URL waiting here for the host if there is one and it may still be reused."""
         state = self._hosts[host]
-        if outcome == "throttle":
+        if outcome is GateOutcome.THROTTLE:
             after_s = min(retry_after_s or 0.0, self.settings.retry_after_max_s)
             self._cool(state)
             self._give_back(state, lease, outcome, int(after_s * 1000))
             return
-        if state.recovering and outcome == "ok":
+        if state.recovering and outcome is GateOutcome.OK:
             state.recovering -= 1
             self._give_back(state, lease, outcome, 0)
             return
@@ -228,7 +239,7 @@ class HostGate:
             return
         self._give_back(state, lease, outcome, 0)
 
-    def _give_back(self, state: _Host, lease: str, outcome: str, after_ms: int) -> None:
+    def _give_back(self, state: _Host, lease: str, outcome: GateOutcome, after_ms: int) -> None:
         """Return a lease to Redis (in the next flush); its room goes to a host whose URLs wait."""
         self._reuse_until.pop(lease, None)
         state.held -= 1
@@ -247,7 +258,7 @@ class HostGate:
 
     def _give_back_idle(self, state: _Host) -> None:
         while state.idle:
-            self._give_back(state, state.idle.pop(), "other", 0)
+            self._give_back(state, state.idle.pop(), GateOutcome.OTHER, 0)
 
     def _want(self, state: _Host) -> None:
         """Mark a host whose URLs wait as one to ask Redis for, unless it waits for a wake or a timer."""
@@ -334,7 +345,7 @@ class HostGate:
                 del self._hosts[name]  # nothing held, asked, waited for or remembered: bounded by live hosts
             for state in self._hosts.values():
                 while state.idle and self._reuse_until.get(state.idle[0], 0.0) <= now:
-                    self._give_back(state, state.idle.pop(0), "other", 0)
+                    self._give_back(state, state.idle.pop(0), GateOutcome.OTHER, 0)
                 for waiter in state.waiters:
                     if waiter.deadline <= now and not waiter.future.done():
                         waiter.future.set_result(Grant(None, state.wait_s))
@@ -397,7 +408,7 @@ class HostGate:
         args += [int(self.settings.retry_after_max_s * 1000), DELAY_MARGIN, self.channel, keys.GATE_COOLDOWN]
         args.append(keys.gate_wake(""))
         for host, lease, outcome, after_ms in releases:
-            args += [index(host), lease, outcome, after_ms]
+            args += [index(host), lease, outcome.value, after_ms]
         prefixes: list[str] = []
         for state, want in asks:
             prefix = f"{self.worker_id}:{next(self._sequence)}"
@@ -428,7 +439,7 @@ class HostGate:
         for lease in leases:
             self._reuse_until[lease] = reuse_until
             if not state.hand(Grant(lease)):
-                self._give_back(state, lease, "other", 0)
+                self._give_back(state, lease, GateOutcome.OTHER, 0)
         if not state.live_waiters():
             return
         if (full and not woken) or wait_s > 0 and not full:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from protego import Protego
@@ -24,9 +25,9 @@ from crawlq.models import ErrorClass
 from crawlq.settings import Settings
 from crawlq.urls import host_of, origin_of
 from workers.fetcher import Fetcher, decode_text
-from workers.gate import HostGate, host_limits
+from workers.gate import GateOutcome, HostGate, host_limits
 
-__all__ = ["ROBOTS_ERROR_TTL_S", "SERVER_FAILURES", "RobotsCache", "Verdict", "verdict_of"]
+__all__ = ["ROBOTS_ERROR_TTL_S", "SERVER_FAILURES", "RobotsCache", "RobotsMode", "Verdict", "verdict_of"]
 
 ROBOTS_ERROR_TTL_S = 300
 #: failures of a server that was reached but gave no usable answer: robots.txt then disallows for a while
@@ -35,9 +36,17 @@ LOCK_S = 15
 _LOCAL_TTL_S = 60.0
 
 
+class RobotsMode(StrEnum):
+    """What a robots.txt verdict says; cached in Redis as its string value."""
+
+    RULES = "rules"  #: the fetched robots.txt decides
+    ALLOW = "allow"  #: no robots.txt (4xx) or an unusable fetch: everything is allowed
+    DENY = "deny"  #: the server failed (5xx, or unreachable): nothing is allowed for a while
+
+
 @dataclass(slots=True)
 class Verdict:
-    mode: str  #: "rules", "allow" or "deny"
+    mode: RobotsMode
     text: str = ""
     provisional: bool = False  #: from a failed fetch: cached for `ROBOTS_ERROR_TTL_S`, then asked again
     _parser: Any = field(default=None, repr=False)
@@ -48,14 +57,14 @@ class Verdict:
         return self._parser
 
     def allowed(self, url: str, agent: str) -> bool:
-        if self.mode == "allow":
+        if self.mode is RobotsMode.ALLOW:
             return True
-        if self.mode == "deny":
+        if self.mode is RobotsMode.DENY:
             return False
         return bool(self.parser().can_fetch(url, agent))
 
     def crawl_delay(self, agent: str) -> float | None:
-        if self.mode != "rules":
+        if self.mode is not RobotsMode.RULES:
             return None
         delay = self.parser().crawl_delay(agent)
         return float(delay) if delay is not None else None
@@ -100,13 +109,15 @@ class RobotsCache:
             stored = await self.redis.get(keys.robots(origin))
             if stored is not None:
                 raw = unpack(stored)
-                return Verdict(raw["m"], raw.get("x", ""))
+                return Verdict(RobotsMode(raw["m"]), raw.get("x", ""))
             got_lock = await self.redis.set(keys.robots_lock(origin), b"1", nx=True, ex=LOCK_S)
             if got_lock or time.monotonic() > deadline:
                 try:
                     verdict = await self._fetch(origin)
                     ttl = ROBOTS_ERROR_TTL_S if verdict.provisional else self.settings.robots_ttl_s
-                    await self.redis.set(keys.robots(origin), pack({"m": verdict.mode, "x": verdict.text}), ex=ttl)
+                    await self.redis.set(
+                        keys.robots(origin), pack({"m": verdict.mode.value, "x": verdict.text}), ex=ttl
+                    )
                 finally:
                     if got_lock:
                         await self.redis.delete(keys.robots_lock(origin))
@@ -126,16 +137,16 @@ class RobotsCache:
                 if lease is None:
                     await asyncio.sleep(0.1)
             attempt = await self.fetcher.fetch(url, keep_body=True, content=False)
-            self.gate.release(host, lease, "ok" if attempt.ok else "other")
+            self.gate.release(host, lease, GateOutcome.OK if attempt.ok else GateOutcome.OTHER)
         return verdict_of(attempt.status, attempt.error, attempt.body, attempt.charset)
 
 
 def verdict_of(status: int | None, error: ErrorClass | None, body: bytes, charset: str | None) -> Verdict:
     """The verdict for one robots.txt fetch's outcome (see the module docstring)."""
     if error is None and status is not None and 200 <= status < 300:
-        return Verdict("rules", decode_text(body[: 512 * 1024], charset))
+        return Verdict(RobotsMode.RULES, decode_text(body[: 512 * 1024], charset))
     if error is ErrorClass.HTTP_STATUS and status is not None and 400 <= status < 500:
-        return Verdict("allow")
+        return Verdict(RobotsMode.ALLOW)
     if (error is ErrorClass.HTTP_STATUS and status is not None and status >= 500) or error in SERVER_FAILURES:
-        return Verdict("deny", provisional=True)
-    return Verdict("allow", provisional=True)
+        return Verdict(RobotsMode.DENY, provisional=True)
+    return Verdict(RobotsMode.ALLOW, provisional=True)
