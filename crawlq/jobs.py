@@ -5,9 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from arq.jobs import serialize_job
-
-from crawlq.codec import pack
+from crawlq.arq_door import job_payload as arq_payload
 
 __all__ = ["CRAWL_FUNCTION", "Deferral", "Entry", "job_payload", "new_job_id"]
 
@@ -46,5 +44,4 @@ def new_job_id(batch: str) -> str:
 def job_payload(batch: str, entries: list[Entry], enqueue_ms: int) -> bytes:
     """arq's job format ({t, f, a, k, et}) in msgpack; workers run `crawl(ctx, batch, entries)`."""
     args = (batch, [entry.to_wire() for entry in entries])
-    payload: bytes = serialize_job(CRAWL_FUNCTION, args, {}, None, enqueue_ms, serializer=pack)
-    return payload
+    return arq_payload(CRAWL_FUNCTION, args, enqueue_ms)

@@ -1,4 +1,6 @@
-"""The Redis key schema: every key crawlq reads or writes is built here and nowhere else.
+"""The Redis key schema: every key crawlq reads or writes is built here, arq's included (as prefixes that the Lua
+scripts get as arguments). Two exceptions: the queue's name is the setting `queue_name` (arq's sorted set), and
+`workers/lua/gate.lua` derives a host from its key by the length of `crawlq:host:`.
 
 Per batch (all expire `result_ttl_s` after the last write of a submit or the completion):
   crawlq:b:{batch}:meta      hash  counters: total, done, succeeded, failed, latency_n, latency_sum_ms, bytes,
@@ -30,6 +32,10 @@ from __future__ import annotations
 
 __all__ = [
     "ACTIVE",
+    "ARQ_IN_PROGRESS_PREFIX",
+    "ARQ_JOB_PREFIX",
+    "ARQ_RESULT_PREFIX",
+    "ARQ_RETRY_PREFIX",
     "GATE_COOLDOWN",
     "BATCHES",
     "RECONCILE_LOCK",
@@ -134,18 +140,25 @@ def worker(worker_id: str) -> str:
     return f"{WORKER_PREFIX}{worker_id}"
 
 
-# arq's own keys (arq.constants), named here so no other module spells them.
+# arq's own keys (arq.constants; tests/test_arq_door.py pins them). The Lua scripts get the prefixes as
+# arguments (claim.lua: in-progress and retry; enqueue.lua and commit.lua: job).
+ARQ_JOB_PREFIX = "arq:job:"  #: string, the job payload (arq's format, `crawlq.arq_door.job_payload`)
+ARQ_IN_PROGRESS_PREFIX = "arq:in-progress:"  #: string, a running job's lease (`lease_s`)
+ARQ_RESULT_PREFIX = "arq:result:"  #: string, arq's stored result of an ended job
+ARQ_RETRY_PREFIX = "arq:retry:"  #: string, how often arq picked the job up
+
+
 def arq_job(job_id: str) -> str:
-    return f"arq:job:{job_id}"
+    return ARQ_JOB_PREFIX + job_id
 
 
 def arq_in_progress(job_id: str) -> str:
-    return f"arq:in-progress:{job_id}"
+    return ARQ_IN_PROGRESS_PREFIX + job_id
 
 
 def arq_result(job_id: str) -> str:
-    return f"arq:result:{job_id}"
+    return ARQ_RESULT_PREFIX + job_id
 
 
 def arq_retry(job_id: str) -> str:
-    return f"arq:retry:{job_id}"
+    return ARQ_RETRY_PREFIX + job_id

@@ -10,41 +10,17 @@ the table, so a reconciler racing the job's own last commit changes nothing.
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from crawlq import keys
-from crawlq.codec import unpack
+from crawlq.arq_door import failure_reason
 from crawlq.connection import result_of
 from crawlq.jobs import Deferral, Entry
 from crawlq.models import ErrorClass, UrlResult, now_ms
 from crawlq.store import Store
 
-__all__ = ["arq_failure_reason", "reconcile_all", "reconcile_batch"]
+__all__ = ["reconcile_all", "reconcile_batch"]
 
 logger = logging.getLogger("crawlq.reconcile")
-
-
-def arq_failure_reason(raw: bytes | None) -> tuple[ErrorClass, str] | None:
-    """The error class for arq's stored result of a failed job, or None if it is no failure we name."""
-    if raw is None:
-        return None
-    try:
-        data = unpack(raw)
-    except ValueError:
-        return None
-    if not isinstance(data, dict) or data.get("s"):
-        return None
-    result: Any = data.get("r")
-    exc = result.get("exc", "") if isinstance(result, dict) else ""
-    message = result.get("msg", "") if isinstance(result, dict) else str(result)
-    if "retries exceeded" in message:
-        return ErrorClass.MAX_TRIES, f"the job carrying this URL failed {data.get('t')} times: {message}"
-    if "expired" in message:
-        return ErrorClass.EXPIRED, "the job carrying this URL expired before a worker picked it up"
-    if exc in ("TimeoutError", "CancelledError"):
-        error = ErrorClass.TIMEOUT if exc == "TimeoutError" else ErrorClass.CANCELLED
-        return error, f"arq ended the job carrying this URL: {exc}"
-    return None
 
 
 async def reconcile_batch(store: Store, batch: str) -> int:
@@ -63,7 +39,7 @@ async def reconcile_batch(store: Store, batch: str) -> int:
         url_ids = table[job_id].decode().split(",")
         open_ids = await store.pending_entries(batch, url_ids)
         if open_ids:
-            reason = arq_failure_reason(await redis.get(keys.arq_result(name)))
+            reason = failure_reason(await redis.get(keys.arq_result(name)))
             urls = await result_of(redis.hmget(keys.batch_urls(batch), open_ids))
             entries = [Entry(uid, (url or b"").decode()) for uid, url in zip(open_ids, urls, strict=True)]
             if reason is None:

@@ -141,6 +141,7 @@ class Store:
         args += [token, SUBMIT_LEASE_MS, len(chunks), "1" if expect_batch else "0"]
         for chunk in chunks:
             args += [new_job_id(batch), job_payload(batch, list(chunk), now), run_at_ms or now]
+        args.append(keys.ARQ_JOB_PREFIX)
         script_keys = [
             keys.batch_meta(batch),
             keys.batch_urls(batch),
@@ -200,7 +201,7 @@ class Store:
             args: list[Any] = [batch, now, self.settings.result_ttl_s, self.settings.job_expires_s * 1000]
             args += [done_job, "1" if require_job else "0", token]
             args += _results_args([result for _, result in rows], [url_id for url_id, _ in rows])
-            args += [len(deferrals), *tail]
+            args += [len(deferrals), *tail, keys.ARQ_JOB_PREFIX]
             reply = await self._commit(keys=script_keys, args=args)
             added, completed = int(reply[0]), int(reply[1])
             if added == CommitReply.SOME_RECORDED:

@@ -75,7 +75,10 @@ async def test_a_claimed_suspect_blocks_further_claims_until_it_has_run(
 
 async def claim(redis: ArqRedis, settings: Settings, want: int, read_limit: int) -> list[str]:
     script = redis.register_script((files("workers") / "lua" / "claim.lua").read_text())
-    reply = await script(keys=[settings.queue_name], args=[want, 15_000, read_limit, "0"])
+    reply = await script(
+        keys=[settings.queue_name],
+        args=[want, 15_000, read_limit, "0", keys.ARQ_IN_PROGRESS_PREFIX, keys.ARQ_RETRY_PREFIX],
+    )
     return [reply[position].decode() for position in range(0, len(reply), 3)]
 
 

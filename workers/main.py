@@ -37,6 +37,7 @@ from arq.worker import func
 from redis.exceptions import ResponseError
 
 from crawlq import keys
+from crawlq.arq_door import jobs_started, start_job
 from crawlq.codec import pack, unpack
 from crawlq.connection import describe, redis_settings
 from crawlq.heartbeats import RateWindow
@@ -167,14 +168,14 @@ class CrawlWorker(Worker):
                 await wait_event(state.room, settings.idle_poll_s)
         self.allow_pick_jobs = not draining and not state.backlog_full()
         self._woken.clear()
-        started = self._jobs_started()
+        started = jobs_started(self)
         await super()._poll_iteration()
         if self.burst:
             return
         if draining:
             await asyncio.sleep(settings.idle_poll_s)  # no claims; arq's own shutdown does not need this loop
             return
-        if self._jobs_started() != started or not self.allow_pick_jobs:
+        if jobs_started(self) != started or not self.allow_pick_jobs:
             self._empty_polls = 0
             return
         delay = min(settings.idle_poll_s, settings.poll_delay_s * 2 ** min(self._empty_polls, 20))
@@ -212,6 +213,7 @@ class CrawlWorker(Worker):
         running = any(not task.done() for task in self.tasks.values())
         idle = "1" if not running and state.engine.pending == 0 and not state.claimed else "0"
         args: list[int | str] = [want, lease_ms, state.settings.queue_read_limit, idle]
+        args += [keys.ARQ_IN_PROGRESS_PREFIX, keys.ARQ_RETRY_PREFIX]
         try:
             reply = await self._claim(keys=[self.queue_name], args=args)
         except ResponseError as exc:
@@ -224,11 +226,7 @@ class CrawlWorker(Worker):
             name, score = reply[position].decode(), int(float(reply[position + 1]))
             if int(reply[position + 2]):
                 state.suspect = name  # claim nothing more until it has run alone
-            await self.sem.acquire()
-            self.job_counter += 1
-            task = self.loop.create_task(self.run_job(name, score))
-            task.add_done_callback(lambda _: self._release_sem_dec_counter_on_complete())
-            self.tasks[name] = task
+            task = await start_job(self, name, self.run_job(name, score))
             state.claimed.add(name)
             task.add_done_callback(functools.partial(_forget, state, name))
 

@@ -8,12 +8,14 @@
 --       require_job a single id), 6 require_job (1/0), 7 token,
 --       8 nresults, 9 ncounts, 10 latency_sum_ms,
 --       then ncounts pairs: counter field, increment; then nresults pairs: url id, record;
---       then ndeferrals, then deferrals: job_id, payload, score, ids (comma separated)  (4 each)
+--       then ndeferrals, then deferrals: job_id, payload, score, ids (comma separated)  (4 each),
+--       and last, arq's job key prefix (crawlq/keys.py)
 -- Returns {added, completed}; {-1, 0} unknown batch; {-2, 0} job no longer open;
 --         {-3, 0, new_1, ..., new_n} (1/0 per result) when some result is not new.
 local batch, now, ttl, job_ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local done_job, require_job, token = ARGV[5], ARGV[6] == '1', ARGV[7]
 local nres, ncounts, latency_sum = tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10])
+local job_prefix = ARGV[#ARGV]
 if redis.call('EXISTS', KEYS[1]) == 0 then return {-1, 0} end
 if require_job and done_job ~= '' and redis.call('HEXISTS', KEYS[4], done_job) == 0 then return {-2, 0} end
 
@@ -58,7 +60,7 @@ for _ = 1, ndef do
   local open = {}
   for i = 1, #ids do if have[i] == false then open[#open + 1] = ids[i] end end
   if #open > 0 then
-    redis.call('SET', 'arq:job:' .. job_id, payload, 'PX', job_ttl + math.max(0, tonumber(score) - now), 'NX')
+    redis.call('SET', job_prefix .. job_id, payload, 'PX', job_ttl + math.max(0, tonumber(score) - now), 'NX')
     redis.call('ZADD', KEYS[5], 'NX', score, job_id)
     redis.call('HSET', KEYS[4], job_id, table.concat(open, ','))
   end

@@ -3,9 +3,11 @@
 -- ARGV: 1 batch, 2 now_ms, 3 ttl_s, 4 job_ttl_ms, 5 token, 6 lease_ms, 7 nchunks,
 --       8 expect_batch ('1': an earlier call of this submit wrote the batch, so its counters must exist),
 --       then per chunk: job_id, payload, score (the URLs are read from the arq payload, msgpack:
---       {f, a = {batch, {{url_id, url, attempts}, ...}}, ...})
+--       {f, a = {batch, {{url_id, url, attempts}, ...}}, ...}),
+--       and last, arq's job key prefix (crawlq/keys.py)
 local batch, now, ttl, job_ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local token, lease, nchunks = ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[7])
+local job_prefix = ARGV[#ARGV]
 -- Returns {added, duplicates, jobs}, or {-1, 0, 0} when the batch's counters vanished during the submit
 -- (an evicting or flushed Redis): nothing is written, so the batch is not silently re-created smaller.
 if ARGV[8] == '1' and redis.call('EXISTS', KEYS[1]) == 0 then return {-1, 0, 0} end
@@ -31,7 +33,7 @@ for _ = 1, nchunks do
   end
   if #fresh_ids > 0 then
     redis.call('HSET', KEYS[2], unpack(fresh))
-    redis.call('SET', 'arq:job:' .. job_id, payload, 'PX', job_ttl, 'NX')
+    redis.call('SET', job_prefix .. job_id, payload, 'PX', job_ttl, 'NX')
     redis.call('ZADD', KEYS[4], 'NX', score, job_id)
     redis.call('HSET', KEYS[3], job_id, table.concat(fresh_ids, ','))
     added = added + #fresh_ids

@@ -4,12 +4,14 @@
 -- is a suspect: it is claimed only by an idle worker, alone, so a poison URL never takes other jobs'
 -- tries with it when it crashes its worker again.
 -- KEYS: 1 arq queue
--- ARGV: 1 want, 2 lease_ms, 3 read_limit, 4 idle ('1' when the worker runs nothing)
+-- ARGV: 1 want, 2 lease_ms, 3 read_limit, 4 idle ('1' when the worker runs nothing),
+--       5 arq's in-progress key prefix, 6 arq's retry key prefix (both from crawlq/keys.py)
 -- Returns: job_id1, score1, suspect1, job_id2, score2, suspect2, ... (suspect: 1 for a suspect, else 0)
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 local want, lease, limit = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local idle = ARGV[4] == '1'
+local in_progress, retry = ARGV[5], ARGV[6]
 local out = {}
 -- the head of the queue is mostly jobs already running (arq removes a job only when it ends): read it
 -- in pages, not all `limit` ids at once
@@ -21,10 +23,10 @@ while not stop and offset < limit do
   for i = 1, #ready, 2 do
     if #out >= 3 * want then stop = true break end
     local job_id = ready[i]
-    if redis.call('EXISTS', 'arq:in-progress:' .. job_id) == 0 then
-      local suspect = redis.call('EXISTS', 'arq:retry:' .. job_id) == 1
+    if redis.call('EXISTS', in_progress .. job_id) == 0 then
+      local suspect = redis.call('EXISTS', retry .. job_id) == 1
       if not suspect or (idle and #out == 0) then
-        redis.call('SET', 'arq:in-progress:' .. job_id, '1', 'PX', lease)
+        redis.call('SET', in_progress .. job_id, '1', 'PX', lease)
         out[#out + 1] = job_id
         out[#out + 1] = ready[i + 1]
         out[#out + 1] = suspect and 1 or 0
