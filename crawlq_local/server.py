@@ -69,6 +69,7 @@ class EmbeddedServer:
         self.data_dir = data_dir or Path(tempfile.mkdtemp(prefix="crawlq-redis-"))
         self.binary = find_server_binary()
         self._process: subprocess.Popen[bytes] | None = None
+        self._owner_pid = os.getpid()  #: a forked child's copy must not kill its parent's server
         self.extra_args = list(extra_args)
 
     @property
@@ -152,5 +153,5 @@ class EmbeddedServer:
 
     def __del__(self) -> None:
         with contextlib.suppress(Exception):
-            if self._process is not None and self._process.poll() is None and os.getpid() == os.getpid():
+            if self._process is not None and self._process.poll() is None and os.getpid() == self._owner_pid:
                 self._process.kill()

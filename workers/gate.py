@@ -37,7 +37,6 @@ from typing import Any
 from redis.asyncio import Redis
 
 from crawlq import keys
-from crawlq.models import now_ms
 from crawlq.settings import Settings
 
 __all__ = ["HOLD_S", "GateOutcome", "Grant", "HostGate", "host_limits"]
@@ -403,7 +402,8 @@ class HostGate:
             return hosts[host]
 
         lease_ttl_ms = int((self.settings.fetch_timeout_s + 5) * 1000)
-        args: list[Any] = [now_ms(), lease_ttl_ms, int(self.settings.cooldown_base_s * 1000)]
+        # ARGV 1 is a placeholder (gate.lua reads the server's clock); it keeps the other arguments in place
+        args: list[Any] = [0, lease_ttl_ms, int(self.settings.cooldown_base_s * 1000)]
         args += [int(self.settings.cooldown_max_s * 1000), len(releases), len(asks)]
         args += [int(self.settings.retry_after_max_s * 1000), DELAY_MARGIN, self.channel, keys.GATE_COOLDOWN]
         args.append(keys.gate_wake(""))

@@ -1,6 +1,6 @@
 -- The cluster-wide per-host gate: release leases, then grant new ones, in one atomic call.
 -- KEYS: host state hash / host leases zset / host waiters set, in triples (3i-2, 3i-1, 3i) for host i
--- ARGV: 1 (unused: the server's clock is used), 2 lease_ttl_ms, 3 cooldown_base_ms, 4 cooldown_max_ms,
+-- ARGV: 1 a placeholder, sent as 0 (the server's clock is used), 2 lease_ttl_ms, 3 cooldown_base_ms, 4 cooldown_max_ms,
 --       5 nrelease, 6 nacquire, 7 retry_after_max_ms, 8 delay margin (fraction of the delay),
 --       9 this worker's wake channel, 10 the cooldown channel (every worker listens),
 --       11 the prefix of wake channels (a lease id is '<worker id>:<n>:<n>'; its holder's channel is prefix..id)
