@@ -288,11 +288,11 @@ def poison_worker_main() -> None:
 
     original = fetcher.Fetcher.fetch
 
-    async def fetch(self: fetcher.Fetcher, url: str, *, keep_body: bool = False) -> fetcher.Attempt:
+    async def fetch(self: fetcher.Fetcher, url: str, **options: Any) -> fetcher.Attempt:
         if "poison" in url:
             print(f"poison: dying on {url}", file=sys.stderr, flush=True)
             os._exit(1)
-        return await original(self, url, keep_body=keep_body)
+        return await original(self, url, **options)
 
     fetcher.Fetcher.fetch = fetch  # type: ignore[method-assign]
     cli(["worker", *sys.argv[1:]], prog_name="crawlq")
