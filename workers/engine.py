@@ -49,7 +49,7 @@ class Engine:
         host = host_of(entry.url)
         crawl_delay: float | None = None
         if self.settings.robots_enabled:
-            verdict = await self.robots.verdict(entry.url)
+            verdict = await self.robots.verdict(entry.url, request.address_rules)
             if not verdict.allowed(entry.url, self.robots.agent):
                 return _final(entry, None, ErrorClass.ROBOTS_DISALLOWED, "disallowed by robots.txt", entry.attempts)
             crawl_delay = verdict.crawl_delay(self.robots.agent)
