@@ -99,6 +99,10 @@ class Settings(BaseSettings):
     robots_ttl_s: int = Field(default=3600, gt=0)  #: robots.txt cache lifetime in Redis
     robots_max_crawl_delay_s: float = Field(default=30.0, ge=0)  #: cap on a robots.txt Crawl-delay
 
+    # --- Worker metrics
+    metrics_port: int = Field(default=0, ge=0, le=65535)  #: serve this worker's own /metrics on it (0: off)
+    metrics_host: str = "0.0.0.0"  #: the address the worker's /metrics listens on
+
     # --- Address policy (SSRF guard)
     allow_private: bool = False  #: allow loopback/private/link-local/... targets, never cloud metadata
     allowed_networks: Annotated[list[str], NoDecode] = Field(default_factory=list)  #: comma list of CIDRs allowed

@@ -19,6 +19,7 @@ from crawlq.connection import describe, result_of
 from crawlq.errors import ConfigError, RedisUnavailable, UnknownBatch
 from crawlq.heartbeats import live_workers
 from crawlq.models import BatchStats
+from crawlq.options import BatchOptions
 from crawlq.settings import Settings
 from crawlq.store import OptionsConflict
 from crawlq_api.dashboard import router as dashboard_router
@@ -168,7 +169,8 @@ async def submit_batch(body: SubmitRequest, ctx: Ctx) -> SubmitResponse:
         invalid = sorted(parse_lines(lines).invalid + blocked, key=lambda bad: bad.line)
         if invalid:
             raise _strict_refusal(invalid)
-    report = await client.submit(lines, body.batch, options=body.options)
+    options = (body.options or BatchOptions()).model_copy(update={"address_policy": ctx.guard.rules})
+    report = await client.submit(lines, body.batch, options=options)
     invalid_lines = sorted(report.invalid_lines + blocked, key=lambda bad: bad.line)
     response = SubmitResponse(
         batch=report.batch,

@@ -1,8 +1,10 @@
 """The API's SSRF guard at submit time: a URL whose host is, or resolves to, a non-public address is
 refused unless it lies in `CRAWLQ_API_ALLOWED_NETWORKS`, whatever the workers' own address policy.
 
-Workers check every address they connect to with their own policy (workers/addresses.py); this check
-comes first, so that a cluster whose workers allow private addresses still refuses them from the API.
+This early answer is a courtesy. The guarantee is that every batch the API submits carries the API's
+rules (`BatchOptions.address_policy`, see `rules`), which the workers apply instead of their own to every
+connection and redirect hop of that batch, so DNS rebinding and names that resolve only later are
+caught at fetch time. Both use the same rules (`crawlq.addresses`).
 """
 
 from __future__ import annotations
@@ -10,35 +12,39 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from urllib.parse import urlsplit
 
+from crawlq.addresses import AddressPolicy, AddressRules, IPAddress, literal_address
 from crawlq.errors import InvalidURL
 from crawlq.urls import canonical
 from producer.submit import InvalidLine
 
-__all__ = ["SubmitGuard"]
+__all__ = ["Lookup", "SubmitGuard", "system_lookup"]
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-HOW_TO_ALLOW = "add its network to CRAWLQ_API_ALLOWED_NETWORKS to allow it"
-_ALWAYS_BLOCKED = [ipaddress.ip_network("100.64.0.0/10"), ipaddress.ip_network("fd00:ec2::254/128")]
+Lookup = Callable[[str], Awaitable[list[str]]]  #: a host name -> its addresses (raises OSError if none)
+
+
+async def system_lookup(host: str) -> list[str]:
+    """The addresses the system resolver gives for `host`."""
+    infos = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    return [str(info[4][0]).split("%")[0] for info in infos]
 
 
 class SubmitGuard:
     """Screens the lines of a submit; names are resolved concurrently under one deadline."""
 
-    def __init__(self, allowed_networks: Sequence[str], resolve_timeout_s: float) -> None:
-        self.allowed = [ipaddress.ip_network(net, strict=False) for net in allowed_networks]
+    def __init__(
+        self, allowed_networks: Sequence[str], resolve_timeout_s: float, lookup: Lookup = system_lookup
+    ) -> None:
+        #: stamped on every batch the API submits; the workers enforce them at every connection
+        self.rules = AddressRules(allow_private=False, allowed_networks=tuple(allowed_networks))
+        self.policy = AddressPolicy.of_batch(self.rules)
         self.resolve_timeout_s = resolve_timeout_s
+        self.lookup = lookup
 
     def blocked_reason(self, address: IPAddress) -> str | None:
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-            address = address.ipv4_mapped
-        if any(address in net for net in self.allowed):
-            return None
-        if address.is_multicast or any(address in net for net in _ALWAYS_BLOCKED) or not address.is_global:
-            return f"{address} is not a public address ({HOW_TO_ALLOW})"
-        return None
+        return self.policy.blocked_reason(address)
 
     async def proxy_reason(self, proxy: str) -> str | None:
         """Why a batch may not use this proxy (its host is or resolves to a non-public address), or None."""
@@ -70,10 +76,10 @@ class SubmitGuard:
         return screened, blocked
 
     async def _reasons(self, hosts: set[str]) -> dict[str, str | None]:
-        names = sorted(host for host in hosts if _literal(host) is None)
+        names = sorted(host for host in hosts if literal_address(host) is None)
         reasons: dict[str, str | None] = {}
         for host in hosts - set(names):
-            address = _literal(host)
+            address = literal_address(host)
             assert address is not None
             reasons[host] = self.blocked_reason(address)
         if names:
@@ -90,20 +96,13 @@ class SubmitGuard:
 
     async def _resolve_reason(self, host: str) -> str | None:
         """Why `host` is refused: one of its addresses is blocked. A name that does not resolve passes
-        (its fetch fails as `dns`, and the workers check whatever it resolves to later)."""
+        (its fetch fails as `dns`, or the workers block whatever it resolves to then with the batch's rules)."""
         try:
-            infos = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM)
+            addresses = await self.lookup(host)
         except (OSError, UnicodeError):
             return None
-        for info in infos:
-            reason = self.blocked_reason(ipaddress.ip_address(str(info[4][0]).split("%")[0]))
+        for address in addresses:
+            reason = self.blocked_reason(ipaddress.ip_address(address))
             if reason is not None:
                 return f"{host} resolves to {reason}"
-        return None
-
-
-def _literal(host: str) -> IPAddress | None:
-    try:
-        return ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
         return None

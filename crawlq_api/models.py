@@ -41,7 +41,8 @@ class SubmitRequest(BaseModel):
     options: BatchOptions | None = Field(
         default=None,
         description="the batch's fetch options: headers, cookies, user_agent, proxy, recrawl_of "
-        "(secrets are never echoed, not even in a 422)",
+        "(secrets are never echoed, not even in a 422); `address_policy` is always replaced by the API's own "
+        "(CRAWLQ_API_ALLOWED_NETWORKS)",
     )
 
     @model_validator(mode="after")

@@ -569,3 +569,20 @@ def test_promtool_accepts_the_config_and_rules() -> None:
     ):
         checked = subprocess.run(["promtool", *args], capture_output=True, text=True, cwd=PROMETHEUS_DIR, timeout=60)
         assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed (apt-get install prometheus)")
+def test_promtool_accepts_the_commented_worker_scrape_job(tmp_path: Path) -> None:
+    """The commented `crawlq-workers` job, uncommented, is a valid config; the k8s port it keeps is commented
+    in worker.yaml with the same name."""
+    lines = (PROMETHEUS_DIR / "prometheus.yml").read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if "# - job_name: crawlq-workers" in line)
+    config = lines[:start] + [line.replace("  # ", "  ", 1) for line in lines[start:]]
+    (tmp_path / "prometheus.yml").write_text("\n".join(config) + "\n")
+    (tmp_path / "rules.yml").write_text((PROMETHEUS_DIR / "rules.yml").read_text())
+    checked = subprocess.run(
+        ["promtool", "check", "config", "prometheus.yml"], capture_output=True, text=True, cwd=tmp_path, timeout=60
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "job_name: crawlq-workers" in "\n".join(config)
+    assert "#     containerPort: 9108" in (Path(__file__).parent.parent / "deploy/k8s/worker.yaml").read_text()

@@ -60,6 +60,8 @@ SAMPLES: dict[str, tuple[str, object]] = {
     "robots_max_crawl_delay_s": ("5", 5.0),
     "allow_eviction": ("1", True),
     "allow_private": ("1", True),
+    "metrics_port": ("9108", 9108),
+    "metrics_host": ("127.0.0.1", "127.0.0.1"),
     "allowed_networks": ("127.0.0.2/32, 10.0.0.0/8,,", ["127.0.0.2/32", "10.0.0.0/8"]),
 }
 

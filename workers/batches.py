@@ -32,7 +32,7 @@ class BatchContext:
     def of(cls, options: BatchOptions) -> BatchContext:
         headers = options.request_headers()
         private = frozenset(name.lower() for name in headers if is_secret_header(name))
-        return cls(options, RequestSpec(headers, private, options.proxy))
+        return cls(options, RequestSpec(headers, private, options.proxy, options.address_policy))
 
 
 @dataclass(slots=True)
@@ -54,7 +54,7 @@ class JobContext:
         if len(headers) == len(self.batch.request.headers):
             return self.batch.request
         base = self.batch.request
-        return RequestSpec(headers, base.private, base.proxy)
+        return RequestSpec(headers, base.private, base.proxy, base.address_rules)
 
     def finish(self, url_id: str, result: UrlResult) -> UrlResult:
         """Mark a re-crawled page `unchanged` (a 304, or a 200 with the earlier hash); a 304 keeps the

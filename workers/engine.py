@@ -18,6 +18,7 @@ from crawlq.settings import Settings
 from crawlq.urls import host_of
 from workers.fetcher import NO_REQUEST, Attempt, Fetcher, RequestSpec
 from workers.gate import GateOutcome, HostGate, host_limits
+from workers.metrics import WorkerMetrics
 from workers.retry import decide
 from workers.robots import RobotsCache
 
@@ -42,6 +43,8 @@ class Engine:
         self.fetches = 0
         self.resting = 0  #: URLs of hosts with a delay waiting it out (no fetch slot could serve them now)
         self._limit_cache: dict[tuple[str, float | None], tuple[int, float]] = {}
+        self.metrics = WorkerMetrics()
+        self.metrics.watch(lambda: self.in_flight)
 
     async def process(self, entry: Entry, deadline: float, request: RequestSpec = NO_REQUEST) -> Outcome:
         """Run `entry` until it has a final result, or hand it back; `deadline` is a monotonic time
@@ -49,7 +52,7 @@ class Engine:
         host = host_of(entry.url)
         crawl_delay: float | None = None
         if self.settings.robots_enabled:
-            verdict = await self.robots.verdict(entry.url)
+            verdict = await self.robots.verdict(entry.url, request.address_rules)
             if not verdict.allowed(entry.url, self.robots.agent):
                 return _final(entry, None, ErrorClass.ROBOTS_DISALLOWED, "disallowed by robots.txt", entry.attempts)
             crawl_delay = verdict.crawl_delay(self.robots.agent)
@@ -114,6 +117,10 @@ class Engine:
         finally:
             self.in_flight -= 1
             self.fetches += 1
+            if attempt is not None:
+                error = attempt.error.value if attempt.error is not None else None
+                duration_s = attempt.latency_ms / 1000 if attempt.latency_ms is not None else None
+                self.metrics.fetched(attempt.status, error, duration_s)
             throttled = attempt is not None and attempt.status in THROTTLE_STATUSES
             ok = attempt is not None and attempt.ok
             outcome = GateOutcome.THROTTLE if throttled else (GateOutcome.OK if ok else GateOutcome.OTHER)
@@ -135,6 +142,7 @@ class Engine:
             rng=self.rng,
         )
         if decision.retry:
+            self.metrics.retried(attempt.status, attempt.error.value)
             retry = Entry(entry.url_id, entry.url, attempts)
             return Deferral([retry], now_ms() + int(decision.delay_s * 1000))
         return UrlResult(

@@ -24,6 +24,7 @@ from aiohttp import http_exceptions
 from aiohttp.abc import AbstractResolver
 from yarl import URL
 
+from crawlq.addresses import AddressRules
 from crawlq.bodies import BodyStore, StorageFailed
 from crawlq.errors import InvalidURL
 from crawlq.models import Content, ErrorClass
@@ -51,6 +52,8 @@ class RequestSpec:
     headers: Mapping[str, str] = field(default_factory=dict)
     private: frozenset[str] = frozenset()  #: names (lower case) of the headers kept to the first host
     proxy: str | None = None
+    #: the batch's SSRF rules (the API's), used instead of the worker's for every connection and hop
+    address_rules: AddressRules | None = None
 
     @property
     def conditional(self) -> bool:
@@ -162,27 +165,38 @@ def decode_text(body: bytes, charset: str | None) -> str:
     return body.decode("utf-8", errors="replace")
 
 
+@dataclass(slots=True)
+class _Guarded:
+    """One address policy with its own session: its connections (keep-alive pool) and DNS cache serve only
+    fetches under that policy, so a connection opened under looser rules is never reused under stricter ones."""
+
+    policy: AddressPolicy
+    session: aiohttp.ClientSession
+    literal_verdicts: dict[str, str | None] = field(default_factory=dict)
+
+
 class Fetcher:
-    """One aiohttp session per worker process (connection reuse, DNS cache, guarded resolver)."""
+    """One aiohttp session per worker process and address policy (connection reuse, DNS cache, guarded
+    resolver): the worker's own, and one per batch rules in use (the API's; a handful at most)."""
 
     def __init__(self, settings: Settings, resolver: AbstractResolver | None = None) -> None:
         """:param resolver: the DNS resolver to guard (default: aiohttp's); tests pass a stub."""
         self.settings = settings
         self.policy = AddressPolicy(settings)
         self._inner_resolver = resolver
-        self._session: aiohttp.ClientSession | None = None
-        self._literal_verdicts: dict[str, str | None] = {}
+        self._default: _Guarded | None = None
+        self._by_rules: dict[AddressRules, _Guarded] = {}
         self._deadlines = _Deadlines()
         self._extractor = Extractor(settings.snippet_chars) if settings.extract_content else None
         self.bodies: BodyStore | None = None  #: where successful bodies go (`CRAWLQ_STORE_BODIES`), if anywhere
 
-    async def start(self) -> None:
+    def _open(self, policy: AddressPolicy) -> _Guarded:
         connector = aiohttp.TCPConnector(
             limit=0,
-            resolver=GuardedResolver(self.policy, self._inner_resolver),
+            resolver=GuardedResolver(policy, self._inner_resolver),
             ttl_dns_cache=60,
         )
-        self._session = aiohttp.ClientSession(
+        session = aiohttp.ClientSession(
             connector=connector,
             headers={"User-Agent": self.settings.user_agent},
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.settings.connect_timeout_s),
@@ -191,21 +205,36 @@ class Fetcher:
             max_line_size=16 * 1024,
             max_field_size=16 * 1024,
         )
-        one_request_per_attempt(self._session)
+        one_request_per_attempt(session)
+        return _Guarded(policy, session)
+
+    async def start(self) -> None:
+        self._default = self._open(self.policy)
 
     async def close(self) -> None:
         await self._deadlines.close()
         if self._extractor is not None:
             self._extractor.close()
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        guarded = [*self._by_rules.values(), *([self._default] if self._default is not None else [])]
+        self._by_rules.clear()
+        self._default = None
+        for one in guarded:
+            await one.session.close()
 
     @property
     def session(self) -> aiohttp.ClientSession:
-        if self._session is None:
+        """The session under the worker's own address policy."""
+        return self._guarded(None).session
+
+    def _guarded(self, rules: AddressRules | None) -> _Guarded:
+        if self._default is None:
             raise RuntimeError("Fetcher.start() was not called")
-        return self._session
+        if rules is None:
+            return self._default
+        found = self._by_rules.get(rules)
+        if found is None:
+            found = self._by_rules[rules] = self._open(AddressPolicy.of_batch(rules))
+        return found
 
     async def fetch(
         self, url: str, *, keep_body: bool = False, content: bool = True, request: RequestSpec = NO_REQUEST
@@ -244,32 +273,34 @@ class Fetcher:
     async def _follow(
         self, url: str, start: float, state: dict[str, str], keep_body: bool, content: bool, request: RequestSpec
     ) -> Attempt:
+        guarded = self._guarded(request.address_rules)
+        policy = guarded.policy
         text = url
         try:
             current = URL(url, encoded=True)
         except ValueError:
-            legacy = legacy_ipv4_verdict(url, self.policy)  # yarl refuses `http://2130706433/`; we block it
+            legacy = legacy_ipv4_verdict(url, policy)  # yarl refuses `http://2130706433/`; we block it
             if legacy is not None:
                 return self._failed(ErrorClass.BLOCKED_ADDRESS, legacy, start, url)
             raise
         seen = {text}
         first_host = current.raw_host or ""
         if request.proxy is not None:
-            blocked = self._blocked_host(request.proxy, URL(request.proxy))
+            blocked = self._blocked_host(guarded, request.proxy, URL(request.proxy))
             if blocked:
                 return self._failed(ErrorClass.BLOCKED_ADDRESS, f"proxy: {blocked}", start, text)
         for _ in range(self.settings.max_redirects + 1):
             state["url"] = text
-            blocked = self._blocked_host(text, current)
+            blocked = self._blocked_host(guarded, text, current)
             if blocked:
                 return self._failed(ErrorClass.BLOCKED_ADDRESS, blocked, start, text)
             headers = request.for_hop(first_host, current.raw_host or "")
-            get = self.session.get(current, allow_redirects=False, headers=headers, proxy=request.proxy)
+            get = guarded.session.get(current, allow_redirects=False, headers=headers, proxy=request.proxy)
             async with get as response:
                 status = response.status
                 if status in REDIRECT_STATUSES and "Location" in response.headers:
                     location = response.headers["Location"]
-                    legacy = legacy_ipv4_verdict(location, self.policy)
+                    legacy = legacy_ipv4_verdict(location, policy)
                     if legacy is not None:
                         return self._failed(ErrorClass.BLOCKED_ADDRESS, legacy, start, location)
                     target = _redirect_target(response)
@@ -351,19 +382,21 @@ class Fetcher:
             parts.append(chunk)
         return b"".join(parts)
 
-    def _blocked_host(self, text: str, url: URL) -> str | None:
+    @staticmethod
+    def _blocked_host(guarded: _Guarded, text: str, url: URL) -> str | None:
         """Why the URL's host may not be contacted (IP literals, legacy IPv4 forms), cached per host."""
         host = url.raw_host or ""
-        if host in self._literal_verdicts:
-            return self._literal_verdicts[host]
+        verdicts = guarded.literal_verdicts
+        if host in verdicts:
+            return verdicts[host]
         address = literal_address(host)
         if address is not None:
-            verdict = self.policy.blocked_reason(address)
+            verdict = guarded.policy.blocked_reason(address)
         else:
-            verdict = legacy_ipv4_verdict(text, self.policy)
-        if len(self._literal_verdicts) > 10_000:
-            self._literal_verdicts.clear()
-        self._literal_verdicts[host] = verdict
+            verdict = legacy_ipv4_verdict(text, guarded.policy)
+        if len(verdicts) > 10_000:
+            verdicts.clear()
+        verdicts[host] = verdict
         return verdict
 
     @staticmethod

@@ -174,6 +174,11 @@ class HostGate:
         state = self._hosts.get(host)
         return 0.0 if state is None else max(0.0, state.blocked_until - time.monotonic())
 
+    def cooling(self) -> int:
+        """Hosts known here to be in a cooldown after a 429/503 (not merely waiting out a delay)."""
+        now = time.monotonic()
+        return sum(1 for state in list(self._hosts.values()) if state.recovering and state.blocked_until > now)
+
     def stalled(self) -> int:
         """URLs waiting here that could not use a free fetch slot now: those of hosts in a cooldown, a
         delay or full cluster-wide, and those beyond a host's free leases. Recomputed at most every

@@ -40,6 +40,7 @@ from crawlq import keys
 from crawlq.arq_door import jobs_started, start_job
 from crawlq.codec import pack, unpack
 from crawlq.connection import describe, redis_settings
+from crawlq.errors import ConfigError
 from crawlq.heartbeats import RateWindow
 from crawlq.jobs import CRAWL_FUNCTION
 from crawlq.memory import is_out_of_memory, out_of_memory_message
@@ -108,10 +109,21 @@ class CrawlWorker(Worker):
         self.state = await WorkerState.start(self.crawl_settings, ctx["redis"], self.worker_id)
         self._claim = self.state.redis.register_script((files("workers") / "lua" / "claim.lua").read_text())
         ctx["state"] = self.state
+        self._serve_metrics(self.state)
         loops = (self._heartbeat_loop, self._lease_loop, self._reconcile_loop, self._wake_loop, self._outage_loop)
         for loop in loops:
             self._background.append(asyncio.create_task(loop()))
         logger.info("worker %s started: %s", self.worker_id, settings_summary(self.crawl_settings))
+
+    def _serve_metrics(self, state: WorkerState) -> None:
+        """This worker's /metrics on `CRAWLQ_METRICS_PORT`, if set (workers/metrics.py)."""
+        host, port = self.crawl_settings.metrics_host, self.crawl_settings.metrics_port
+        if port:
+            try:
+                state.engine.metrics.serve(host, port)
+            except OSError as exc:
+                raise ConfigError(f"cannot serve metrics on {host}:{port} (CRAWLQ_METRICS_PORT): {exc}") from None
+            logger.info("worker %s serves its metrics on http://%s:%d/metrics", self.worker_id, host, port)
 
     async def _shutdown(self, ctx: dict[str, Any]) -> None:
         for task in self._background:
@@ -120,6 +132,7 @@ class CrawlWorker(Worker):
         if self.state is not None:
             with contextlib.suppress(Exception):
                 await self.state.redis.delete(keys.worker(self.worker_id))
+            self.state.engine.metrics.stop()
             await self.state.close()
             logger.info(
                 "worker %s stopped: %d URLs done, %d handed back to the queue",
@@ -274,6 +287,7 @@ class CrawlWorker(Worker):
             "draining": state.engine.draining.is_set(),
         }
         await state.redis.set(keys.worker(self.worker_id), pack(beat), px=ttl_ms)
+        state.engine.metrics.hosts(state.engine.stalled(), state.gate.cooling())
 
     async def _lease_loop(self) -> None:
         """Refresh the in-progress key of every running job: the lease a dead worker stops renewing."""

@@ -20,11 +20,12 @@ from protego import Protego
 from redis.asyncio import Redis
 
 from crawlq import keys
+from crawlq.addresses import AddressRules
 from crawlq.codec import pack, unpack
 from crawlq.models import ErrorClass
 from crawlq.settings import Settings
 from crawlq.urls import host_of, origin_of
-from workers.fetcher import Fetcher, decode_text
+from workers.fetcher import Fetcher, RequestSpec, decode_text
 from workers.gate import GateOutcome, HostGate, host_limits
 
 __all__ = ["ROBOTS_ERROR_TTL_S", "SERVER_FAILURES", "RobotsCache", "RobotsMode", "Verdict", "verdict_of"]
@@ -81,7 +82,8 @@ class RobotsCache:
         self._local: dict[str, tuple[Verdict, float]] = {}
         self._pending: dict[str, asyncio.Future[Verdict]] = {}
 
-    async def verdict(self, url: str) -> Verdict:
+    async def verdict(self, url: str, rules: AddressRules | None = None) -> Verdict:
+        """:param rules: the batch's address rules: robots.txt is fetched under them, like its pages"""
         origin = origin_of(url)
         cached = self._local.get(origin)
         if cached is not None and cached[1] > time.monotonic():
@@ -92,7 +94,7 @@ class RobotsCache:
         future: asyncio.Future[Verdict] = asyncio.get_running_loop().create_future()
         self._pending[origin] = future
         try:
-            verdict = await self._load(origin)
+            verdict = await self._load(origin, rules)
             self._local[origin] = (verdict, time.monotonic() + _LOCAL_TTL_S)
             future.set_result(verdict)
             return verdict
@@ -103,7 +105,7 @@ class RobotsCache:
         finally:
             del self._pending[origin]
 
-    async def _load(self, origin: str) -> Verdict:
+    async def _load(self, origin: str, rules: AddressRules | None) -> Verdict:
         deadline = time.monotonic() + LOCK_S
         while True:
             stored = await self.redis.get(keys.robots(origin))
@@ -113,7 +115,7 @@ class RobotsCache:
             got_lock = await self.redis.set(keys.robots_lock(origin), b"1", nx=True, ex=LOCK_S)
             if got_lock or time.monotonic() > deadline:
                 try:
-                    verdict = await self._fetch(origin)
+                    verdict = await self._fetch(origin, rules)
                     ttl = ROBOTS_ERROR_TTL_S if verdict.provisional else self.settings.robots_ttl_s
                     await self.redis.set(
                         keys.robots(origin), pack({"m": verdict.mode.value, "x": verdict.text}), ex=ttl
@@ -124,10 +126,11 @@ class RobotsCache:
                 return verdict
             await asyncio.sleep(0.1)
 
-    async def _fetch(self, origin: str) -> Verdict:
+    async def _fetch(self, origin: str, rules: AddressRules | None) -> Verdict:
         url = f"{origin}/robots.txt"
+        request = RequestSpec(address_rules=rules)
         if self.gate is None:
-            attempt = await self.fetcher.fetch(url, keep_body=True, content=False)
+            attempt = await self.fetcher.fetch(url, keep_body=True, content=False, request=request)
         else:
             host = host_of(url)
             limit, delay_s = host_limits(self.settings, host)
@@ -136,7 +139,7 @@ class RobotsCache:
                 lease = (await self.gate.acquire(host, limit, delay_s)).lease
                 if lease is None:
                     await asyncio.sleep(0.1)
-            attempt = await self.fetcher.fetch(url, keep_body=True, content=False)
+            attempt = await self.fetcher.fetch(url, keep_body=True, content=False, request=request)
             self.gate.release(host, lease, GateOutcome.OK if attempt.ok else GateOutcome.OTHER)
         return verdict_of(attempt.status, attempt.error, attempt.body, attempt.charset)
 

@@ -9,7 +9,7 @@ import socket
 import sys
 
 from crawlq.connection import connect, describe
-from crawlq.errors import CrawlqError, RedisUnavailable
+from crawlq.errors import ConfigError, CrawlqError, RedisUnavailable
 from crawlq.heartbeats import live_workers
 from crawlq.memory import check_eviction_policy
 from crawlq.settings import Settings
@@ -49,6 +49,9 @@ def run_worker(settings: Settings, *, burst: bool = False) -> int:
     worker = CrawlWorker(settings, burst=burst)
     try:
         worker.run()
+    except ConfigError as exc:
+        print(f"crawlq worker: {exc}", file=sys.stderr)
+        return 2
     except (OSError, ConnectionError) as exc:
         print(f"crawlq worker: lost Redis for longer than {settings.redis_retry_window_s:g} s ({exc})", file=sys.stderr)
         return 1
