@@ -21,7 +21,7 @@ from typing import Any
 from crawlq import keys
 from crawlq.codec import pack
 from crawlq.connection import result_of
-from crawlq.errors import UnknownBatch
+from crawlq.errors import CrawlqError, UnknownBatch
 from crawlq.models import BatchStats, ErrorClass, UrlResult, now_ms
 from crawlq.store import Store, counters
 
@@ -31,7 +31,7 @@ CANCEL_PAGE = 1000  #: manifest entries per HSCAN page (one cancel.lua call each
 CANCEL_MESSAGE = "the batch was cancelled before this URL was fetched"
 
 
-class BatchRunning(ValueError):
+class BatchRunning(CrawlqError, ValueError):
     """`delete` of a batch that is not complete, without `force`."""
 
 
