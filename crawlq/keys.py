@@ -11,11 +11,17 @@ Per batch (all expire `result_ttl_s` after the last write of a submit or the com
   crawlq:b:{batch}:jobs      hash  arq job id -> comma-separated url ids owned by that job (until its last commit)
   crawlq:b:{batch}:submitters zset producer token -> lease expiry (ms); a batch cannot complete while one is live
   crawlq:b:{batch}:options   string the batch's fetch options (JSON, `crawlq.options.BatchOptions`), set once
+  crawlq:b:{batch}:queue     zset  arq job id -> run time ms: the batch's jobs not yet claimed (claim.lua picks here)
+  (meta also holds priority, paused_at and cancelled_at: the batch's scheduling state)
   crawlq:body:{sha256}       string a gzip body (CRAWLQ_STORE_BODIES=redis), with its own TTL
 Global:
   crawlq:batches             zset  batch -> created_at ms (recent batches, for `status`)
   crawlq:active              set   batches not yet complete (the reconciler's work list)
   crawlq:stats:all           hash  the same counters as meta, over every batch
+  crawlq:sched               zset  batch -> priority: batches with jobs to claim (claim.lua, highest first)
+  crawlq:sched:turn          string round-robin counter between batches of equal priority
+  crawlq:paused              set   paused batches (claim.lua skips their jobs)
+  crawlq:claimed             zset  arq job id -> lease expiry ms: claimed jobs (a lapsed one goes back to its queue)
   crawlq:host:{host}         hash  next_at, cooldown_until, penalty_ms (politeness state)
   crawlq:host:{host}:leases  zset  lease id -> expiry ms (requests in flight on that host)
   crawlq:host:{host}:waiters set   wake channels of workers waiting for a slot of the full host
@@ -26,6 +32,7 @@ Global:
   crawlq:wake:{queue}        pubsub channel: new jobs were enqueued (wakes idle workers)
   crawlq:gate:{worker}       pubsub channel: a host this worker waits for released a slot (message: host)
   crawlq:gate:cooldown       pubsub channel: a host went into cooldown after a 429/503 (message: host)
+  crawlq:control             pubsub channel: a batch was paused, resumed or cancelled (message: batch)
 """
 
 from __future__ import annotations
@@ -36,6 +43,12 @@ __all__ = [
     "ARQ_JOB_PREFIX",
     "ARQ_RESULT_PREFIX",
     "ARQ_RETRY_PREFIX",
+    "CLAIMED",
+    "CONTROL",
+    "PAUSED",
+    "SCHED",
+    "SCHED_TURN",
+    "batch_queue",
     "GATE_COOLDOWN",
     "BATCHES",
     "RECONCILE_LOCK",
@@ -69,6 +82,11 @@ ACTIVE = "crawlq:active"
 STATS_ALL = "crawlq:stats:all"
 RECONCILE_LOCK = "crawlq:reconcile:lock"
 WORKER_PREFIX = "crawlq:worker:"
+SCHED = "crawlq:sched"
+SCHED_TURN = "crawlq:sched:turn"
+PAUSED = "crawlq:paused"
+CLAIMED = "crawlq:claimed"
+CONTROL = "crawlq:control"  #: pub/sub channel: a batch was paused, resumed or cancelled
 
 
 def batch_meta(batch: str) -> str:
@@ -89,6 +107,11 @@ def batch_jobs(batch: str) -> str:
 
 def batch_submitters(batch: str) -> str:
     return f"crawlq:b:{batch}:submitters"
+
+
+def batch_queue(batch: str) -> str:
+    """The batch's jobs not yet claimed (claim.lua builds the same name from a job id)."""
+    return f"crawlq:b:{batch}:queue"
 
 
 def batch_options(batch: str) -> str:

@@ -214,7 +214,7 @@ class BatchStats(BaseModel):
     """A batch's statistics, computed on read from the counters the workers increment."""
 
     batch: str
-    state: str  #: "running", "complete", "lost" (its keys went missing from Redis) or "unknown"
+    state: str  #: "running", "paused", "complete", "lost" (its keys went missing from Redis) or "unknown"
     complete: bool
     total: int
     done: int
@@ -236,6 +236,9 @@ class BatchStats(BaseModel):
     elapsed_s: float | None
     pages_per_s: float | None
     lost_reason: str | None = None  #: why the batch is `lost` (which of its keys went missing)
+    priority: int = 0  #: workers claim jobs of higher-priority batches first
+    paused: bool = False  #: workers start no new fetch for it until it is resumed
+    cancelled_at: str | None = None  #: when it was cancelled (its open URLs were recorded as `cancelled`)
 
     @classmethod
     def from_counters(cls, batch: str, raw: dict[str, str], now: int | None = None) -> BatchStats:
@@ -252,10 +255,12 @@ class BatchStats(BaseModel):
         created = int(raw["created_at"]) if "created_at" in raw else None
         finished = int(raw["finished_at"]) if "finished_at" in raw else None
         end = finished if finished is not None else (now if now is not None else now_ms())
+        paused = finished is None and "paused_at" in raw
+        cancelled = int(raw["cancelled_at"]) if "cancelled_at" in raw else None
         elapsed = (end - created) / 1000 if created is not None else None
         return cls(
             batch=batch,
-            state="complete" if finished is not None else "running",
+            state="complete" if finished is not None else ("paused" if paused else "running"),
             complete=finished is not None,
             total=total,
             done=done,
@@ -276,6 +281,9 @@ class BatchStats(BaseModel):
             finished_at=iso_ms(finished),
             elapsed_s=round(elapsed, 3) if elapsed is not None else None,
             pages_per_s=round(done / elapsed, 2) if elapsed else None,
+            priority=int(number("priority")),
+            paused=paused,
+            cancelled_at=iso_ms(cancelled),
         )
 
 

@@ -24,7 +24,16 @@ from crawlq.models import BatchStats, UrlResult, now_ms
 from crawlq.options import BatchOptions
 from crawlq.settings import Settings
 
-__all__ = ["CommitOutcome", "CommitReply", "EnqueueOutcome", "OptionsConflict", "Store", "counters", "lost_reason"]
+__all__ = [
+    "BatchCancelled",
+    "CommitOutcome",
+    "CommitReply",
+    "EnqueueOutcome",
+    "OptionsConflict",
+    "Store",
+    "counters",
+    "lost_reason",
+]
 
 STRANDED_CHECK_LIMIT = 2000  #: `stranded` looks at batches with at most this many open jobs
 SUBMIT_LEASE_MS = 30_000  #: a producer that dies mid-submit stops holding its batch open after this
@@ -32,6 +41,10 @@ SUBMIT_LEASE_MS = 30_000  #: a producer that dies mid-submit stops holding its b
 
 def _script(name: str) -> str:
     return (files("crawlq") / "lua" / name).read_text()
+
+
+class BatchCancelled(CrawlqError, ValueError):
+    """A submit to a batch that was cancelled."""
 
 
 class OptionsConflict(CrawlqError, ValueError):
@@ -151,8 +164,12 @@ class Store:
             keys.BATCHES,
             keys.ACTIVE,
             keys.wake(self.settings.queue_name),
+            keys.batch_queue(batch),
+            keys.SCHED,
         ]
         added, duplicates, jobs = await self._enqueue(keys=script_keys, args=args)
+        if int(added) == -2:
+            raise BatchCancelled(f"batch {batch} was cancelled; submit to a new batch")
         if int(added) < 0:
             raise BatchLost(batch, "its counters vanished from Redis while it was being submitted")
         return EnqueueOutcome(int(added), int(duplicates), int(jobs))
@@ -196,6 +213,7 @@ class Store:
             keys.ACTIVE,
             keys.STATS_ALL,
             keys.batch_events(batch),
+            keys.batch_queue(batch),
         ]
         while True:
             args: list[Any] = [batch, now, self.settings.result_ttl_s, self.settings.job_expires_s * 1000]

@@ -16,16 +16,18 @@ from redis.exceptions import RedisError
 
 from crawlq import __version__, keys
 from crawlq.connection import describe, result_of
+from crawlq.control import BatchRunning, ControlOutcome
 from crawlq.errors import ConfigError, RedisUnavailable, UnknownBatch
 from crawlq.heartbeats import live_workers
 from crawlq.models import BatchStats
 from crawlq.options import BatchOptions
 from crawlq.settings import Settings
-from crawlq.store import OptionsConflict
+from crawlq.store import BatchCancelled, OptionsConflict
 from crawlq_api.dashboard import router as dashboard_router
 from crawlq_api.guard import SubmitGuard
 from crawlq_api.metrics import cumulative_latency, read_totals, render_metrics
 from crawlq_api.models import (
+    BatchAction,
     BatchDetail,
     BatchPage,
     HostModel,
@@ -170,7 +172,7 @@ async def submit_batch(body: SubmitRequest, ctx: Ctx) -> SubmitResponse:
         if invalid:
             raise _strict_refusal(invalid)
     options = (body.options or BatchOptions()).model_copy(update={"address_policy": ctx.guard.rules})
-    report = await client.submit(lines, body.batch, options=options)
+    report = await client.submit(lines, body.batch, options=options, priority=body.priority)
     invalid_lines = sorted(report.invalid_lines + blocked, key=lambda bad: bad.line)
     response = SubmitResponse(
         batch=report.batch,
@@ -236,6 +238,38 @@ async def batch_detail(batch: BatchId, ctx: Ctx) -> BatchDetail:
         partial_failure=gathered.partial_failure,
         failed_sources=gathered.failed,
     )
+
+
+def _action(outcome: ControlOutcome) -> BatchAction:
+    return BatchAction(
+        batch=outcome.batch, changed=outcome.changed, message=outcome.message, cancelled=outcome.cancelled
+    )
+
+
+@router.post("/batches/{batch}/cancel", tags=["batches"], response_model=BatchAction, responses={404: {}})
+async def cancel_batch(batch: BatchId, ctx: Ctx) -> BatchAction:
+    """Record every URL not yet done as `cancelled` (exactly once) and complete the batch; a complete batch
+    is left as it is (`changed: false`)."""
+    return _action(await (await ctx.backend.client()).cancel(batch))
+
+
+@router.post("/batches/{batch}/pause", tags=["batches"], response_model=BatchAction, responses={404: {}})
+async def pause_batch(batch: BatchId, ctx: Ctx) -> BatchAction:
+    """Start no new fetch for the batch (within a second) until it is resumed; fetches in flight finish."""
+    return _action(await (await ctx.backend.client()).pause(batch))
+
+
+@router.post("/batches/{batch}/resume", tags=["batches"], response_model=BatchAction, responses={404: {}})
+async def resume_batch(batch: BatchId, ctx: Ctx) -> BatchAction:
+    """Resume a paused batch."""
+    return _action(await (await ctx.backend.client()).resume(batch))
+
+
+@router.delete("/batches/{batch}", tags=["batches"], response_model=BatchAction, responses={404: {}, 409: {}})
+async def delete_batch(batch: BatchId, ctx: Ctx, force: bool = False) -> BatchAction:
+    """Delete the batch's keys. A batch not complete is refused (409) unless `force=true`, which cancels it
+    first."""
+    return _action(await (await ctx.backend.client()).delete(batch, force=force))
 
 
 @router.get(
@@ -411,6 +445,8 @@ def create_app(settings: Settings, api: ApiSettings) -> FastAPI:
     app.add_exception_handler(RedisError, _redis_lost(settings))
     app.add_exception_handler(UnknownBatch, _unknown_batch)
     app.add_exception_handler(OptionsConflict, _options_conflict)
+    app.add_exception_handler(BatchRunning, _options_conflict)
+    app.add_exception_handler(BatchCancelled, _options_conflict)
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.include_router(router)
     app.include_router(dashboard_router)

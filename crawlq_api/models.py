@@ -11,6 +11,7 @@ from crawlq.options import BatchOptions
 from crawlq_api.settings import MAX_WAIT_S
 
 __all__ = [
+    "BatchAction",
     "BatchDetail",
     "BatchPage",
     "HostModel",
@@ -37,6 +38,9 @@ class SubmitRequest(BaseModel):
     lines: str | None = None
     batch: str | None = Field(default=None, pattern=BATCH_PATTERN, description="batch id (default: a new one)")
     wait_s: float = Field(default=0.0, ge=0, le=MAX_WAIT_S, description="wait up to this long for the results")
+    priority: int = Field(
+        default=0, ge=-1_000_000, le=1_000_000, description="workers claim higher-priority batches first"
+    )
     strict: bool = Field(default=False, description="refuse the whole batch (422) if any line is invalid")
     options: BatchOptions | None = Field(
         default=None,
@@ -53,6 +57,15 @@ class SubmitRequest(BaseModel):
 
     def input_lines(self) -> list[str]:
         return list(self.urls) if self.urls is not None else (self.lines or "").splitlines()
+
+
+class BatchAction(BaseModel):
+    """What a cancel, pause, resume or delete did."""
+
+    batch: str
+    changed: bool = Field(description="false: nothing to do (the message says why)")
+    message: str
+    cancelled: int = Field(default=0, description="URLs recorded as cancelled")
 
 
 class InvalidLineModel(BaseModel):

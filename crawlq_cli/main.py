@@ -196,9 +196,12 @@ def options_from(kwargs: dict[str, Any]) -> BatchOptions:
 @click.option("--batch", help="Batch id (default: a new one). Re-submitting to a batch queues only new URLs.")
 @click.option("--json", "as_json", is_flag=True, help='Print {"batch", "queued", "duplicates", "invalid"}.')
 @click.option("--strict", is_flag=True, help="Refuse the whole batch if any line is invalid (exit 3).")
+@click.option("--priority", type=int, default=0, show_default=True, help="Workers claim higher-priority batches first.")
 @batch_options
 @click.pass_context
-def submit(ctx: click.Context, /, source: str, batch: str | None, as_json: bool, strict: bool, **flags: Any) -> None:
+def submit(
+    ctx: click.Context, /, source: str, batch: str | None, as_json: bool, strict: bool, priority: int, **flags: Any
+) -> None:
     """Validate, de-duplicate and enqueue the URLs of FILE (or stdin with -), one per line.
 
     \b
@@ -213,6 +216,7 @@ def submit(ctx: click.Context, /, source: str, batch: str | None, as_json: bool,
       cat urls.txt | crawlq submit - --batch nightly --json
       crawlq submit urls.txt --header 'Authorization: Bearer abc' --cookie session=xyz
       crawlq submit urls.txt --batch tuesday --recrawl-of monday
+      crawlq submit urgent.txt --priority 10   # ahead of batches of priority 0
     """
     from producer.client import Client
     from producer.submit import count_invalid, new_batch_id
@@ -228,6 +232,7 @@ def submit(ctx: click.Context, /, source: str, batch: str | None, as_json: bool,
                 expected_count=lines.lines,
                 on_invalid=_report_invalid,
                 options=options,
+                priority=priority,
             )
             return report.as_dict()
 
@@ -652,3 +657,6 @@ def serve(ctx: click.Context, host: str, port: int) -> None:
 
 def main() -> None:
     cli(prog_name="crawlq")
+
+
+from crawlq_cli import control as _control  # noqa: E402,F401  (registers list, cancel, pause, resume, delete)

@@ -20,6 +20,7 @@ from redis.asyncio.client import PubSub
 
 from crawlq import keys
 from crawlq.connection import connect, describe, result_of
+from crawlq.control import BatchControl, ControlOutcome
 from crawlq.errors import BatchLost, UnknownBatch
 from crawlq.heartbeats import live_workers
 from crawlq.memory import check_eviction_policy
@@ -80,6 +81,7 @@ class Client:
         self.redis = redis
         self.settings = settings
         self.store = Store(redis, settings)
+        self.control = BatchControl(self.store)
 
     @classmethod
     async def connect(cls, settings: Settings, *, check_eviction: bool = True) -> Client:
@@ -114,18 +116,24 @@ class Client:
         expected_count: int | None = None,
         on_invalid: Callable[[InvalidLine], None] | None = None,
         options: BatchOptions | None = None,
+        priority: int = 0,
     ) -> SubmitReport:
         """Validate, de-duplicate and enqueue `urls` (invalid ones are reported, not queued); the first
         jobs are enqueued while the rest is still being read. An iterator is read into a list first unless
         `expected_count` is given (then it is read as it goes); see `producer.submit.submit_lines`.
 
         :param options: headers, cookies, user agent, proxy and re-crawl for every fetch of the batch
-            (`crawlq.options.BatchOptions`); a batch keeps the options of its first submit"""
+            (`crawlq.options.BatchOptions`); a batch keeps the options of its first submit
+        :param priority: workers claim the jobs of higher-priority batches first (default 0); batches of
+            equal priority share the workers"""
+        batch = batch or new_batch_id()
+        if priority:
+            await self.control.set_priority(batch, priority)
         if expected_count is None and not isinstance(urls, Sized):
             urls = list(urls)
         return await submit_lines(
             self.store,
-            batch or new_batch_id(),
+            batch,
             urls,
             token=token,
             expected_count=expected_count,
@@ -135,6 +143,25 @@ class Client:
 
     async def stats(self, batch: str) -> BatchStats:
         return await self.store.stats(batch)
+
+    async def cancel(self, batch: str) -> ControlOutcome:
+        """Record every URL of the batch not yet done as `cancelled` (exactly once) and complete it."""
+        return await self.control.cancel(batch)
+
+    async def pause(self, batch: str) -> ControlOutcome:
+        """Start no new fetch for the batch (within a second) until `resume`."""
+        return await self.control.pause(batch)
+
+    async def resume(self, batch: str) -> ControlOutcome:
+        return await self.control.resume(batch)
+
+    async def delete(self, batch: str, *, force: bool = False) -> ControlOutcome:
+        """Delete the batch's keys; one not complete is refused (`BatchRunning`) unless `force` cancels it first."""
+        return await self.control.delete(batch, force=force)
+
+    async def list_batches(self, offset: int = 0, limit: int = 50) -> tuple[int, list[BatchStats | str]]:
+        """A page of batches, newest first, and how many there are (a name only for a batch whose keys are gone)."""
+        return await self.control.list(offset, limit)
 
     async def wait(
         self,

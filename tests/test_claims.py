@@ -73,25 +73,97 @@ async def test_a_claimed_suspect_blocks_further_claims_until_it_has_run(
     assert normal in crawl_worker.tasks
 
 
-async def claim(redis: ArqRedis, settings: Settings, want: int, read_limit: int) -> list[str]:
+CLAIM_KEYS = [keys.SCHED, keys.PAUSED, keys.CLAIMED, keys.ACTIVE, keys.SCHED_TURN]
+
+
+async def claim(redis: ArqRedis, settings: Settings, want: int, idle: bool = False) -> list[str]:
     script = redis.register_script((files("workers") / "lua" / "claim.lua").read_text())
     reply = await script(
-        keys=[settings.queue_name],
-        args=[want, 15_000, read_limit, "0", keys.ARQ_IN_PROGRESS_PREFIX, keys.ARQ_RETRY_PREFIX],
+        keys=[settings.queue_name, *CLAIM_KEYS],
+        args=[want, 15_000, 256, "1" if idle else "0", keys.ARQ_IN_PROGRESS_PREFIX, keys.ARQ_RETRY_PREFIX],
     )
     return [reply[position].decode() for position in range(0, len(reply), 3)]
 
 
-async def test_claims_reach_past_a_long_run_of_running_jobs_within_the_read_limit(
+async def jobs_of(store: Store, batch: str, count: int, run_at_ms: int) -> list[str]:
+    return [await one_url_job(store, batch, f"http://{batch}.test/{n}", run_at_ms + n) for n in range(count)]
+
+
+async def test_claims_skip_running_jobs_and_take_the_ready_ones_in_run_time_order(
     redis: ArqRedis, settings: Settings
 ) -> None:
-    """The queue head is mostly running jobs; the script reads it page by page up to `read_limit`."""
+    """Jobs already running (their in-progress key exists) are never claimed again; the rest go in order."""
     store = Store(redis, settings)
-    now = now_ms()
-    jobs = [await one_url_job(store, "deep", f"http://a.test/{n}", now - 10_000 + n) for n in range(60)]
+    jobs = await jobs_of(store, "deep", 60, now_ms() - 10_000)
     for job_id in jobs[:45]:
         await redis.set(keys.arq_in_progress(job_id), "1", px=60_000)
-    assert await claim(redis, settings, want=3, read_limit=40) == []  # all 40 it may read are running
-    assert await claim(redis, settings, want=3, read_limit=256) == jobs[45:48]
-    assert await claim(redis, settings, want=20, read_limit=256) == jobs[48:60]  # the rest, then the queue ends
+    assert await claim(redis, settings, want=3) == jobs[45:48]
+    assert await claim(redis, settings, want=20) == jobs[48:60]  # the rest, then the queue ends
+    assert await claim(redis, settings, want=20) == []
     assert all([await redis.exists(keys.arq_in_progress(job_id)) for job_id in jobs])
+    assert await redis.zcard(keys.batch_queue("deep")) == 0  # claimed jobs left their batch queue
+
+
+async def test_a_deferred_job_is_claimed_only_when_due(redis: ArqRedis, settings: Settings) -> None:
+    store = Store(redis, settings)
+    later = await one_url_job(store, "later", "http://a.test/x", now_ms() + 60_000)
+    assert await claim(redis, settings, want=5) == []
+    await redis.zadd(settings.queue_name, {later: now_ms() - 1})
+    await redis.zadd(keys.batch_queue("later"), {later: now_ms() - 1})
+    assert await claim(redis, settings, want=5) == [later]
+
+
+async def test_a_higher_priority_batch_is_claimed_first_even_when_submitted_later(
+    redis: ArqRedis, settings: Settings
+) -> None:
+    store = Store(redis, settings)
+    low = await jobs_of(store, "low", 10, now_ms() - 10_000)
+    await redis.zadd(keys.SCHED, {"high": 5})
+    high = await jobs_of(store, "high", 3, now_ms())
+    assert await claim(redis, settings, want=2) == high[:2]
+    assert await claim(redis, settings, want=3) == [high[2], *low[:2]]  # then the lower level fills the rest
+    assert (await store.stats("high")).priority == 5
+
+
+async def test_batches_of_equal_priority_take_turns(redis: ArqRedis, settings: Settings) -> None:
+    store = Store(redis, settings)
+    first = await jobs_of(store, "first", 20, now_ms() - 10_000)
+    second = await jobs_of(store, "second", 20, now_ms())
+    taken: list[str] = []
+    for _ in range(10):
+        taken += await claim(redis, settings, want=1)
+    assert len([job for job in taken if job in first]) == 5
+    assert len([job for job in taken if job in second]) == 5
+    taken = await claim(redis, settings, want=6)
+    assert len([job for job in taken if job in first]) == 3
+
+
+async def test_a_paused_batch_is_skipped_until_it_is_resumed(redis: ArqRedis, settings: Settings) -> None:
+    store = Store(redis, settings)
+    jobs = await jobs_of(store, "held", 3, now_ms() - 1000)
+    await redis.sadd(keys.PAUSED, "held")
+    assert await claim(redis, settings, want=3) == []
+    await redis.srem(keys.PAUSED, "held")
+    assert await claim(redis, settings, want=3) == jobs
+
+
+async def test_a_lapsed_lease_puts_the_job_back_as_a_suspect(redis: ArqRedis, settings: Settings) -> None:
+    """A worker that died holding a job: once its lease lapses the job is claimable again, by an idle worker."""
+    store = Store(redis, settings)
+    (job,) = await jobs_of(store, "crash", 1, now_ms() - 1000)
+    assert await claim(redis, settings, want=1) == [job]
+    await redis.delete(keys.arq_in_progress(job))  # the lease lapsed
+    await redis.set(keys.arq_retry(job), 1)  # arq counted the try
+    await redis.zadd(keys.CLAIMED, {job: now_ms() - 1})  # the claimed entry is due
+    assert await claim(redis, settings, want=1) == []  # back in its queue, but a suspect: not for a busy worker
+    assert await redis.zscore(keys.batch_queue("crash"), job) is not None
+    assert await claim(redis, settings, want=1, idle=True) == [job]
+
+
+async def test_a_renewed_lease_keeps_the_job_claimed(redis: ArqRedis, settings: Settings) -> None:
+    store = Store(redis, settings)
+    (job,) = await jobs_of(store, "long", 1, now_ms() - 1000)
+    assert await claim(redis, settings, want=1) == [job]
+    await redis.zadd(keys.CLAIMED, {job: now_ms() - 1})  # due, but the worker renewed the in-progress key
+    assert await claim(redis, settings, want=1, idle=True) == []
+    assert (await redis.zscore(keys.CLAIMED, job) or 0) > now_ms()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections.abc import Callable
 
 from crawlq.jobs import Deferral, Entry
 from crawlq.models import ErrorClass, UrlResult, now_ms
@@ -45,10 +46,14 @@ class Engine:
         self._limit_cache: dict[tuple[str, float | None], tuple[int, float]] = {}
         self.metrics = WorkerMetrics()
         self.metrics.watch(lambda: self.in_flight)
+        self.halted: Callable[[str], bool] = lambda batch: False  #: a paused or cancelled batch: start no fetch
 
-    async def process(self, entry: Entry, deadline: float, request: RequestSpec = NO_REQUEST) -> Outcome:
+    async def process(
+        self, entry: Entry, deadline: float, request: RequestSpec = NO_REQUEST, batch: str = ""
+    ) -> Outcome:
         """Run `entry` until it has a final result, or hand it back; `deadline` is a monotonic time
-        after which no new attempt starts; `request` is what the batch adds to each request."""
+        after which no new attempt starts; `request` is what the batch adds to each request. A URL of a
+        paused or cancelled batch (`halted`) that has not started fetching is handed back unchanged."""
         host = host_of(entry.url)
         crawl_delay: float | None = None
         if self.settings.robots_enabled:
@@ -57,19 +62,29 @@ class Engine:
                 return _final(entry, None, ErrorClass.ROBOTS_DISALLOWED, "disallowed by robots.txt", entry.attempts)
             crawl_delay = verdict.crawl_delay(self.robots.agent)
         limit, delay_s = self._limits(host, crawl_delay)
-        if self.draining.is_set() or time.monotonic() >= deadline:
+        if self.draining.is_set() or time.monotonic() >= deadline or self.halted(batch):
             return Deferral([entry], now_ms())
         if delay_s > 0:
-            return await self._process_delayed(entry, host, limit, delay_s, deadline, request)
+            return await self._process_delayed(entry, host, limit, delay_s, deadline, request, batch)
         grant = await self.gate.acquire(host, limit, delay_s, deadline)  # waits without a fetch slot
         if grant.lease is None:
             return Deferral([entry], now_ms() + int(grant.wait_s * 1000))
+        if self.halted(batch):  # paused or cancelled while it waited for the host
+            self.gate.release(host, grant.lease, GateOutcome.OTHER)
+            return Deferral([entry], now_ms())
         async with self.slots:
             attempt = await self._fetch(entry.url, host, grant.lease, request)
         return self._after(entry, attempt)
 
     async def _process_delayed(
-        self, entry: Entry, host: str, limit: int, delay_s: float, deadline: float, request: RequestSpec
+        self,
+        entry: Entry,
+        host: str,
+        limit: int,
+        delay_s: float,
+        deadline: float,
+        request: RequestSpec,
+        batch: str,
     ) -> Outcome:
         """A host with a delay: Redis times the next start from each grant, so the request must start as
         soon as it is granted. The URL waits out the host's known delay without a fetch slot, then asks
@@ -84,7 +99,7 @@ class Engine:
                     await asyncio.sleep(wait_s)
                 finally:
                     self.resting -= 1
-            if self.draining.is_set():
+            if self.draining.is_set() or self.halted(batch):
                 return Deferral([entry], now_ms())
             async with self.slots:
                 asked_until = min(deadline, time.monotonic() + ASK_S)

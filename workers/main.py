@@ -108,6 +108,7 @@ class CrawlWorker(Worker):
     async def _startup(self, ctx: dict[str, Any]) -> None:
         self.state = await WorkerState.start(self.crawl_settings, ctx["redis"], self.worker_id)
         self._claim = self.state.redis.register_script((files("workers") / "lua" / "claim.lua").read_text())
+        self._claim_keys = [self.queue_name, keys.SCHED, keys.PAUSED, keys.CLAIMED, keys.ACTIVE, keys.SCHED_TURN]
         ctx["state"] = self.state
         self._serve_metrics(self.state)
         loops = (self._heartbeat_loop, self._lease_loop, self._reconcile_loop, self._wake_loop, self._outage_loop)
@@ -197,14 +198,20 @@ class CrawlWorker(Worker):
             self._empty_polls = 0
 
     async def _wake_loop(self) -> None:
-        """Listen for submit notifications; reconnect with backoff if Redis goes away."""
+        """Listen for submit notifications and batch control messages (pause, resume, cancel); reconnect
+        with backoff if Redis goes away."""
         assert self.state is not None
+        control = self.state.control
         while True:
             pubsub = self.state.redis.pubsub()
             try:
-                await pubsub.subscribe(keys.wake(self.queue_name))
+                await pubsub.subscribe(keys.wake(self.queue_name), keys.CONTROL)
                 async for message in pubsub.listen():
-                    if message.get("type") == "message":
+                    if message.get("type") != "message":
+                        continue
+                    if message.get("channel") == keys.CONTROL.encode() and control is not None:
+                        control.poke()
+                    else:
                         self._woken.set()
             except asyncio.CancelledError:
                 raise
@@ -228,7 +235,7 @@ class CrawlWorker(Worker):
         args: list[int | str] = [want, lease_ms, state.settings.queue_read_limit, idle]
         args += [keys.ARQ_IN_PROGRESS_PREFIX, keys.ARQ_RETRY_PREFIX]
         try:
-            reply = await self._claim(keys=[self.queue_name], args=args)
+            reply = await self._claim(keys=self._claim_keys, args=args)
         except ResponseError as exc:
             if not is_out_of_memory(exc):
                 raise

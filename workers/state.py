@@ -16,6 +16,7 @@ from crawlq.settings import Settings
 from crawlq.store import Store
 from workers.batches import BatchContexts
 from workers.commits import Committer
+from workers.control import BatchControl
 from workers.engine import Engine
 from workers.fetcher import Fetcher
 from workers.gate import HostGate
@@ -52,6 +53,7 @@ class WorkerState:
     settled: asyncio.Event = field(default_factory=asyncio.Event)  #: set when nothing is pending or claimed
     job_wakes: set[asyncio.Event] = field(default_factory=set)  #: each running job loop's wake-up; a drain sets them
     batches: BatchContexts | None = None  #: each batch's options, read once
+    control: BatchControl | None = None  #: which batches are paused or cancelled
 
     def __post_init__(self) -> None:
         if self.batches is None:
@@ -68,7 +70,10 @@ class WorkerState:
         store = Store(redis, settings)
         committer = Committer(store, lambda: engine.pending == 0, engine.draining.is_set)
         committer.start()
-        state = cls(settings, redis, worker_id, store, fetcher, gate, engine, committer)
+        control = BatchControl(redis)
+        control.start()
+        engine.halted = control.halted
+        state = cls(settings, redis, worker_id, store, fetcher, gate, engine, committer, control=control)
         state.chunk_estimate = float(settings.chunk_size)
         gate.on_stall = state._notify  # URLs now waiting on a full or delayed host may leave room to claim
         return state
@@ -83,6 +88,8 @@ class WorkerState:
         return self.committer.handed_back
 
     async def close(self) -> None:
+        if self.control is not None:
+            await self.control.close()
         await self.gate.close()
         await self.committer.close()
         await self.fetcher.close()

@@ -86,7 +86,7 @@ async def _run(state: WorkerState, batch: str, job_id: str, entries: list[Entry]
             wake.set()
 
     for entry in entries:
-        task = asyncio.create_task(engine.process(entry, deadline, job.request_for(entry)))
+        task = asyncio.create_task(engine.process(entry, deadline, job.request_for(entry), batch))
         running[task] = entry
         task.add_done_callback(on_done)
     engine.pending += len(entries)

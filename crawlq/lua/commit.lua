@@ -3,7 +3,8 @@
 -- apply only if every result is new. If one is not (already recorded, or not in the batch), nothing is
 -- written and the reply says which are new, so the caller counts those and calls again: a result and
 -- its counts are recorded together, once.
--- KEYS: 1 meta, 2 urls, 3 results, 4 jobs, 5 arq queue, 6 submitters, 7 active set, 8 stats_all, 9 events channel
+-- KEYS: 1 meta, 2 urls, 3 results, 4 jobs, 5 arq queue, 6 submitters, 7 active set, 8 stats_all, 9 events channel,
+--       10 the batch's ready queue
 -- ARGV: 1 batch, 2 now_ms, 3 ttl_s, 4 job_ttl_ms, 5 done_job (job ids to close, comma separated; with
 --       require_job a single id), 6 require_job (1/0), 7 token,
 --       8 nresults, 9 ncounts, 10 latency_sum_ms,
@@ -62,9 +63,11 @@ for _ = 1, ndef do
   if #open > 0 then
     redis.call('SET', job_prefix .. job_id, payload, 'PX', job_ttl + math.max(0, tonumber(score) - now), 'NX')
     redis.call('ZADD', KEYS[5], 'NX', score, job_id)
+    redis.call('ZADD', KEYS[10], 'NX', score, job_id)
     redis.call('HSET', KEYS[4], job_id, table.concat(open, ','))
   end
 end
+if ndef > 0 then redis.call('EXPIRE', KEYS[10], ttl) end
 if done_job ~= '' then
   local jobs = {}
   for job in string.gmatch(done_job, '[^,]+') do jobs[#jobs + 1] = job end
