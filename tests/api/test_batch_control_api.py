@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import httpx
-from crawlq.target import ThreadedTargetSite
 
+from crawlq_local.target import ThreadedTargetSite
 from tests.api.conftest import READ_TOKEN
 
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import orjson
 import pytest
-from crawlq.server import EmbeddedServer
-from crawlq.target import ThreadedTargetSite
 
 from crawlq import keys
+from crawlq_local.server import EmbeddedServer
+from crawlq_local.target import ThreadedTargetSite
 from tests.fault.conftest import Workers, assert_exactly_once, fault_env, submit, sync_redis, wait_complete, write_urls
 from tests.helpers import run_cli, wait_until
 
