@@ -1,4 +1,5 @@
-"""A batch's fetch options: request headers, cookies, user agent, proxy, and the batch it re-crawls.
+"""A batch's fetch options: request headers, cookies, user agent, proxy, the batch it re-crawls, and
+whether it follows links (`crawlq.follow`).
 
 They are written once into Redis at submit (`keys.batch_options`, JSON) and read by each worker once per
 batch. Secrets (cookie values, the proxy's credentials, credential-bearing headers) travel to the workers
@@ -12,6 +13,8 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from crawlq.follow import FollowOptions
 
 __all__ = [
     "REDACTED",
@@ -81,6 +84,7 @@ class BatchOptions(BaseModel):
     user_agent: str | None = None
     proxy: str | None = None  #: an http(s) proxy URL; its own address is checked by the SSRF guard
     recrawl_of: str | None = None  #: an earlier batch whose validators make this one's requests conditional
+    follow: FollowOptions | None = None  #: add the links of the batch's pages to it (`crawlq.follow`)
 
     @field_validator("headers")
     @classmethod
@@ -158,6 +162,8 @@ class BatchOptions(BaseModel):
             shown["proxy"] = redact_url(self.proxy)
         if self.recrawl_of is not None:
             shown["recrawl_of"] = self.recrawl_of
+        if self.follow is not None:
+            shown["follow"] = self.follow.model_dump()
         return shown
 
     def __repr__(self) -> str:

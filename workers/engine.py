@@ -123,7 +123,7 @@ class Engine:
         if attempt.error is None:  # the common case, kept short
             return UrlResult(
                 entry.url, True, attempt.status, attempt.latency_ms, attempts, attempt.size, None, None,
-                attempt.final_url, now_ms(), attempt.content,
+                attempt.final_url, now_ms(), attempt.content, False, attempt.links or None,
             )  # fmt: skip
         decision = decide(
             status=attempt.status,
@@ -134,7 +134,7 @@ class Engine:
             rng=self.rng,
         )
         if decision.retry:
-            retry = Entry(entry.url_id, entry.url, attempts)
+            retry = Entry(entry.url_id, entry.url, attempts, entry.depth)
             return Deferral([retry], now_ms() + int(decision.delay_s * 1000))
         return UrlResult(
             url=entry.url,
