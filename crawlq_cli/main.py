@@ -28,6 +28,7 @@ from crawlq import __version__
 from crawlq.connection import describe
 from crawlq.errors import ConfigError, CrawlqError, RedisUnavailable
 from crawlq.export import RESULT_FIELDS, csv_row
+from crawlq.follow import FollowOptions
 from crawlq.models import BatchStats, UrlResult
 from crawlq.options import BatchOptions, parse_cookie, parse_header
 from crawlq.outage import REDIS_DOWN, Outage
@@ -164,6 +165,13 @@ def batch_options(function: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--proxy", metavar="URL", help="Fetch through this http(s) proxy (its address is SSRF-checked)."),
         click.option("--recrawl-of", metavar="BATCH",
                      help="Conditional re-crawl: send the validators BATCH recorded (If-None-Match...)."),
+        click.option("--follow", is_flag=True, help="Follow the links of HTML pages into the batch."),
+        click.option("--max-depth", type=click.IntRange(0, 1000), metavar="N",
+                     help="With --follow: add links at most N hops from a submitted URL (default 2)."),
+        click.option("--scope", metavar="same-host|same-domain|REGEX",
+                     help="With --follow: which links join (default same-host; a REGEX is searched in the URL)."),
+        click.option("--max-pages", type=click.IntRange(1), metavar="N",
+                     help="With --follow: stop adding links once the batch has N URLs."),
     ]  # fmt: skip
     for flag in reversed(flags):
         function = flag(function)
@@ -182,12 +190,24 @@ def options_from(kwargs: dict[str, Any]) -> BatchOptions:
             user_agent=kwargs.pop("user_agent"),
             proxy=kwargs.pop("proxy"),
             recrawl_of=kwargs.pop("recrawl_of"),
+            follow=_follow_from(kwargs),
         )
     except ValidationError as exc:
         reason = exc.errors()[0]["msg"].removeprefix("Value error, ")
         raise click.UsageError(reason) from None
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
+
+
+def _follow_from(kwargs: dict[str, Any]) -> FollowOptions | None:
+    follow = kwargs.pop("follow")
+    given = {name: kwargs.pop(name) for name in ("max_depth", "scope", "max_pages")}
+    given = {name: value for name, value in given.items() if value is not None}
+    if not follow:
+        if given:
+            raise click.UsageError("--max-depth, --scope and --max-pages go with --follow")
+        return None
+    return FollowOptions(**given)
 
 
 @cli.command()
@@ -212,6 +232,7 @@ def submit(ctx: click.Context, /, source: str, batch: str | None, as_json: bool,
       cat urls.txt | crawlq submit - --batch nightly --json
       crawlq submit urls.txt --header 'Authorization: Bearer abc' --cookie session=xyz
       crawlq submit urls.txt --batch tuesday --recrawl-of monday
+      crawlq submit seeds.txt --follow --max-depth 3 --scope same-domain --max-pages 10000
     """
     from producer.client import Client
     from producer.submit import count_invalid, new_batch_id
