@@ -19,6 +19,9 @@ domain). The main site's tree, with each page's depth from `/`:
     B/ext/2        2
     far/far        1
 
+A generated tree for fault tests: /g is the root, /g/<i>/<j>... has `GRID_FANOUT` children each to
+`GRID_DEPTH` levels, links back to /g and to its next sibling, and answers after `GRID_DELAY_S`.
+
 Sitemaps: /sitemap_index.xml lists /sitemap-1.xml and /sitemap-2.xml.gz (gzip), which list /a, /b,
 /a/1 and /base/c, /a/1/x; robots.txt names the index in a `Sitemap:` line. Every request is recorded.
 """
@@ -35,13 +38,34 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-__all__ = ["LinkSites", "serve_sites"]
+__all__ = ["GRID_DEPTH", "LinkSites", "grid_paths", "serve_sites"]
 
 HTML = {"Content-Type": "text/html; charset=utf-8"}
 TREE_DEPTHS = {
     "/": 0, "/a": 1, "/b": 1, "/a/1": 2, "/a/2": 2, "/base/c": 2, "/a/1/x": 3, "/base/c/deep": 3,
     "/a/1/x/y": 4, "/a/1/x/y/z": 5,
 }  # fmt: skip
+
+
+GRID_FANOUT, GRID_DEPTH, GRID_DELAY_S = 4, 3, 0.15
+
+
+def grid_paths() -> list[str]:
+    """Every page of the generated tree."""
+    paths, level = ["/g"], ["/g"]
+    for _ in range(GRID_DEPTH):
+        level = [f"{parent}/{i}" for parent in level for i in range(GRID_FANOUT)]
+        paths += level
+    return paths
+
+
+def _grid_page(path: str) -> bytes | None:
+    parts = path.split("/")[2:]
+    if not all(part.isdigit() and int(part) < GRID_FANOUT for part in parts) or len(parts) > GRID_DEPTH:
+        return None
+    children = [f"{path}/{i}" for i in range(GRID_FANOUT)] if len(parts) < GRID_DEPTH else []
+    sibling = f"{path.rpartition('/')[0]}/{(int(parts[-1]) + 1) % GRID_FANOUT}" if parts else "/g"
+    return _page(path, [*children, "/g", sibling])
 
 
 def _page(title: str, links: list[str], head: str = "") -> bytes:
@@ -74,6 +98,10 @@ class Server:
             if path == "/robots.txt":
                 return web.Response(status=404)
             self.requests.append(path)
+            if path == "/g" or path.startswith("/g/"):
+                await asyncio.sleep(GRID_DELAY_S)
+                grid = _grid_page(path)
+                return web.Response(body=grid, headers=HTML) if grid else web.Response(status=404)
             if path not in self.pages:
                 return web.Response(status=404)
             return web.Response(body=self.pages[path], headers=HTML)
