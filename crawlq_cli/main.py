@@ -211,13 +211,37 @@ def _follow_from(kwargs: dict[str, Any]) -> FollowOptions | None:
 
 
 @cli.command()
-@click.argument("source", metavar="FILE|-")
+@click.argument("source", metavar="FILE|-", required=False)
+@click.option(
+    "--sitemap",
+    "sitemaps",
+    multiple=True,
+    metavar="URL",
+    help="Submit the URLs of this sitemap or sitemap index, gzip too (repeatable; instead of FILE).",
+)
+@click.option(
+    "--sitemap-from-robots",
+    "robots_origins",
+    multiple=True,
+    metavar="ORIGIN",
+    help="Submit the URLs of the sitemaps that ORIGIN's robots.txt names (repeatable).",
+)
 @click.option("--batch", help="Batch id (default: a new one). Re-submitting to a batch queues only new URLs.")
 @click.option("--json", "as_json", is_flag=True, help='Print {"batch", "queued", "duplicates", "invalid"}.')
 @click.option("--strict", is_flag=True, help="Refuse the whole batch if any line is invalid (exit 3).")
 @batch_options
 @click.pass_context
-def submit(ctx: click.Context, /, source: str, batch: str | None, as_json: bool, strict: bool, **flags: Any) -> None:
+def submit(
+    ctx: click.Context,
+    /,
+    source: str | None,
+    sitemaps: tuple[str, ...],
+    robots_origins: tuple[str, ...],
+    batch: str | None,
+    as_json: bool,
+    strict: bool,
+    **flags: Any,
+) -> None:
     """Validate, de-duplicate and enqueue the URLs of FILE (or stdin with -), one per line.
 
     \b
@@ -233,11 +257,15 @@ def submit(ctx: click.Context, /, source: str, batch: str | None, as_json: bool,
       crawlq submit urls.txt --header 'Authorization: Bearer abc' --cookie session=xyz
       crawlq submit urls.txt --batch tuesday --recrawl-of monday
       crawlq submit seeds.txt --follow --max-depth 3 --scope same-domain --max-pages 10000
+      crawlq submit --sitemap https://example.com/sitemap_index.xml
+      crawlq submit --sitemap-from-robots https://example.com --follow
     """
     from producer.client import Client
     from producer.submit import count_invalid, new_batch_id
 
     options = options_from(flags)
+    if (source is None) == (not sitemaps and not robots_origins):
+        raise click.UsageError("give a FILE (or - for stdin), or --sitemap/--sitemap-from-robots, not both")
 
     async def body() -> dict[str, object]:
         async with await Client.connect(_settings(ctx)) as client:
@@ -251,11 +279,19 @@ def submit(ctx: click.Context, /, source: str, batch: str | None, as_json: bool,
             )
             return report.as_dict()
 
+    if source is None:
+        result = _run(_submit_sitemaps(_settings(ctx), sitemaps, robots_origins, batch, options))
+        _print_submit(result, as_json)
+        return
     with _read_lines(source) as lines:
         if strict and (invalid := count_invalid(lines.read(), _report_invalid)):
             click.echo(f"crawlq: --strict: {invalid} invalid lines; nothing was queued", err=True)
             sys.exit(EXIT_STRICT)
         result = _run(body())
+    _print_submit(result, as_json)
+
+
+def _print_submit(result: dict[str, object], as_json: bool) -> None:
     if as_json:
         click.echo(orjson.dumps(result).decode())
     else:
@@ -263,6 +299,23 @@ def submit(ctx: click.Context, /, source: str, batch: str | None, as_json: bool,
             f"batch {result['batch']}: queued {result['queued']}, duplicates {result['duplicates']}, "
             f"invalid {result['invalid']}"
         )
+
+
+async def _submit_sitemaps(
+    settings: Settings, sitemaps: tuple[str, ...], origins: tuple[str, ...], batch: str | None, options: BatchOptions
+) -> dict[str, object]:
+    """Read the sitemaps (a sitemap that cannot be read: one sentence, exit 2) and submit their URLs."""
+    from producer.client import Client
+    from producer.sitemaps import SitemapError, sitemap_urls
+    from producer.submit import new_batch_id
+
+    try:
+        urls = await sitemap_urls(settings, sitemaps, origins)
+    except SitemapError as exc:
+        raise click.UsageError(str(exc)) from None
+    async with await Client.connect(settings) as client:
+        report = await client.submit(urls, batch or new_batch_id(), on_invalid=_report_invalid, options=options)
+        return report.as_dict()
 
 
 # ---------------------------------------------------------------- wait / stats / results / status

@@ -24,12 +24,12 @@ from aiohttp import http_exceptions
 from aiohttp.abc import AbstractResolver
 from yarl import URL
 
+from crawlq.addresses import AddressPolicy, BlockedAddress, GuardedResolver, literal_address
 from crawlq.bodies import BodyStore, StorageFailed
 from crawlq.errors import InvalidURL
 from crawlq.models import Content, ErrorClass
 from crawlq.settings import Settings
 from crawlq.urls import canonical, host_of
-from workers.addresses import AddressPolicy, BlockedAddress, GuardedResolver, literal_address
 from workers.content import Extractor
 from workers.retry import parse_retry_after
 
