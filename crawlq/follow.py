@@ -17,16 +17,15 @@ from __future__ import annotations
 
 import functools
 import re
+from typing import Any
 from urllib.parse import urlsplit
 
-import tldextract
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 __all__ = ["NAMED_SCOPES", "FollowOptions", "Scope", "registrable_domain"]
 
 NAMED_SCOPES = ("same-host", "same-domain")
 MAX_SCOPE_CHARS = 500  #: a longer --scope regex is refused
-_EXTRACT = tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None)  #: the bundled snapshot only, offline
 
 
 class FollowOptions(BaseModel):
@@ -54,10 +53,18 @@ class FollowOptions(BaseModel):
         return value
 
 
+@functools.cache
+def _extractor() -> Any:
+    """tldextract on its bundled snapshot only (offline), imported on first use (it costs ~130 ms)."""
+    import tldextract
+
+    return tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None)
+
+
 @functools.lru_cache(maxsize=4096)
 def registrable_domain(host: str) -> str:
     """`a.b.example.co.uk` -> `example.co.uk`; an IP address or a host without a public suffix is itself."""
-    found = _EXTRACT(host)
+    found = _extractor()(host)
     if not found.suffix or not found.domain:
         return host
     return f"{found.domain}.{found.suffix}"
