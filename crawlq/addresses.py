@@ -1,6 +1,7 @@
-"""The address policy: which IP addresses a fetch may connect to (pure rules; no I/O).
+"""The address policy (SSRF guard): which IP addresses a fetch may connect to, and the aiohttp resolver that
+enforces it on every resolution (`GuardedResolver`).
 
-Workers enforce it on every resolution and redirect hop (workers/addresses.py); the API screens submits
+Workers enforce it on every resolution and redirect hop, the producer when it reads sitemaps; the API screens submits
 with it (crawlq_api/guard.py) and stamps its own rules on every batch it submits (`AddressRules`, carried
 in `crawlq.options.BatchOptions.address_policy`), which the workers then apply instead of their own.
 
@@ -12,9 +13,12 @@ blocked under `allow_private`; only a network in `allowed_networks` that contain
 from __future__ import annotations
 
 import ipaddress
+import socket
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
+from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.resolver import DefaultResolver
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 __all__ = [
@@ -22,6 +26,8 @@ __all__ = [
     "METADATA_NETWORKS",
     "AddressPolicy",
     "AddressRules",
+    "BlockedAddress",
+    "GuardedResolver",
     "IPAddress",
     "embedded_ipv4",
     "literal_address",
@@ -200,3 +206,37 @@ class AddressPolicy:
             if reason is not None:
                 return f"{address} carries the {form} address {ipv4}: {reason}"
         return None
+
+
+class BlockedAddress(OSError):
+    """Raised by the resolver when every address of a host is blocked; the fetcher records `blocked_address`."""
+
+
+class GuardedResolver(AbstractResolver):
+    """aiohttp resolver that drops blocked addresses, so the address actually connected to is checked."""
+
+    def __init__(self, policy: AddressPolicy, inner: AbstractResolver | None = None) -> None:
+        self.policy = policy
+        self.inner = inner or DefaultResolver()
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        resolved = await self.inner.resolve(host, port, family)
+        allowed: list[ResolveResult] = []
+        reasons: list[str] = []
+        for entry in resolved:
+            reason = self.policy.blocked_reason(ipaddress.ip_address(entry["host"]))
+            if reason is None:
+                allowed.append(entry)
+            else:
+                reasons.append(reason)
+        if not allowed:
+            raise BlockedAddress(f"{host} resolves only to blocked addresses: {reasons[0]}")
+        return allowed
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)

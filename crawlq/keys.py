@@ -4,7 +4,8 @@ scripts get as arguments). Two exceptions: the queue's name is the setting `queu
 
 Per batch (all expire `result_ttl_s` after the last write of a submit or the completion):
   crawlq:b:{batch}:meta      hash  counters: total, done, succeeded, failed, latency_n, latency_sum_ms, bytes,
-                                   attempts, completions, s:<status>, e:<error class>, h:<histogram bucket>,
+                                   attempts, completions, discovered, d:<depth> (URLs found at that depth),
+                                   s:<status>, e:<error class>, h:<histogram bucket>,
                                    created_at, finished_at (epoch ms), lost (why keys went missing, set by `wait`)
   crawlq:b:{batch}:urls      hash  url id -> canonical URL (the manifest)
   crawlq:b:{batch}:results   hash  url id -> msgpack result record (first write wins)
@@ -13,6 +14,8 @@ Per batch (all expire `result_ttl_s` after the last write of a submit or the com
   crawlq:b:{batch}:options   string the batch's fetch options (JSON, `crawlq.options.BatchOptions`), set once
   crawlq:b:{batch}:queue     zset  arq job id -> run time ms: the batch's jobs not yet claimed (claim.lua picks here)
   (meta also holds priority, paused_at and cancelled_at: the batch's scheduling state)
+  crawlq:b:{batch}:found     hash  url id -> "depth,parent url id" of each URL added by link following
+  crawlq:b:{batch}:parents   set   url ids of the pages whose links were added (a page refetched adds none)
   crawlq:body:{sha256}       string a gzip body (CRAWLQ_STORE_BODIES=redis), with its own TTL
 Global:
   crawlq:batches             zset  batch -> created_at ms (recent batches, for `status`)
@@ -59,6 +62,8 @@ __all__ = [
     "arq_result",
     "arq_retry",
     "batch_events",
+    "batch_found",
+    "batch_parents",
     "batch_options",
     "body",
     "batch_jobs",
@@ -116,6 +121,14 @@ def batch_queue(batch: str) -> str:
 
 def batch_options(batch: str) -> str:
     return f"crawlq:b:{batch}:options"
+
+
+def batch_found(batch: str) -> str:
+    return f"crawlq:b:{batch}:found"
+
+
+def batch_parents(batch: str) -> str:
+    return f"crawlq:b:{batch}:parents"
 
 
 def body(sha256: str) -> str:

@@ -155,6 +155,8 @@ class UrlResult:
     content: Content | None = None  #: successful results, unless content extraction is off
     #: a re-crawl found the page as it was: a 304, or a 200 with the earlier batch's content_sha256
     unchanged: bool = False
+    #: the page's links, on their way from the fetch to the batch (a batch that follows links); never stored
+    links: list[str] | None = None
 
     def to_record(self) -> dict[str, Any]:
         """The compact form stored in Redis (the URL lives in the batch manifest)."""
@@ -231,6 +233,9 @@ class BatchStats(BaseModel):
     attempts: int
     bytes: int
     unchanged: int = 0  #: re-crawled pages found as they were (304, or the same content_sha256)
+    discovered: int = 0  #: URLs added by link following (the rest of `total` was submitted)
+    #: URLs by depth: "0" the submitted ones, "1" those found on them, ... (link following)
+    depth_counts: dict[str, int] = {}
     started_at: str | None
     finished_at: str | None
     elapsed_s: float | None
@@ -277,6 +282,8 @@ class BatchStats(BaseModel):
             attempts=int(number("attempts")),
             bytes=int(number("bytes")),
             unchanged=int(number("unchanged")),
+            discovered=int(number("discovered")),
+            depth_counts=_depths(raw, total - int(number("discovered"))),
             started_at=iso_ms(created),
             finished_at=iso_ms(finished),
             elapsed_s=round(elapsed, 3) if elapsed is not None else None,
@@ -289,6 +296,14 @@ class BatchStats(BaseModel):
 
 def _round(value: float | None) -> float | None:
     return round(value, 3) if value is not None else None
+
+
+def _depths(raw: dict[str, str], seeds: int) -> dict[str, int]:
+    """`d:<depth>` counters (found URLs) and the seeds at depth 0; empty for a batch that found nothing."""
+    found = {int(k[2:]): int(v) for k, v in raw.items() if k.startswith("d:") and k[2:].isdigit()}
+    if not found:
+        return {}
+    return {str(depth): count for depth, count in sorted({0: seeds, **found}.items())}
 
 
 def _counts(raw: dict[str, str], prefix: str) -> dict[str, int]:

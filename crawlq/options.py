@@ -1,5 +1,6 @@
-"""A batch's fetch options: request headers, cookies, user agent, proxy, the batch it re-crawls, and the
-address rules that replace the workers' own for its fetches (set by the API, never by the CLI).
+"""A batch's fetch options: request headers, cookies, user agent, proxy, the batch it re-crawls, whether it
+follows links (`crawlq.follow`), and the address rules that replace the workers' own for its fetches (set by
+the API, never by the CLI).
 
 They are written once into Redis at submit (`keys.batch_options`, JSON) and read by each worker once per
 batch. Secrets (cookie values, the proxy's credentials, credential-bearing headers) travel to the workers
@@ -15,6 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from crawlq.addresses import AddressRules
+from crawlq.follow import FollowOptions
 
 __all__ = [
     "REDACTED",
@@ -86,6 +88,7 @@ class BatchOptions(BaseModel):
     recrawl_of: str | None = None  #: an earlier batch whose validators make this one's requests conditional
     #: the SSRF rules for every connection of the batch, instead of the workers' own; the API always sets its own
     address_policy: AddressRules | None = None
+    follow: FollowOptions | None = None  #: add the links of the batch's pages to it (`crawlq.follow`)
 
     @field_validator("headers")
     @classmethod
@@ -165,6 +168,8 @@ class BatchOptions(BaseModel):
             shown["recrawl_of"] = self.recrawl_of
         if self.address_policy is not None:
             shown["address_policy"] = self.address_policy.model_dump()
+        if self.follow is not None:
+            shown["follow"] = self.follow.model_dump()
         return shown
 
     def __repr__(self) -> str:

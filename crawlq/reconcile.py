@@ -41,7 +41,9 @@ async def reconcile_batch(store: Store, batch: str) -> int:
         if open_ids:
             reason = failure_reason(await redis.get(keys.arq_result(name)))
             urls = await result_of(redis.hmget(keys.batch_urls(batch), open_ids))
-            entries = [Entry(uid, (url or b"").decode()) for uid, url in zip(open_ids, urls, strict=True)]
+            depths = await store.depths(batch, open_ids)
+            rows = zip(open_ids, urls, depths, strict=True)
+            entries = [Entry(uid, (url or b"").decode(), 0, depth) for uid, url, depth in rows]
             if reason is None:
                 logger.warning("job %s vanished with %d open URLs; queueing them again", name, len(entries))
                 await store.commit(batch, deferrals=[Deferral(entries, now_ms())], done_job=name, require_job=True)

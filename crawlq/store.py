@@ -19,7 +19,7 @@ from crawlq import histogram, keys
 from crawlq.codec import pack, unpack
 from crawlq.connection import result_of
 from crawlq.errors import BatchLost, CrawlqError, UnknownBatch
-from crawlq.jobs import Deferral, Entry, job_payload, new_job_id
+from crawlq.jobs import Deferral, Discovery, Entry, job_payload, new_job_id
 from crawlq.models import BatchStats, UrlResult, now_ms
 from crawlq.options import BatchOptions
 from crawlq.settings import Settings
@@ -134,6 +134,7 @@ class Store:
         self.settings = settings
         self._enqueue: AsyncScript = redis.register_script(_script("enqueue.lua"))
         self._commit: AsyncScript = redis.register_script(_script("commit.lua"))
+        self._discover: AsyncScript = redis.register_script(_script("discover.lua"))
 
     # ---- writes
     async def enqueue(
@@ -230,6 +231,40 @@ class Store:
             if added == CommitReply.JOB_CLOSED:
                 return CommitOutcome(0, False, job_still_open=False)
             return CommitOutcome(added, bool(completed))
+
+    async def discover(self, batch: str, found: Sequence[Discovery]) -> int:
+        """Add the links found on pages to `batch` and enqueue them (`lua/discover.lua`); returns how many
+        URLs joined. Call it before the pages' results are committed: a page's links are taken once (a
+        page fetched twice adds nothing the second time), a URL already in the batch is not added again,
+        and the batch's total stops at its follow options' `max_pages`."""
+        now = now_ms()
+        size = self.settings.chunk_size
+        args: list[Any] = [now, self.settings.result_ttl_s, self.settings.job_expires_s * 1000, len(found)]
+        for page in found:
+            chunks = [page.entries[start : start + size] for start in range(0, len(page.entries), size)]
+            args += [page.parent_id, page.depth, len(chunks)]
+            for chunk in chunks:
+                args += [new_job_id(batch), job_payload(batch, chunk, now), now]
+        script_keys = [
+            keys.batch_meta(batch),
+            keys.batch_urls(batch),
+            keys.batch_jobs(batch),
+            self.settings.queue_name,
+            keys.batch_found(batch),
+            keys.batch_parents(batch),
+            keys.batch_options(batch),
+            keys.wake(self.settings.queue_name),
+            keys.batch_queue(batch),
+            keys.SCHED,
+        ]
+        args += [batch, keys.ARQ_JOB_PREFIX]
+        added, _ = await self._discover(keys=script_keys, args=args)
+        return int(added)
+
+    async def depths(self, batch: str, url_ids: Sequence[str]) -> list[int]:
+        """How many links away from a submitted URL each of `url_ids` was found (0: submitted)."""
+        raw = await result_of(self.redis.hmget(keys.batch_found(batch), list(url_ids))) if url_ids else []
+        return [int(value.split(b",")[0]) if value else 0 for value in raw]
 
     async def save_options(self, batch: str, options: BatchOptions) -> None:
         """Write the batch's options once, before its first URL is enqueued. A later submit to the same

@@ -44,9 +44,9 @@ class SubmitRequest(BaseModel):
     strict: bool = Field(default=False, description="refuse the whole batch (422) if any line is invalid")
     options: BatchOptions | None = Field(
         default=None,
-        description="the batch's fetch options: headers, cookies, user_agent, proxy, recrawl_of "
-        "(secrets are never echoed, not even in a 422); `address_policy` is always replaced by the API's own "
-        "(CRAWLQ_API_ALLOWED_NETWORKS)",
+        description="the batch's fetch options: headers, cookies, user_agent, proxy, recrawl_of, follow "
+        '({"max_depth", "scope", "max_pages"}: link following) (secrets are never echoed, not even in a 422); '
+        "`address_policy` is always replaced by the API's own (CRAWLQ_API_ALLOWED_NETWORKS)",
     )
 
     @model_validator(mode="after")

@@ -28,6 +28,7 @@ from crawlq import __version__
 from crawlq.connection import describe
 from crawlq.errors import ConfigError, CrawlqError, RedisUnavailable
 from crawlq.export import RESULT_FIELDS, csv_row
+from crawlq.follow import FollowOptions
 from crawlq.models import BatchStats, UrlResult
 from crawlq.options import BatchOptions, parse_cookie, parse_header
 from crawlq.outage import REDIS_DOWN, Outage
@@ -165,6 +166,13 @@ def batch_options(function: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--proxy", metavar="URL", help="Fetch through this http(s) proxy (its address is SSRF-checked)."),
         click.option("--recrawl-of", metavar="BATCH",
                      help="Conditional re-crawl: send the validators BATCH recorded (If-None-Match...)."),
+        click.option("--follow", is_flag=True, help="Follow the links of HTML pages into the batch."),
+        click.option("--max-depth", type=click.IntRange(0, 1000), metavar="N",
+                     help="With --follow: add links at most N hops from a submitted URL (default 2)."),
+        click.option("--scope", metavar="same-host|same-domain|REGEX",
+                     help="With --follow: which links join (default same-host; a REGEX is searched in the URL)."),
+        click.option("--max-pages", type=click.IntRange(1), metavar="N",
+                     help="With --follow: stop adding links once the batch has N URLs."),
     ]  # fmt: skip
     for flag in reversed(flags):
         function = flag(function)
@@ -183,6 +191,7 @@ def options_from(kwargs: dict[str, Any]) -> BatchOptions:
             user_agent=kwargs.pop("user_agent"),
             proxy=kwargs.pop("proxy"),
             recrawl_of=kwargs.pop("recrawl_of"),
+            follow=_follow_from(kwargs),
         )
     except ValidationError as exc:
         reason = exc.errors()[0]["msg"].removeprefix("Value error, ")
@@ -191,8 +200,33 @@ def options_from(kwargs: dict[str, Any]) -> BatchOptions:
         raise click.UsageError(str(exc)) from None
 
 
+def _follow_from(kwargs: dict[str, Any]) -> FollowOptions | None:
+    follow = kwargs.pop("follow")
+    given = {name: kwargs.pop(name) for name in ("max_depth", "scope", "max_pages")}
+    given = {name: value for name, value in given.items() if value is not None}
+    if not follow:
+        if given:
+            raise click.UsageError("--max-depth, --scope and --max-pages go with --follow")
+        return None
+    return FollowOptions(**given)
+
+
 @cli.command()
-@click.argument("source", metavar="FILE|-")
+@click.argument("source", metavar="FILE|-", required=False)
+@click.option(
+    "--sitemap",
+    "sitemaps",
+    multiple=True,
+    metavar="URL",
+    help="Submit the URLs of this sitemap or sitemap index, gzip too (repeatable; instead of FILE).",
+)
+@click.option(
+    "--sitemap-from-robots",
+    "robots_origins",
+    multiple=True,
+    metavar="ORIGIN",
+    help="Submit the URLs of the sitemaps that ORIGIN's robots.txt names (repeatable).",
+)
 @click.option("--batch", help="Batch id (default: a new one). Re-submitting to a batch queues only new URLs.")
 @click.option("--json", "as_json", is_flag=True, help='Print {"batch", "queued", "duplicates", "invalid"}.')
 @click.option("--strict", is_flag=True, help="Refuse the whole batch if any line is invalid (exit 3).")
@@ -200,7 +234,16 @@ def options_from(kwargs: dict[str, Any]) -> BatchOptions:
 @batch_options
 @click.pass_context
 def submit(
-    ctx: click.Context, /, source: str, batch: str | None, as_json: bool, strict: bool, priority: int, **flags: Any
+    ctx: click.Context,
+    /,
+    source: str | None,
+    sitemaps: tuple[str, ...],
+    robots_origins: tuple[str, ...],
+    batch: str | None,
+    as_json: bool,
+    strict: bool,
+    priority: int,
+    **flags: Any,
 ) -> None:
     """Validate, de-duplicate and enqueue the URLs of FILE (or stdin with -), one per line.
 
@@ -217,11 +260,16 @@ def submit(
       crawlq submit urls.txt --header 'Authorization: Bearer abc' --cookie session=xyz
       crawlq submit urls.txt --batch tuesday --recrawl-of monday
       crawlq submit urgent.txt --priority 10   # ahead of batches of priority 0
+      crawlq submit seeds.txt --follow --max-depth 3 --scope same-domain --max-pages 10000
+      crawlq submit --sitemap https://example.com/sitemap_index.xml
+      crawlq submit --sitemap-from-robots https://example.com --follow
     """
     from producer.client import Client
     from producer.submit import count_invalid, new_batch_id
 
     options = options_from(flags)
+    if (source is None) == (not sitemaps and not robots_origins):
+        raise click.UsageError("give a FILE (or - for stdin), or --sitemap/--sitemap-from-robots, not both")
 
     async def body() -> dict[str, object]:
         async with await Client.connect(_settings(ctx)) as client:
@@ -236,11 +284,19 @@ def submit(
             )
             return report.as_dict()
 
+    if source is None:
+        result = _run(_submit_sitemaps(_settings(ctx), sitemaps, robots_origins, batch, options))
+        _print_submit(result, as_json)
+        return
     with _read_lines(source) as lines:
         if strict and (invalid := count_invalid(lines.read(), _report_invalid)):
             click.echo(f"crawlq: --strict: {invalid} invalid lines; nothing was queued", err=True)
             sys.exit(EXIT_STRICT)
         result = _run(body())
+    _print_submit(result, as_json)
+
+
+def _print_submit(result: dict[str, object], as_json: bool) -> None:
     if as_json:
         click.echo(orjson.dumps(result).decode())
     else:
@@ -248,6 +304,23 @@ def submit(
             f"batch {result['batch']}: queued {result['queued']}, duplicates {result['duplicates']}, "
             f"invalid {result['invalid']}"
         )
+
+
+async def _submit_sitemaps(
+    settings: Settings, sitemaps: tuple[str, ...], origins: tuple[str, ...], batch: str | None, options: BatchOptions
+) -> dict[str, object]:
+    """Read the sitemaps (a sitemap that cannot be read: one sentence, exit 2) and submit their URLs."""
+    from producer.client import Client
+    from producer.sitemaps import SitemapError, sitemap_urls
+    from producer.submit import new_batch_id
+
+    try:
+        urls = await sitemap_urls(settings, sitemaps, origins)
+    except SitemapError as exc:
+        raise click.UsageError(str(exc)) from None
+    async with await Client.connect(settings) as client:
+        report = await client.submit(urls, batch or new_batch_id(), on_invalid=_report_invalid, options=options)
+        return report.as_dict()
 
 
 # ---------------------------------------------------------------- wait / stats / results / status

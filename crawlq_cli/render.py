@@ -39,6 +39,9 @@ def report_lines(stats: BatchStats) -> list[str]:
     ]
     if stats.unchanged:
         lines.append(f"  unchanged    {stats.unchanged} (re-crawl: 304 or the same content_sha256)")
+    if stats.discovered:
+        depths = ", ".join(f"{depth}: {count}" for depth, count in stats.depth_counts.items())
+        lines.append(f"  discovered   {stats.discovered} by following links (URLs by depth: {depths})")
     return lines
 
 

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from aiohttp.abc import AbstractResolver, ResolveResult
 
+from crawlq.addresses import AddressPolicy, BlockedAddress, GuardedResolver, embedded_ipv4, literal_address
 from crawlq.settings import Settings
-from workers.addresses import AddressPolicy, BlockedAddress, GuardedResolver, embedded_ipv4, literal_address
 
 pytestmark = pytest.mark.timeout(10)
 

@@ -21,11 +21,11 @@ import pytest
 from aiohttp.abc import AbstractResolver, ResolveResult
 
 import workers.fetcher as fetcher_module
+from crawlq.addresses import AddressPolicy, GuardedResolver
 from crawlq.models import ErrorClass
 from crawlq.settings import Settings
 from crawlq.urls import canonical
 from crawlq_local.target import TargetSite
-from workers.addresses import AddressPolicy, GuardedResolver
 from workers.fetcher import Attempt, Fetcher, decode_text
 
 pytestmark = pytest.mark.timeout(20)

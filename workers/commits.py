@@ -6,6 +6,8 @@ closed (`close`), which returns once their last outcomes and the removal of thei
 job table are in Redis (one `commit.lua` call per batch per flush). A flush runs `FLUSH_S` after the
 previous one, at once when `FLUSH_N` outcomes wait, and at once when a job closes while the worker has
 no other URL running (the end of a batch is not held back). Nothing due: the loop sleeps on an event.
+Links found on pages (a batch that follows links) are added to their batch (`Store.discover`) in the
+same flush, just before the pages' results.
 
 A failed flush keeps its outcomes for the next one (a commit is idempotent: first write wins); the jobs
 that asked to be closed in it get the error, so arq runs them again (their recorded URLs are skipped).
@@ -23,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from crawlq.connection import describe
-from crawlq.jobs import Deferral
+from crawlq.jobs import Deferral, Discovery
 from crawlq.memory import is_out_of_memory, out_of_memory_message
 from crawlq.models import UrlResult
 from crawlq.store import Store
@@ -46,6 +48,7 @@ class _Pending:
     results: list[tuple[str, UrlResult]] = field(default_factory=list)
     deferrals: list[Deferral] = field(default_factory=list)
     closing: list[tuple[str, asyncio.Future[None]]] = field(default_factory=list)
+    found: list[Discovery] = field(default_factory=list)  #: links added before `results` are committed
 
     def size(self) -> int:
         return len(self.results) + len(self.deferrals)
@@ -54,6 +57,7 @@ class _Pending:
         self.results += later.results
         self.deferrals += later.deferrals
         self.closing += later.closing
+        self.found += later.found
 
 
 class Committer:
@@ -62,6 +66,7 @@ class Committer:
         self.idle = idle  #: whether no URL runs on this worker (a closing job is then committed at once)
         self.draining = draining  #: whether the worker drains (its deferrals are URLs handed back)
         self.urls_done = 0
+        self.urls_found = 0  #: URLs this worker added to their batches by following links
         self.handed_back = 0  #: URLs put back in the queue while draining (SIGTERM)
         self.out_of_memory_since: float | None = None  #: monotonic time a full Redis first refused a flush
         self._pause_s = OUT_OF_MEMORY_BACKOFF_S
@@ -85,10 +90,19 @@ class Committer:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
 
-    def add(self, batch: str, result: tuple[str, UrlResult] | None, deferral: Deferral | None) -> None:
+    def add(
+        self,
+        batch: str,
+        result: tuple[str, UrlResult] | None,
+        deferral: Deferral | None,
+        found: Discovery | None = None,
+    ) -> None:
+        """Hand in one URL's outcome; `found` (with its result) are the links its page adds to the batch."""
         pending = self._pending.setdefault(batch, _Pending())
         if result is not None:
             pending.results.append(result)
+        if found is not None:
+            pending.found.append(found)
         if deferral is not None:
             pending.deferrals.append(deferral)
         self._waiting += 1
@@ -163,6 +177,9 @@ class Committer:
 
     async def _commit(self, batch: str, pending: _Pending) -> None:
         done_jobs = ",".join(job_id for job_id, _ in pending.closing)
+        if pending.found:  # first: the batch's total grows before these pages' results count as done
+            self.urls_found += await self.store.discover(batch, pending.found)
+            pending.found = []
         outcome = await self.store.commit(batch, pending.results, _merge(pending.deferrals), done_job=done_jobs)
         if not outcome.known_batch:
             logger.warning(

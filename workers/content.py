@@ -5,6 +5,10 @@ then the Content-Type charset, then a `<meta charset>` in the first 4 KiB, then 
 `OFF_LOOP_BYTES` is described in a thread of the `Extractor`'s own small pool: Lexbor parses with the GIL
 released and hashlib hashes large bodies without it, so a 2 MB page does not stall the other fetches of
 the event loop. Smaller bodies are described inline: a thread hand-off would cost more than their parse.
+
+For a batch that follows links, the same parse also yields the page's links (`page_links`): `<a href>`
+and `<link rel=next href>`, resolved against `<base href>` (else the page's URL), http and https only,
+without `rel=nofollow` ones, and none at all when `<meta name=robots>` says `nofollow` or `none`.
 """
 
 from __future__ import annotations
@@ -14,16 +18,18 @@ import codecs
 import hashlib
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import urljoin, urlsplit
 
 from selectolax.lexbor import LexborHTMLParser, LexborNode
 from w3lib.encoding import html_body_declared_encoding, read_bom
 
 from crawlq.models import Content
 
-__all__ = ["OFF_LOOP_BYTES", "TITLE_CHARS", "Extractor", "describe", "media_type"]
+__all__ = ["MAX_LINKS", "OFF_LOOP_BYTES", "TITLE_CHARS", "Extractor", "describe", "media_type", "page_links"]
 
 OFF_LOOP_BYTES = 64 * 1024  #: bodies above this are described off the event loop
 TITLE_CHARS = 300  #: a title is cut to this many characters
+MAX_LINKS = 2000  #: links kept per page (the first ones in document order)
 PARSE_THREADS = 2  #: threads describing large bodies (each holds at most one parsed page)
 _HIDDEN = frozenset({"script", "style", "template", "noscript", "title"})
 _HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
@@ -109,13 +115,65 @@ def _snippet(body: LexborNode | None, chars: int) -> str:
     return " ".join(pieces)[:chars]
 
 
-def _html_fields(body: bytes, encoding: str, snippet_chars: int) -> tuple[str | None, str]:
+def _tokens(value: str | None) -> set[str]:
+    return set((value or "").lower().replace(",", " ").split())
+
+
+def _nofollow_page(tree: LexborHTMLParser) -> bool:
+    for meta in tree.css("meta[name]"):
+        if (meta.attributes.get("name") or "").strip().lower() == "robots":
+            if _tokens(meta.attributes.get("content")) & {"nofollow", "none"}:
+                return True
+    return False
+
+
+def _absolute(base: str, href: str) -> str | None:
+    try:
+        url = urljoin(base, href.strip())
+        scheme = urlsplit(url).scheme.lower()
+    except ValueError:
+        return None
+    return url if scheme in ("http", "https") else None
+
+
+def page_links(tree: LexborHTMLParser, page_url: str) -> list[str]:
+    """The page's followable links, absolute, in document order, each once (at most `MAX_LINKS`)."""
+    if _nofollow_page(tree):
+        return []
+    base = page_url
+    found_base = tree.css_first("base[href]")
+    if found_base is not None:
+        base = _absolute(page_url, found_base.attributes.get("href") or "") or page_url
+    links: dict[str, None] = {}
+    for node in tree.css("a[href], link[href]"):
+        rel = _tokens(node.attributes.get("rel"))
+        if "nofollow" in rel or (node.tag == "link" and "next" not in rel):
+            continue
+        url = _absolute(base, node.attributes.get("href") or "")
+        if url is not None:
+            links[url.partition("#")[0]] = None
+            if len(links) >= MAX_LINKS:
+                break
+    return list(links)
+
+
+def _html_fields(
+    body: bytes, encoding: str, snippet_chars: int, page_url: str | None
+) -> tuple[str | None, str, list[str]]:
     tree = LexborHTMLParser(body if encoding == "utf-8" else body.decode(encoding, errors="replace"))
-    return _title(tree), _snippet(tree.body, snippet_chars)
+    links = page_links(tree, page_url) if page_url is not None else []
+    return _title(tree), _snippet(tree.body, snippet_chars), links
 
 
 def describe(body: bytes, headers: Mapping[str, str], charset: str | None, snippet_chars: int) -> Content:
     """Everything `Content` holds for one body and its response headers. Never raises for bad input."""
+    return describe_page(body, headers, charset, snippet_chars, None)[0]
+
+
+def describe_page(
+    body: bytes, headers: Mapping[str, str], charset: str | None, snippet_chars: int, page_url: str | None
+) -> tuple[Content, list[str]]:
+    """`describe`, and the page's links (`page_links`) when `page_url` is given and the body is HTML."""
     kind = media_type(headers.get("Content-Type"))
     content = Content(
         content_type=kind,
@@ -128,16 +186,17 @@ def describe(body: bytes, headers: Mapping[str, str], charset: str | None, snipp
     )
     html = _is_html(kind, body)
     if not html and not _is_text(kind):
-        return content  # binary: no text to read
+        return content, []  # binary: no text to read
     content.encoding, mark = text_encoding(body, charset, html)
     text = body[mark:] if mark else body
+    links: list[str] = []
     if html:
-        content.title, snippet = _html_fields(text, content.encoding, snippet_chars)
+        content.title, snippet, links = _html_fields(text, content.encoding, snippet_chars, page_url)
     else:
         head = text[: max(4096, snippet_chars * 8)]
         snippet = _collapse(head.decode(content.encoding, errors="replace"))[:snippet_chars]
     content.snippet = snippet if snippet_chars > 0 else None
-    return content
+    return content, links
 
 
 def _length(value: str | None) -> int | None:
@@ -154,12 +213,19 @@ class Extractor:
         self._pool: ThreadPoolExecutor | None = None
 
     async def describe(self, body: bytes, headers: Mapping[str, str], charset: str | None) -> Content:
+        return (await self.page(body, headers, charset, None))[0]
+
+    async def page(
+        self, body: bytes, headers: Mapping[str, str], charset: str | None, page_url: str | None
+    ) -> tuple[Content, list[str]]:
+        """The body's description, and its links when `page_url` is given (see `describe_page`)."""
         if len(body) <= OFF_LOOP_BYTES:
-            return describe(body, headers, charset, self.snippet_chars)
+            return describe_page(body, headers, charset, self.snippet_chars, page_url)
         if self._pool is None:
             self._pool = ThreadPoolExecutor(PARSE_THREADS, thread_name_prefix="crawlq-parse")
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, describe, body, headers, charset, self.snippet_chars)
+        chars = self.snippet_chars
+        return await loop.run_in_executor(self._pool, describe_page, body, headers, charset, chars, page_url)
 
     def close(self) -> None:
         if self._pool is not None:

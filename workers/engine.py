@@ -146,7 +146,7 @@ class Engine:
         if attempt.error is None:  # the common case, kept short
             return UrlResult(
                 entry.url, True, attempt.status, attempt.latency_ms, attempts, attempt.size, None, None,
-                attempt.final_url, now_ms(), attempt.content,
+                attempt.final_url, now_ms(), attempt.content, False, attempt.links or None,
             )  # fmt: skip
         decision = decide(
             status=attempt.status,
@@ -158,7 +158,7 @@ class Engine:
         )
         if decision.retry:
             self.metrics.retried(attempt.status, attempt.error.value)
-            retry = Entry(entry.url_id, entry.url, attempts)
+            retry = Entry(entry.url_id, entry.url, attempts, entry.depth)
             return Deferral([retry], now_ms() + int(decision.delay_s * 1000))
         return UrlResult(
             url=entry.url,

@@ -24,13 +24,12 @@ from aiohttp import http_exceptions
 from aiohttp.abc import AbstractResolver
 from yarl import URL
 
-from crawlq.addresses import AddressRules
+from crawlq.addresses import AddressPolicy, AddressRules, BlockedAddress, GuardedResolver, literal_address
 from crawlq.bodies import BodyStore, StorageFailed
 from crawlq.errors import InvalidURL
 from crawlq.models import Content, ErrorClass
 from crawlq.settings import Settings
 from crawlq.urls import canonical, host_of
-from workers.addresses import AddressPolicy, BlockedAddress, GuardedResolver, literal_address
 from workers.content import Extractor
 from workers.retry import parse_retry_after
 
@@ -54,6 +53,7 @@ class RequestSpec:
     proxy: str | None = None
     #: the batch's SSRF rules (the API's), used instead of the worker's for every connection and hop
     address_rules: AddressRules | None = None
+    links: bool = False  #: the batch follows links: a successful HTML page's links go in `Attempt.links`
 
     @property
     def conditional(self) -> bool:
@@ -82,6 +82,7 @@ class Attempt:
     body: bytes = b""
     charset: str | None = None
     content: Content | None = None  #: a success's page description, when content extraction is on
+    links: list[str] = field(default_factory=list)  #: a success's links (absolute), when the batch follows links
 
     @property
     def ok(self) -> bool:
@@ -188,6 +189,7 @@ class Fetcher:
         self._by_rules: dict[AddressRules, _Guarded] = {}
         self._deadlines = _Deadlines()
         self._extractor = Extractor(settings.snippet_chars) if settings.extract_content else None
+        self._link_extractor: Extractor | None = None  #: parses followed pages when content extraction is off
         self.bodies: BodyStore | None = None  #: where successful bodies go (`CRAWLQ_STORE_BODIES`), if anywhere
 
     def _open(self, policy: AddressPolicy) -> _Guarded:
@@ -215,6 +217,8 @@ class Fetcher:
         await self._deadlines.close()
         if self._extractor is not None:
             self._extractor.close()
+        if self._link_extractor is not None:
+            self._link_extractor.close()
         guarded = [*self._by_rules.values(), *([self._default] if self._default is not None else [])]
         self._by_rules.clear()
         self._default = None
@@ -314,12 +318,12 @@ class Fetcher:
                     continue
                 if response.status == 304 and request.conditional:
                     return Attempt(304, None, None, (time.perf_counter() - start) * 1000, 0, text)
-                return await self._final(response, text, start, keep_body, content)
+                return await self._final(response, text, start, keep_body, content, request.links)
         message = f"more than {self.settings.max_redirects} redirects"
         return self._failed(ErrorClass.REDIRECT_LOOP, message, start, text)
 
     async def _final(
-        self, response: aiohttp.ClientResponse, text: str, start: float, keep_body: bool, content: bool
+        self, response: aiohttp.ClientResponse, text: str, start: float, keep_body: bool, content: bool, links: bool
     ) -> Attempt:
         """The attempt's outcome once the last hop answered: read, check and (2xx) describe the body."""
         status = response.status
@@ -335,16 +339,14 @@ class Fetcher:
             return self._failed(error, message, start, text, status, read=response.content.total_raw_bytes)
         latency_ms = (time.perf_counter() - start) * 1000
         if success:
-            described = None
-            if content and self._extractor is not None:
-                described = await self._extractor.describe(body, response.headers, response.charset)
+            described, found = await self._describe(body, response, text, content, links)
             if content and self.bodies is not None:
                 try:
                     described = await self._store(body, described)
                 except StorageFailed as exc:
                     return self._failed(ErrorClass.STORAGE, str(exc)[:300], start, text, status, read=len(body))
             kept, charset = (body, response.charset) if keep_body else (b"", None)
-            return Attempt(status, None, None, latency_ms, len(body), text, None, kept, charset, described)
+            return Attempt(status, None, None, latency_ms, len(body), text, None, kept, charset, described, found)
         return Attempt(
             status=status,
             error=ErrorClass.HTTP_STATUS,
@@ -356,6 +358,19 @@ class Fetcher:
             body=body if keep_body else b"",
             charset=response.charset if keep_body else None,
         )
+
+    async def _describe(
+        self, body: bytes, response: aiohttp.ClientResponse, url: str, content: bool, links: bool
+    ) -> tuple[Content | None, list[str]]:
+        """The page's description (content extraction on) and its links (the batch follows links). With
+        content extraction off, a followed page is still parsed for its links; its description is dropped."""
+        extractor = self._extractor
+        if links and extractor is None:
+            extractor = self._link_extractor = self._link_extractor or Extractor(0)
+        if extractor is None or not (content or links):
+            return None, []
+        described, found = await extractor.page(body, response.headers, response.charset, url if links else None)
+        return (described if content and self._extractor is not None else None), found
 
     async def _store(self, body: bytes, described: Content | None) -> Content:
         """Put the body in the body store; the returned description names where (`body_ref`)."""

@@ -4,7 +4,8 @@ A job whose previous run crashed its worker (`job_try > 1`) does not fetch: it s
 per URL; a single URL on a later try runs alone in its worker. So a poison URL exhausts only its own
 tries, and no innocent URL shares its crashes twice. Outcomes go to the worker's committer
 (`workers.commits`), which commits those of every job running here together and closes the jobs
-whose URLs are all done.
+whose URLs are all done. A page of a batch that follows links hands in the links it adds with its
+outcome; the committer adds them to the batch before it commits the page's result.
 
 A running job's loop sleeps until its last URL has an outcome, or until a drain's hand-back deadline;
 it never wakes on a timer while nothing changes, so a worker whose fetches wait on slow servers uses next
@@ -18,7 +19,7 @@ import logging
 import time
 from typing import Any
 
-from crawlq.jobs import Deferral, Entry
+from crawlq.jobs import Deferral, Discovery, Entry
 from crawlq.models import UrlResult, now_ms
 from workers.batches import JobContext
 from workers.engine import Outcome
@@ -70,6 +71,7 @@ async def _run(state: WorkerState, batch: str, job_id: str, entries: list[Entry]
     deadline = time.monotonic() + state.settings.chunk_max_s
     wake = asyncio.Event()  #: the last URL has its outcome, or a drain began
     running: dict[asyncio.Task[Outcome], Entry] = {}
+    found: dict[str, Discovery] = {}  #: url id -> the links its page adds (a batch that follows links)
     results = 0
 
     def on_done(task: asyncio.Task[Outcome]) -> None:
@@ -78,7 +80,8 @@ async def _run(state: WorkerState, batch: str, job_id: str, entries: list[Entry]
         outcome = _outcome(entry, task)
         if isinstance(outcome, UrlResult):
             results += 1
-            committer.add(batch, (entry.url_id, job.finish(entry.url_id, outcome)), None)
+            result = (entry.url_id, job.finish(entry.url_id, outcome))
+            committer.add(batch, result, None, found.pop(entry.url_id, None))
         else:
             committer.add(batch, None, outcome)
         state.finished(1)
@@ -86,7 +89,7 @@ async def _run(state: WorkerState, batch: str, job_id: str, entries: list[Entry]
             wake.set()
 
     for entry in entries:
-        task = asyncio.create_task(engine.process(entry, deadline, job.request_for(entry), batch))
+        task = asyncio.create_task(_process(state, entry, deadline, job, found, batch))
         running[task] = entry
         task.add_done_callback(on_done)
     engine.pending += len(entries)
@@ -105,6 +108,20 @@ async def _run(state: WorkerState, batch: str, job_id: str, entries: list[Entry]
             task.cancel()  # only when leaving by an exception; on_done still hands their URLs back
     await committer.close_job(batch, job_id)
     return results
+
+
+async def _process(
+    state: WorkerState, entry: Entry, deadline: float, job: JobContext, found: dict[str, Discovery], batch: str
+) -> Outcome:
+    """One URL through the engine; a page's links become the `Discovery` its result is committed with."""
+    outcome = await state.engine.process(entry, deadline, job.request_for(entry), batch)
+    if isinstance(outcome, UrlResult) and outcome.links:
+        links, outcome.links = outcome.links, None
+        robots = state.engine.robots if state.settings.robots_enabled else None
+        discovery = await job.found_on(entry, links, robots)
+        if discovery is not None:
+            found[entry.url_id] = discovery
+    return outcome
 
 
 def _sleep_s(state: WorkerState) -> float | None:
