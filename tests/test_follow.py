@@ -8,8 +8,8 @@ from pathlib import Path
 
 import orjson
 import pytest
-from crawlq.server import EmbeddedServer
 
+from crawlq_local.server import EmbeddedServer
 from tests.helpers import cli_env, run_cli, workers
 from tests.linksite import LinkSites, serve_sites
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import orjson
 import pytest
-from crawlq.server import EmbeddedServer
 
+from crawlq_local.server import EmbeddedServer
 from producer.sitemaps import parse_sitemap
 from tests.helpers import cli_env, run_cli, workers
 from tests.linksite import LinkSites, serve_sites

@@ -7,9 +7,9 @@ import signal
 from pathlib import Path
 
 import pytest
-from crawlq.server import EmbeddedServer
 
 from crawlq import keys
+from crawlq_local.server import EmbeddedServer
 from tests.fault.conftest import Workers, assert_exactly_once, counter, fault_env, sync_redis, wait_complete
 from tests.helpers import run_cli, wait_until
 from tests.linksite import GRID_DEPTH, grid_paths, serve_sites
