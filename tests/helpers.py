@@ -7,29 +7,24 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+
+from tests.conftest import FAST
 
 CRAWLQ = [sys.executable, "-m", "crawlq_cli"]
 
 
 def cli_env(redis_url: str, **settings: object) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CRAWLQ_")}
-    env.update(
-        CRAWLQ_REDIS_URL=redis_url,
-        CRAWLQ_ALLOWED_NETWORKS="127.0.0.0/8,::1/128",  # the loopback targets, not all private ranges
-        CRAWLQ_PER_HOST_CONCURRENCY="50",
-        CRAWLQ_BACKOFF_BASE_S="0.05",
-        CRAWLQ_BACKOFF_MAX_S="0.3",
-        CRAWLQ_IDLE_POLL_S="0.05",
-        CRAWLQ_RECONCILE_INTERVAL_S="1",
-        CRAWLQ_HEARTBEAT_INTERVAL_S="1",
-        CRAWLQ_COOLDOWN_BASE_S="0.05",
-        CRAWLQ_COOLDOWN_MAX_S="0.5",
-    )
-    env.update({f"CRAWLQ_{name.upper()}": str(value) for name, value in settings.items()})
+    values = {**FAST, "redis_url": redis_url, "reconcile_interval_s": 1, "heartbeat_interval_s": 1, **settings}
+    env.update({f"CRAWLQ_{name.upper()}": _env_value(value) for name, value in values.items()})
     return env
+
+
+def _env_value(value: object) -> str:
+    return ",".join(map(str, value)) if isinstance(value, list) else str(value)
 
 
 def run_cli(
@@ -38,9 +33,30 @@ def run_cli(
     return subprocess.run(CRAWLQ + args, env=env, input=stdin, capture_output=True, text=True, timeout=timeout, cwd="/")
 
 
+def spawn(argv: Sequence[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """Start `argv` from `/` with its output appended to `log`."""
+    with open(log, "ab") as handle:
+        return subprocess.Popen(argv, env=env, stdout=handle, stderr=handle, cwd="/")
+
+
+def stop(procs: Iterable[subprocess.Popen[bytes]], timeout_s: float = 20) -> None:
+    """SIGCONT (in case a test stopped it) and SIGTERM every process still running, then wait for each
+    (SIGKILL after `timeout_s`)."""
+    procs = list(procs)
+    for proc in procs:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGCONT)
+            proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def start_worker(env: dict[str, str], log: Path, *extra: str) -> subprocess.Popen[bytes]:
-    handle = open(log, "ab")
-    return subprocess.Popen(CRAWLQ + ["worker", *extra], env=env, stdout=handle, stderr=handle, cwd="/")
+    return spawn([*CRAWLQ, "worker", *extra], env, log)
 
 
 @contextmanager
@@ -49,15 +65,7 @@ def workers(env: dict[str, str], count: int, log_dir: Path, *extra: str) -> Iter
     try:
         yield procs
     finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop(procs)
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:

@@ -17,6 +17,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 
 from crawlq.addresses import AddressPolicy, BlockedAddress, GuardedResolver, embedded_ipv4, literal_address
 from crawlq.settings import Settings
+from tests.conftest import make_settings
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -101,8 +102,7 @@ LOOPBACK_NETWORKS = ["127.0.0.0/8", "::1/128"]
 
 def policy(**overrides: object) -> AddressPolicy:
     values: dict[str, Any] = dict(allow_private=False, allowed_networks=[])
-    values.update(overrides, _env_file=None)
-    return AddressPolicy(Settings(**values))
+    return AddressPolicy(make_settings(**{**values, **overrides}))
 
 
 def reason_for(address: str, **overrides: object) -> str | None:
@@ -205,8 +205,7 @@ def test_allowed_networks_lift_exactly_their_network(address: str) -> None:
 def test_allowed_networks_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CRAWLQ_ALLOWED_NETWORKS", "127.0.0.2/32, 10.1.0.0/16")
     monkeypatch.delenv("CRAWLQ_ALLOW_PRIVATE", raising=False)
-    no_dotenv: dict[str, Any] = {"_env_file": None}
-    guard = AddressPolicy(Settings(**no_dotenv))
+    guard = AddressPolicy(make_settings())
     assert guard.blocked_reason(ipaddress.ip_address("127.0.0.2")) is None
     assert guard.blocked_reason(ipaddress.ip_address("10.1.200.3")) is None
     assert guard.blocked_reason(ipaddress.ip_address("127.0.0.1")) is not None

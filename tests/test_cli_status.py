@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -19,12 +18,6 @@ from tests.helpers import cli_env, run_cli, wait_until, workers
 def env(redis_server: EmbeddedServer) -> dict[str, str]:
     redis_sync.Redis.from_url(redis_server.url).flushdb()
     return cli_env(redis_server.url, per_host_concurrency=2, chunk_size=5)
-
-
-@pytest.fixture
-def site() -> Iterator[ThreadedTargetSite]:
-    with ThreadedTargetSite() as started:
-        yield started
 
 
 def test_status_counts_urls_and_hosts_show_the_limit(

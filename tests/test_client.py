@@ -10,19 +10,19 @@ from arq.connections import ArqRedis
 
 from crawlq.errors import UnknownBatch
 from crawlq.jobs import Entry
-from crawlq.models import UrlResult, now_ms
+from crawlq.models import UrlResult
 from crawlq.settings import Settings
 from crawlq.store import Store
-from crawlq.urls import canonical, url_id
 from producer.client import Client
+from tests import factories
 
 
 def _entry(url: str) -> Entry:
-    return Entry(url_id(canonical(url)), canonical(url))
+    return factories.entry(url)
 
 
 def _result(entry: Entry) -> UrlResult:
-    return UrlResult(entry.url, True, 200, 5.0, 1, 10, None, None, entry.url, now_ms())
+    return factories.result(entry.url, latency_ms=5.0, size_bytes=10)
 
 
 async def test_wait_returns_when_the_batch_completes_not_on_the_next_poll(redis: ArqRedis, settings: Settings) -> None:

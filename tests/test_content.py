@@ -18,8 +18,9 @@ from aiohttp import web
 
 from crawlq.codec import pack, unpack
 from crawlq.models import CONTENT_FIELDS, Content, ErrorClass, UrlResult
-from crawlq.settings import Settings
 from crawlq_local.server import EmbeddedServer
+from tests import factories
+from tests.conftest import make_settings
 from tests.helpers import cli_env, run_cli, workers
 from workers.content import OFF_LOOP_BYTES, describe
 from workers.fetcher import Fetcher
@@ -88,13 +89,15 @@ def test_headers_are_recorded() -> None:
 
 def test_the_record_round_trips() -> None:
     content = describe(ETAG_PAGE, {**HTML, "ETag": '"e"', "Content-Length": "9"}, None, 100)
-    result = UrlResult("http://a.test/", True, 200, 1.5, 1, 9, None, None, "http://a.test/", 1, content)
+    result = factories.result(latency_ms=1.5, size_bytes=9, fetched_at=1, content=content)
     record = result.to_record()
     assert len(record["h"]) == 32  # the hash as raw bytes
     back = UrlResult.from_record("http://a.test/", unpack(pack(record)))  # msgpack, as in Redis
     assert back == result
     assert list(back.to_dict())[-len(CONTENT_FIELDS) :] == CONTENT_FIELDS
-    failed = UrlResult("http://a.test/", False, 404, 1.0, 1, 0, ErrorClass.HTTP_STATUS, "HTTP 404", "http://a.test/", 1)
+    failed = factories.result(
+        status=404, latency_ms=1.0, size_bytes=0, error=ErrorClass.HTTP_STATUS, message="HTTP 404", fetched_at=1
+    )
     assert UrlResult.from_record("http://a.test/", failed.to_record()).content is None
     assert failed.to_dict()["title"] is None
 
@@ -141,7 +144,7 @@ def content_site() -> Iterator[str]:
 
 async def test_a_2_mb_page_is_parsed_off_the_event_loop(content_site: str) -> None:
     assert len(BIG) > 2_000_000 > OFF_LOOP_BYTES
-    fetcher = Fetcher(Settings(allow_private=True, _env_file=None))
+    fetcher = Fetcher(make_settings(allow_private=True))
     await fetcher.start()
     try:
         small = await fetcher.fetch(f"{content_site}/validators")
@@ -157,7 +160,7 @@ async def test_a_2_mb_page_is_parsed_off_the_event_loop(content_site: str) -> No
 
 
 async def test_content_extraction_can_be_turned_off(content_site: str) -> None:
-    fetcher = Fetcher(Settings(allow_private=True, extract_content=False, _env_file=None))
+    fetcher = Fetcher(make_settings(allow_private=True, extract_content=False))
     await fetcher.start()
     try:
         attempt = await fetcher.fetch(f"{content_site}/validators")

@@ -24,6 +24,7 @@ import yaml
 from crawlq import __version__
 from crawlq.settings import Settings
 from crawlq_api.settings import ApiSettings
+from tests.conftest import make_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -58,7 +59,7 @@ def settings_from_env(monkeypatch: pytest.MonkeyPatch, env: Mapping[str, str]) -
             monkeypatch.delenv(name)
     for name, value in env.items():
         monkeypatch.setenv(name, str(value))
-    return Settings(_env_file=None)  # type: ignore[call-arg]  # pydantic-settings' init-only option
+    return make_settings()
 
 
 def compose_duration_s(value: str) -> float:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
@@ -14,12 +13,6 @@ from crawlq.urls import canonical
 from crawlq_local.server import EmbeddedServer
 from crawlq_local.target import ThreadedTargetSite
 from tests.helpers import cli_env, run_cli, workers
-
-
-@pytest.fixture
-def site() -> Iterator[ThreadedTargetSite]:
-    with ThreadedTargetSite() as running:
-        yield running
 
 
 @pytest.fixture

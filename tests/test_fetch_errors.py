@@ -16,10 +16,10 @@ import pytest
 from arq.connections import ArqRedis
 from backports import zstd
 
-from crawlq.jobs import Deferral, Entry
+from crawlq.jobs import Deferral
 from crawlq.models import ErrorClass, UrlResult
 from crawlq.settings import Settings
-from crawlq.urls import canonical, url_id
+from tests import conftest, factories
 from workers.engine import Engine
 from workers.fetcher import Attempt, Fetcher, one_request_per_attempt
 from workers.gate import HostGate
@@ -89,7 +89,7 @@ async def raw_site() -> AsyncIterator[tuple[str, Counter[str], list[bytes]]]:
 
 def make_settings(**overrides: object) -> Settings:
     values: dict[str, object] = {"allow_private": True, "fetch_timeout_s": 5.0, "robots_enabled": False}
-    return Settings(**{**values, **overrides}, _env_file=None)
+    return conftest.make_settings(**{**values, **overrides})
 
 
 async def fetch_all(base: str, names: list[str], **overrides: object) -> dict[str, Attempt]:
@@ -190,7 +190,7 @@ async def outcome_of(redis: ArqRedis, settings: Settings, url: str) -> UrlResult
     gate.start()
     try:
         engine = Engine(settings, fetcher, gate, RobotsCache(redis, settings, fetcher, gate))
-        entry = Entry(url_id(canonical(url)), canonical(url))
+        entry = factories.entry(url)
         return await engine.process(entry, time.monotonic() + 10)
     finally:
         await gate.close()

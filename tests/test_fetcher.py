@@ -26,6 +26,7 @@ from crawlq.models import ErrorClass
 from crawlq.settings import Settings
 from crawlq.urls import canonical
 from crawlq_local.target import TargetSite
+from tests import conftest
 from workers.fetcher import Attempt, Fetcher, decode_text
 
 pytestmark = pytest.mark.timeout(20)
@@ -46,8 +47,7 @@ def make_settings(**overrides: object) -> Settings:
     values: dict[str, Any] = dict(
         allowed_networks=["127.0.0.0/8"], fetch_timeout_s=5.0, max_redirects=5, max_body_bytes=2 * MIB
     )
-    values.update(overrides, _env_file=None)
-    return Settings(**values)
+    return conftest.make_settings(**{**values, **overrides})
 
 
 @asynccontextmanager

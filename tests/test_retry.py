@@ -13,6 +13,7 @@ import pytest
 
 from crawlq.models import ErrorClass
 from crawlq.settings import Settings
+from tests.conftest import make_settings
 from workers.retry import Decision, decide, parse_retry_after
 
 pytestmark = pytest.mark.timeout(10)
@@ -23,8 +24,7 @@ NOW_S = 1_800_000_000.0
 def policy(**overrides: object) -> Settings:
     """Explicit numbers, so neither the environment nor a .env file can change what is tested."""
     values: dict[str, Any] = dict(max_attempts=4, backoff_base_s=0.5, backoff_max_s=8.0, retry_after_max_s=60.0)
-    values.update(overrides, _env_file=None)
-    return Settings(**values)
+    return make_settings(**{**values, **overrides})
 
 
 def run(

@@ -11,15 +11,15 @@ from crawlq.jobs import Deferral, Entry
 from crawlq.models import ErrorClass, UrlResult, now_ms
 from crawlq.settings import Settings
 from crawlq.store import Store, counters
-from crawlq.urls import canonical, url_id
+from tests import factories
 
 
 def entries(urls: list[str]) -> list[Entry]:
-    return [Entry(url_id(canonical(u)), canonical(u)) for u in urls]
+    return [factories.entry(u) for u in urls]
 
 
 def ok_result(entry: Entry, latency_ms: float = 10.0, status: int = 200) -> UrlResult:
-    return UrlResult(entry.url, status < 400, status, latency_ms, 1, 100, None, None, entry.url, now_ms())
+    return factories.result(entry.url, status=status, latency_ms=latency_ms)
 
 
 async def test_enqueue_dedupes_within_and_across_calls(redis: ArqRedis, settings: Settings) -> None:
@@ -112,7 +112,16 @@ async def test_results_stream_back_with_urls(redis: ArqRedis, settings: Settings
 
 def failed_result(entry: Entry, status: int | None, error: str) -> UrlResult:
     latency = None if status is None else 7.5
-    return UrlResult(entry.url, False, status, latency, 3, 0, ErrorClass(error), "boom", entry.url, now_ms())
+    return factories.result(
+        entry.url,
+        status=status,
+        ok=False,
+        latency_ms=latency,
+        attempts=3,
+        size_bytes=0,
+        error=ErrorClass(error),
+        message="boom",
+    )
 
 
 def test_counters_sum_what_the_results_add() -> None:

@@ -10,11 +10,11 @@ import pytest
 from arq.connections import ArqRedis
 
 from crawlq import keys
-from crawlq.jobs import Entry
 from crawlq.settings import Settings
 from crawlq.store import Store
-from crawlq.urls import canonical, host_of, url_id
+from crawlq.urls import canonical, host_of
 from crawlq_local.target import TargetSite
+from tests import factories
 from workers import commits, tasks
 from workers.gate import GateOutcome, HostGate
 from workers.state import BACKLOG_CHUNKS, WorkerState
@@ -37,7 +37,7 @@ async def state(redis: ArqRedis, settings: Settings) -> AsyncIterator[WorkerStat
 
 async def queued_job(store: Store, batch: str, urls: list[str]) -> tuple[str, list[list[Any]]]:
     """Enqueue `urls` as one job of `batch`; its id and wire entries, as arq would hand them to `crawl`."""
-    entries = [Entry(url_id(canonical(url)), canonical(url)) for url in urls]
+    entries = [factories.entry(url) for url in urls]
     await store.enqueue(batch, [entries])
     (job_id,) = [job.decode() for job in await store.redis.hkeys(keys.batch_jobs(batch))]
     return job_id, [entry.to_wire() for entry in entries]

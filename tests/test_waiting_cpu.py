@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,12 +25,6 @@ def cpu_seconds(pid: int) -> float:
     """utime + stime of a live process, from /proc/<pid>/stat."""
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
     return (int(fields[11]) + int(fields[12])) / _TICKS_PER_S
-
-
-@pytest.fixture
-def site() -> Iterator[ThreadedTargetSite]:
-    with ThreadedTargetSite() as running:
-        yield running
 
 
 @pytest.fixture

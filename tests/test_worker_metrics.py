@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import socket
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 import redis as redis_sync
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -31,12 +29,6 @@ def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
         for family in text_string_to_metric_families(text)
         for sample in family.samples
     }
-
-
-@pytest.fixture
-def site() -> Iterator[ThreadedTargetSite]:
-    with ThreadedTargetSite() as started:
-        yield started
 
 
 def test_status_class() -> None:

@@ -18,7 +18,6 @@ from crawlq.settings import Settings
 from crawlq_api.app import create_app
 from crawlq_api.settings import ApiSettings
 from crawlq_local.server import EmbeddedServer
-from crawlq_local.target import ThreadedTargetSite
 from tests.helpers import cli_env
 
 TOKEN = "test-token-full"
@@ -51,12 +50,6 @@ def env(redis_server: EmbeddedServer) -> dict[str, str]:
     """Environment for worker processes; Redis flushed."""
     redis_sync.Redis.from_url(redis_server.url).flushdb()
     return cli_env(redis_server.url)
-
-
-@pytest.fixture
-def site() -> Iterator[ThreadedTargetSite]:
-    with ThreadedTargetSite() as started:
-        yield started
 
 
 @pytest.fixture

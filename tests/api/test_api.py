@@ -14,8 +14,6 @@ import httpx
 import orjson
 import redis as redis_sync
 
-from crawlq.jobs import Entry
-from crawlq.models import UrlResult, now_ms
 from crawlq.settings import Settings
 from crawlq.store import Store
 from crawlq.urls import canonical, url_id
@@ -23,6 +21,7 @@ from crawlq_api.guard import SubmitGuard
 from crawlq_api.reads import gather_within
 from crawlq_local.target import ThreadedTargetSite
 from producer.client import Client
+from tests import factories
 from tests.api.conftest import READ_TOKEN
 from tests.helpers import workers
 
@@ -167,10 +166,7 @@ async def _finished_batch(settings: Settings, batch: str, urls: list[str]) -> No
     """A batch whose results are committed directly through the store (no fetch)."""
     async with await Client.connect(settings) as client:
         await client.submit(urls, batch)
-        results = [
-            (url_id(canonical(u)), UrlResult(canonical(u), True, 200, 1.5, 1, 10, None, None, canonical(u), now_ms()))
-            for u in urls
-        ]
+        results = [(url_id(canonical(u)), factories.result(canonical(u), latency_ms=1.5, size_bytes=10)) for u in urls]
         await client.store.commit(batch, results)
 
 
@@ -195,9 +191,7 @@ def test_queue_counts_urls_not_jobs(api: httpx.Client, site: ThreadedTargetSite,
     async def defer() -> None:
         async with await Client.connect(settings) as client:
             store = Store(client.redis, settings)
-            entries = [
-                Entry(url_id(canonical(site.url(f"/later/{i}"))), canonical(site.url(f"/later/{i}"))) for i in range(7)
-            ]
+            entries = [factories.entry(site.url(f"/later/{i}")) for i in range(7)]
             await store.enqueue("later", [entries], run_at_ms=int(time.time() * 1000) + 600_000)
 
     asyncio.run(defer())

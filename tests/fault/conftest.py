@@ -33,8 +33,8 @@ from crawlq import keys
 from crawlq.models import BatchStats, UrlResult
 from crawlq.settings import Settings
 from crawlq_local.server import EmbeddedServer, find_server_binary, free_port
-from crawlq_local.target import ThreadedTargetSite
-from tests.helpers import CRAWLQ, cli_env, run_cli, wait_until
+from tests.conftest import make_settings
+from tests.helpers import CRAWLQ, cli_env, run_cli, spawn, stop, wait_until
 
 T = TypeVar("T")
 QUEUE = "crawlq:queue"  #: Settings().queue_name; the fault env never changes it
@@ -46,12 +46,6 @@ POISON_WORKER = [sys.executable, "-c", "from tests.fault.conftest import poison_
 def server() -> Iterator[EmbeddedServer]:
     """A server of this test's own, with AOF (`appendfsync always`), so the test may stop and restart it."""
     with EmbeddedServer(appendonly=True) as running:
-        yield running
-
-
-@pytest.fixture
-def site() -> Iterator[ThreadedTargetSite]:
-    with ThreadedTargetSite() as running:
         yield running
 
 
@@ -77,7 +71,7 @@ def run(coroutine: Coroutine[Any, Any, T]) -> T:
 
 
 def settings_for(redis_url: str) -> Settings:
-    return Settings(redis_url=redis_url, _env_file=None)  # type: ignore[call-arg]
+    return make_settings(redis_url=redis_url)
 
 
 def sync_redis(redis_url: str) -> redis.Redis:
@@ -226,8 +220,7 @@ class Workers:
 
     def _spawn(self, slot: int) -> subprocess.Popen[bytes]:
         self.starts += 1
-        with open(self.log_dir / f"{self.name}-{slot}.log", "ab") as log:
-            return subprocess.Popen(self.argv, env=self.env, stdout=log, stderr=log, cwd="/")
+        return spawn(self.argv, self.env, self.log_dir / f"{self.name}-{slot}.log")
 
     def __enter__(self) -> Workers:
         self.procs = [self._spawn(slot) for slot in range(self._count)]
@@ -268,16 +261,7 @@ class Workers:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop_supervising()
-        for proc in self.procs:
-            if proc.poll() is None:
-                os.kill(proc.pid, signal.SIGCONT)
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.procs:
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop(self.procs)
 
 
 def poison_worker_main() -> None:
