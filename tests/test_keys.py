@@ -1,0 +1,79 @@
+"""crawlq/keys.py: every key builder's exact string. A change here changes what is stored in Redis (and what
+the Lua scripts and arq read), so it must be deliberate: these strings pin it."""
+
+from __future__ import annotations
+
+import arq.constants
+import pytest
+
+from crawlq import keys
+
+BUILT = [
+    (keys.batch_meta, "b1", "crawlq:b:b1:meta"),
+    (keys.batch_urls, "b1", "crawlq:b:b1:urls"),
+    (keys.batch_results, "b1", "crawlq:b:b1:results"),
+    (keys.batch_jobs, "b1", "crawlq:b:b1:jobs"),
+    (keys.batch_submitters, "b1", "crawlq:b:b1:submitters"),
+    (keys.batch_queue, "b1", "crawlq:b:b1:queue"),
+    (keys.batch_options, "b1", "crawlq:b:b1:options"),
+    (keys.batch_found, "b1", "crawlq:b:b1:found"),
+    (keys.batch_parents, "b1", "crawlq:b:b1:parents"),
+    (keys.batch_events, "b1", "crawlq:events:b1"),
+    (keys.body, "ab12", "crawlq:body:ab12"),
+    (keys.host_state, "a.test:80", "crawlq:host:a.test:80"),
+    (keys.host_leases, "a.test:80", "crawlq:host:a.test:80:leases"),
+    (keys.host_waiters, "a.test:80", "crawlq:host:a.test:80:waiters"),
+    (keys.gate_wake, "w1", "crawlq:gate:w1"),
+    (keys.robots, "http://a.test", "crawlq:robots:http://a.test"),
+    (keys.robots_lock, "http://a.test", "crawlq:robots:http://a.test:lock"),
+    (keys.wake, "crawlq:queue", "crawlq:wake:crawlq:queue"),
+    (keys.worker, "w1", "crawlq:worker:w1"),
+    (keys.arq_job, "j1", "arq:job:j1"),
+    (keys.arq_in_progress, "j1", "arq:in-progress:j1"),
+    (keys.arq_result, "j1", "arq:result:j1"),
+    (keys.arq_retry, "j1", "arq:retry:j1"),
+]
+
+CONSTANTS = {
+    "PREFIX": "crawlq:",
+    "BATCHES": "crawlq:batches",
+    "ACTIVE": "crawlq:active",
+    "STATS_ALL": "crawlq:stats:all",
+    "RECONCILE_LOCK": "crawlq:reconcile:lock",
+    "WORKER_PREFIX": "crawlq:worker:",
+    "SCHED": "crawlq:sched",
+    "SCHED_TURN": "crawlq:sched:turn",
+    "PAUSED": "crawlq:paused",
+    "CLAIMED": "crawlq:claimed",
+    "CONTROL": "crawlq:control",
+    "GATE_COOLDOWN": "crawlq:gate:cooldown",
+}
+
+
+@pytest.mark.parametrize(("build", "arg", "expected"), BUILT, ids=[b.__name__ for b, _, _ in BUILT])
+def test_each_builder_spells_its_key(build: object, arg: str, expected: str) -> None:
+    assert callable(build)
+    assert build(arg) == expected
+
+
+def test_every_public_builder_is_pinned() -> None:
+    builders = {name for name in keys.__all__ if callable(getattr(keys, name))}
+    assert builders == {build.__name__ for build, _, _ in BUILT}
+
+
+@pytest.mark.parametrize(("name", "expected"), CONSTANTS.items())
+def test_each_constant_key(name: str, expected: str) -> None:
+    assert getattr(keys, name) == expected
+
+
+def test_arq_prefixes_are_arqs_own() -> None:
+    """crawlq writes arq's keys itself (in Lua); its prefixes must be the ones arq reads."""
+    assert keys.ARQ_JOB_PREFIX == arq.constants.job_key_prefix
+    assert keys.ARQ_IN_PROGRESS_PREFIX == arq.constants.in_progress_key_prefix
+    assert keys.ARQ_RESULT_PREFIX == arq.constants.result_key_prefix
+    assert keys.ARQ_RETRY_PREFIX == arq.constants.retry_key_prefix
+
+
+def test_every_key_lives_under_crawlq_or_arq() -> None:
+    for build, arg, _ in BUILT:
+        assert build(arg).startswith(("crawlq:", "arq:"))
