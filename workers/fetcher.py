@@ -278,15 +278,10 @@ class Fetcher:
         self, url: str, start: float, state: dict[str, str], keep_body: bool, content: bool, request: RequestSpec
     ) -> Attempt:
         guarded = self._guarded(request.address_rules)
-        policy = guarded.policy
+        current = self._start_url(url, guarded.policy, start)
+        if isinstance(current, Attempt):
+            return current
         text = url
-        try:
-            current = URL(url, encoded=True)
-        except ValueError:
-            legacy = legacy_ipv4_verdict(url, policy)  # yarl refuses `http://2130706433/`; we block it
-            if legacy is not None:
-                return self._failed(ErrorClass.BLOCKED_ADDRESS, legacy, start, url)
-            raise
         seen = {text}
         first_host = current.raw_host or ""
         if request.proxy is not None:
@@ -301,26 +296,43 @@ class Fetcher:
             headers = request.for_hop(first_host, current.raw_host or "")
             get = guarded.session.get(current, allow_redirects=False, headers=headers, proxy=request.proxy)
             async with get as response:
-                status = response.status
-                if status in REDIRECT_STATUSES and "Location" in response.headers:
-                    location = response.headers["Location"]
-                    legacy = legacy_ipv4_verdict(location, policy)
-                    if legacy is not None:
-                        return self._failed(ErrorClass.BLOCKED_ADDRESS, legacy, start, location)
-                    target = _redirect_target(response)
-                    if isinstance(target, str):
-                        return self._failed(ErrorClass.BAD_REDIRECT, target, start, text, status)
-                    text = str(target)
-                    if text in seen:
-                        return self._failed(ErrorClass.REDIRECT_LOOP, f"redirect loop at {text}", start, text)
-                    seen.add(text)
-                    current = target
+                if response.status in REDIRECT_STATUSES and "Location" in response.headers:
+                    hop = self._redirect_hop(response, guarded.policy, text, seen, start)
+                    if isinstance(hop, Attempt):
+                        return hop
+                    current, text = hop, str(hop)
                     continue
                 if response.status == 304 and request.conditional:
                     return Attempt(304, None, None, (time.perf_counter() - start) * 1000, 0, text)
                 return await self._final(response, text, start, keep_body, content, request.links)
         message = f"more than {self.settings.max_redirects} redirects"
         return self._failed(ErrorClass.REDIRECT_LOOP, message, start, text)
+
+    def _start_url(self, url: str, policy: AddressPolicy, start: float) -> URL | Attempt:
+        """The first hop's URL, or the blocked attempt of a legacy IPv4 spelling yarl refuses."""
+        try:
+            return URL(url, encoded=True)
+        except ValueError:
+            legacy = legacy_ipv4_verdict(url, policy)  # yarl refuses `http://2130706433/`; we block it
+            if legacy is not None:
+                return self._failed(ErrorClass.BLOCKED_ADDRESS, legacy, start, url)
+            raise
+
+    def _redirect_hop(
+        self, response: aiohttp.ClientResponse, policy: AddressPolicy, text: str, seen: set[str], start: float
+    ) -> URL | Attempt:
+        """Where a redirect leads (added to `seen`), or the failed attempt: blocked, bad, or a loop."""
+        location = response.headers["Location"]
+        legacy = legacy_ipv4_verdict(location, policy)
+        if legacy is not None:
+            return self._failed(ErrorClass.BLOCKED_ADDRESS, legacy, start, location)
+        target = _redirect_target(response)
+        if isinstance(target, str):
+            return self._failed(ErrorClass.BAD_REDIRECT, target, start, text, response.status)
+        if str(target) in seen:
+            return self._failed(ErrorClass.REDIRECT_LOOP, f"redirect loop at {target}", start, str(target))
+        seen.add(str(target))
+        return target
 
     async def _final(
         self, response: aiohttp.ClientResponse, text: str, start: float, keep_body: bool, content: bool, links: bool
