@@ -65,7 +65,7 @@ async def reconcile_all(store: Store) -> int:
             await result_of(store.redis.srem(keys.ACTIVE, batch))
             continue
         resolved += await reconcile_batch(store, batch)
-        await store.commit(batch)  # completes a batch whose last result came before a stale submit lease ended
+        await store.complete_if_done(batch)
     return resolved
 
 

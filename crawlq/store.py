@@ -112,6 +112,20 @@ def _results_args(results: Sequence[UrlResult], url_ids: Sequence[str]) -> list[
     return args
 
 
+def _deferral_args(batch: str, deferrals: Sequence[Deferral], now: int) -> list[Any]:
+    """commit.lua's deferral arguments: per deferral a new job id, its arq payload, when it runs (never before
+    now) and its URL ids (comma separated)."""
+    tail: list[Any] = []
+    for deferral in deferrals:
+        tail += [
+            new_job_id(batch),
+            job_payload(batch, deferral.entries, now),
+            max(deferral.run_at_ms, now),
+            ",".join(entry.url_id for entry in deferral.entries),
+        ]
+    return tail
+
+
 def lost_reason(stats: BatchStats, manifest: int, recorded: int, open_jobs: int, submitters: int) -> str | None:
     """Why a batch can never be complete and right, from the sizes of its keys, or None.
 
@@ -196,26 +210,8 @@ class Store:
             unique.setdefault(url_id, result)  # the same URL twice in one call: the first result wins
         rows = list(unique.items())
         now = now_ms()
-        tail: list[Any] = []
-        for deferral in deferrals:
-            tail += [
-                new_job_id(batch),
-                job_payload(batch, deferral.entries, now),
-                max(deferral.run_at_ms, now),
-                ",".join(entry.url_id for entry in deferral.entries),
-            ]
-        script_keys = [
-            keys.batch_meta(batch),
-            keys.batch_urls(batch),
-            keys.batch_results(batch),
-            keys.batch_jobs(batch),
-            self.settings.queue_name,
-            keys.batch_submitters(batch),
-            keys.ACTIVE,
-            keys.STATS_ALL,
-            keys.batch_events(batch),
-            keys.batch_queue(batch),
-        ]
+        tail = _deferral_args(batch, deferrals, now)
+        script_keys = self._commit_keys(batch)
         while True:
             args: list[Any] = [batch, now, self.settings.result_ttl_s, self.settings.job_expires_s * 1000]
             args += [done_job, "1" if require_job else "0", token]
@@ -231,6 +227,27 @@ class Store:
             if added == CommitReply.JOB_CLOSED:
                 return CommitOutcome(0, False, job_still_open=False)
             return CommitOutcome(added, bool(completed))
+
+    async def complete_if_done(self, batch: str) -> bool:
+        """Complete `batch` if every URL has its result (`done == total`) and no submit holds it; True if this
+        call completed it. The reconciler calls it for a batch whose last result came before a stale submit
+        lease ended."""
+        return (await self.commit(batch)).completed
+
+    def _commit_keys(self, batch: str) -> list[str]:
+        """commit.lua's KEYS, in its order."""
+        return [
+            keys.batch_meta(batch),
+            keys.batch_urls(batch),
+            keys.batch_results(batch),
+            keys.batch_jobs(batch),
+            self.settings.queue_name,
+            keys.batch_submitters(batch),
+            keys.ACTIVE,
+            keys.STATS_ALL,
+            keys.batch_events(batch),
+            keys.batch_queue(batch),
+        ]
 
     async def discover(self, batch: str, found: Sequence[Discovery]) -> int:
         """Add the links found on pages to `batch` and enqueue them (`lua/discover.lua`); returns how many
