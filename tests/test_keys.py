@@ -3,7 +3,6 @@ the Lua scripts and arq read), so it must be deliberate: these strings pin it.""
 
 from __future__ import annotations
 
-import arq.constants
 import pytest
 
 from crawlq import keys
@@ -64,14 +63,6 @@ def test_every_public_builder_is_pinned() -> None:
 @pytest.mark.parametrize(("name", "expected"), CONSTANTS.items())
 def test_each_constant_key(name: str, expected: str) -> None:
     assert getattr(keys, name) == expected
-
-
-def test_arq_prefixes_are_arqs_own() -> None:
-    """crawlq writes arq's keys itself (in Lua); its prefixes must be the ones arq reads."""
-    assert keys.ARQ_JOB_PREFIX == arq.constants.job_key_prefix
-    assert keys.ARQ_IN_PROGRESS_PREFIX == arq.constants.in_progress_key_prefix
-    assert keys.ARQ_RESULT_PREFIX == arq.constants.result_key_prefix
-    assert keys.ARQ_RETRY_PREFIX == arq.constants.retry_key_prefix
 
 
 def test_every_key_lives_under_crawlq_or_arq() -> None:
