@@ -14,6 +14,7 @@ settings, when they share the configuration, as in the compose and Kubernetes fi
 from __future__ import annotations
 
 import fnmatch
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -22,8 +23,9 @@ from redis.asyncio import Redis
 from crawlq import keys
 from crawlq.connection import result_of
 from crawlq.heartbeats import live_workers
+from crawlq.hostrules import read_rules
 from crawlq.models import now_ms
-from crawlq.settings import Settings
+from crawlq.settings import HostRule, Settings
 from crawlq.urls import host_of
 
 __all__ = [
@@ -110,12 +112,12 @@ class HostState:
         return asdict(self)
 
 
-def configured_host_limits(settings: Settings, host: str) -> tuple[int, float]:
-    """(concurrency, delay_s) the settings give `host`: the first matching host rule, else the defaults.
-    The same rule as workers.gate.host_limits, without robots.txt's Crawl-delay."""
+def configured_host_limits(settings: Settings, host: str, runtime_rules: Sequence[HostRule] = ()) -> tuple[int, float]:
+    """(concurrency, delay_s) the settings give `host`: the first matching host rule (run-time rules first),
+    else the defaults. The same rule as workers.gate.host_limits, without robots.txt's Crawl-delay."""
     concurrency, delay_s = settings.per_host_concurrency, settings.per_host_delay_s
     bare = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
-    for rule in settings.host_rules:
+    for rule in [*runtime_rules, *settings.host_rules]:
         if fnmatch.fnmatch(host, rule.pattern) or fnmatch.fnmatch(bare, rule.pattern):
             return rule.concurrency or concurrency, rule.delay_s if rule.delay_s is not None else delay_s
     return concurrency, delay_s
@@ -138,6 +140,7 @@ async def _server_ms(redis: Redis) -> int:
 async def read_hosts(redis: Redis, settings: Settings) -> list[HostState]:
     """Every host with politeness state, busiest first (in flight, then cooldown left, then name)."""
     names = sorted(await _host_names(redis))
+    rules = await read_rules(redis)
     now = await _server_ms(redis)
     async with redis.pipeline(transaction=False) as pipe:
         for name in names:
@@ -147,7 +150,7 @@ async def read_hosts(redis: Redis, settings: Settings) -> list[HostState]:
     hosts: list[HostState] = []
     for index, name in enumerate(names):
         in_flight, (until, penalty) = replies[2 * index], replies[2 * index + 1]
-        limit, delay_s = configured_host_limits(settings, name)
+        limit, delay_s = configured_host_limits(settings, name, rules)
         cooldown_s = max(0.0, (float(until or 0) - now) / 1000)
         hosts.append(HostState(name, int(in_flight), limit, delay_s, round(cooldown_s, 3), int(float(penalty or 0))))
     hosts.sort(key=lambda host: (-host.in_flight, -host.cooldown_s, host.host))
