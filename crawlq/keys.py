@@ -35,7 +35,9 @@ Global:
   crawlq:wake:{queue}        pubsub channel: new jobs were enqueued (wakes idle workers)
   crawlq:gate:{worker}       pubsub channel: a host this worker waits for released a slot (message: host)
   crawlq:gate:cooldown       pubsub channel: a host went into cooldown after a 429/503 (message: host)
-  crawlq:control             pubsub channel: a batch was paused, resumed or cancelled (message: batch)
+  crawlq:control             pubsub channel: a batch was paused, resumed or cancelled (message: batch), or the
+                                   run-time host rules changed (message: "host-rules")
+  crawlq:hostrules           hash  pattern -> JSON {concurrency, delay_s}: host rules set at run time
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ __all__ = [
     "SCHED_TURN",
     "batch_queue",
     "GATE_COOLDOWN",
+    "HOST_RULES",
     "BATCHES",
     "RECONCILE_LOCK",
     "STATS_ALL",
@@ -91,7 +94,8 @@ SCHED = "crawlq:sched"
 SCHED_TURN = "crawlq:sched:turn"
 PAUSED = "crawlq:paused"
 CLAIMED = "crawlq:claimed"
-CONTROL = "crawlq:control"  #: pub/sub channel: a batch was paused, resumed or cancelled
+CONTROL = "crawlq:control"  #: pub/sub channel: a batch was paused, resumed or cancelled; host rules changed
+HOST_RULES = "crawlq:hostrules"  #: hash pattern -> JSON: host rules set at run time (crawlq.hostrules)
 
 
 def batch_meta(batch: str) -> str:

@@ -223,7 +223,11 @@ async def batch_detail(batch: BatchId, ctx: Ctx) -> BatchDetail:
     client = await ctx.backend.client()
     gathered = await gather_within(
         ctx.api.read_deadline_s,
-        {"stats": client.stats(batch), "open_jobs": result_of(client.redis.hlen(keys.batch_jobs(batch)))},
+        {
+            "stats": client.stats(batch),
+            "open_jobs": result_of(client.redis.hlen(keys.batch_jobs(batch))),
+            "note": client.bound_note(batch),
+        },
     )
     error = gathered.errors.get("stats")
     if isinstance(error, UnknownBatch):
@@ -235,6 +239,8 @@ async def batch_detail(batch: BatchId, ctx: Ctx) -> BatchDetail:
         stats=stats,
         progress=progress,
         open_jobs=gathered.values.get("open_jobs"),
+        bound_by="per_host" if gathered.values.get("note") else None,
+        note=gathered.values.get("note"),
         partial_failure=gathered.partial_failure,
         failed_sources=gathered.failed,
     )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -120,6 +120,12 @@ class BatchDetail(BaseModel):
     stats: BatchStats | None
     progress: float | None = Field(description="done / total, 0..1")
     open_jobs: int | None = Field(description="jobs of the batch not yet finished")
+    bound_by: Literal["per_host"] | None = Field(
+        default=None,
+        description='"per_host": the per-host limits, not the workers, are what slow the batch now (every host '
+        "it waits for is at its limit or cooling down while live workers have free fetch slots); null otherwise",
+    )
+    note: str | None = Field(default=None, description="when `bound_by` is set: why, and the setting that changes it")
     partial_failure: bool
     failed_sources: list[str]
 

@@ -465,31 +465,89 @@ async def status(client: Any, as_json: bool, watch: bool, interval: float) -> in
         await asyncio.sleep(interval)
 
 
-@cli.command()
+@cli.group(invoke_without_command=True)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per host, one a line.")
 @click.option("--limit", type=click.IntRange(1), default=50, show_default=True, help="Show at most this many hosts.")
-@_client_command
-async def hosts(client: Any, as_json: bool, limit: int) -> int:
-    """List hosts with politeness state, busiest first: requests in flight, limit, delay, cooldown left.
+@click.pass_context
+def hosts(ctx: click.Context, /, as_json: bool, limit: int) -> None:
+    """List hosts with politeness state, busiest first: requests in flight, limit, delay, cooldown left; and
+    the host rules set at run time (`crawlq hosts set`).
 
     \b
-    The limit is CRAWLQ_PER_HOST_CONCURRENCY or the matching CRAWLQ_HOST_RULES entry, as this command's
-    settings give it (the workers' when they share the configuration).
+    The limit is the first matching rule: the run-time rules, then CRAWLQ_HOST_RULES, else
+    CRAWLQ_PER_HOST_CONCURRENCY, as this command's settings give them (the workers' when they share them).
 
     \b
     Examples:
       crawlq hosts
       crawlq hosts --json | jq 'select(.cooldown_s > 0)'
+      crawlq hosts set '*.example.com' --concurrency 4 --delay 0.5
+      crawlq hosts unset '*.example.com'
     """
+    if ctx.invoked_subcommand is None:
+        _list_hosts(as_json=as_json, limit=limit)
+
+
+@_client_command
+async def _list_hosts(client: Any, as_json: bool, limit: int) -> int:
+    from crawlq.hostrules import read_rules
+
     found = await client.hosts()
     if as_json:
         for host in found[:limit]:
             click.echo(orjson.dumps(host.as_dict()).decode())
         return 0
+    for rule in await read_rules(client.redis):
+        click.echo(f"run-time rule {rule.pattern}: {_rule_text(rule)}")
     if not found:
         click.echo("no host has politeness state (nothing fetched recently)")
         return 0
     Console().print(hosts_table([host.as_dict() for host in found[:limit]], len(found)))
+    return 0
+
+
+def _rule_text(rule: HostRule) -> str:
+    concurrency = "default" if rule.concurrency is None else str(rule.concurrency)
+    delay = "default" if rule.delay_s is None else f"{rule.delay_s:g} s"
+    return f"concurrency {concurrency}, delay {delay}"
+
+
+@hosts.command(name="set")
+@click.argument("pattern")
+@click.option("--concurrency", type=click.IntRange(1), help="Requests in flight on a matching host, cluster-wide.")
+@click.option("--delay", type=click.FloatRange(0), help="Seconds between request starts on a matching host.")
+@_client_command
+async def hosts_set(client: Any, pattern: str, concurrency: int | None, delay: float | None) -> int:
+    """Set a host rule for the whole cluster now: every worker applies it within a second, before
+    CRAWLQ_HOST_RULES (first match wins). PATTERN is an fnmatch pattern on the host (`*.example.com`,
+    `127.0.0.1*` for every port).
+
+    \b
+    Examples:
+      crawlq hosts set '*.example.com' --concurrency 4
+      crawlq hosts set slow.example.org --concurrency 1 --delay 2
+    """
+    from crawlq.hostrules import set_rule
+
+    if concurrency is None and delay is None:
+        raise click.UsageError("give --concurrency, --delay or both")
+    rule = HostRule(pattern=pattern, concurrency=concurrency, delay_s=delay)
+    await set_rule(client.redis, rule)
+    click.echo(f"host rule {pattern}: {_rule_text(rule)} (workers apply it within a second)")
+    return 0
+
+
+@hosts.command(name="unset")
+@click.argument("pattern")
+@_client_command
+async def hosts_unset(client: Any, pattern: str) -> int:
+    """Remove a run-time host rule; matching hosts go back to CRAWLQ_HOST_RULES and the defaults."""
+    from crawlq.hostrules import unset_rule
+
+    if not await unset_rule(client.redis, pattern):
+        click.echo(f"no run-time host rule for {pattern} (crawlq hosts lists them)")
+        return 1
+    click.echo(f"host rule {pattern} removed")
     return 0
 
 

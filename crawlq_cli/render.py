@@ -176,6 +176,7 @@ def status_table(status: dict[str, Any]) -> list[Table | str]:
     """`crawlq status`: queue depth in URLs (and jobs), workers, recent batches, the busiest hosts."""
     out: list[Table | str] = [_queue_line(status["queue"]), _workers_table(status["workers"])]
     out.append(_batches_table(status["batches"]))
+    out += [f"[yellow]{batch}[/]: {note}" for batch, note in status.get("notes", {}).items()]
     if status.get("hosts"):
         out.append(hosts_table(status["hosts"], status.get("hosts_total")))
     return out

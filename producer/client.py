@@ -29,7 +29,7 @@ from crawlq.options import BatchOptions
 from crawlq.outage import REDIS_DOWN, Outage
 from crawlq.settings import Settings
 from crawlq.store import Store
-from producer.cluster import HostState, QueueUrls, queue_urls, read_hosts
+from producer.cluster import HostState, QueueUrls, per_host_note, queue_urls, read_hosts
 from producer.submit import InvalidLine, SubmitReport, new_batch_id, submit_lines
 
 __all__ = ["Client", "QueueDepth"]
@@ -245,6 +245,10 @@ class Client:
     async def workers(self) -> list[dict[str, Any]]:
         return await live_workers(self.redis)
 
+    async def bound_note(self, batch: str) -> str | None:
+        """A sentence when per-host limits, not the workers, are what slow the batch now; else None."""
+        return await per_host_note(self.redis, self.settings, batch)
+
     async def recent_batches(self, limit: int = 10) -> list[BatchStats | str]:
         names = await result_of(self.redis.zrevrange(keys.BATCHES, 0, limit - 1))
         out: list[BatchStats | str] = []
@@ -260,6 +264,8 @@ class Client:
         batches = await self.recent_batches()
         depth = await self.queue_urls()
         hosts = await self.hosts()
+        running = [b.batch for b in batches if isinstance(b, BatchStats) and b.state == "running"]
+        notes = {batch: note for batch in running if (note := await self.bound_note(batch))}
         return {
             "queue": {"urls": depth.urls(), "jobs": depth.jobs()},
             "hosts": [host.as_dict() for host in hosts[:hosts_shown]],
@@ -269,4 +275,5 @@ class Client:
                 b.model_dump() if isinstance(b, BatchStats) else {"batch": b, "state": "unknown"} for b in batches
             ],
             "overall": await self.store.overall(),
+            "notes": notes,  #: batch -> why it is slow (per-host limits), for the running batches it applies to
         }

@@ -14,6 +14,7 @@ settings, when they share the configuration, as in the compose and Kubernetes fi
 from __future__ import annotations
 
 import fnmatch
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -21,12 +22,25 @@ from redis.asyncio import Redis
 
 from crawlq import keys
 from crawlq.connection import result_of
+from crawlq.heartbeats import live_workers
+from crawlq.hostrules import read_rules
 from crawlq.models import now_ms
-from crawlq.settings import Settings
+from crawlq.settings import HostRule, Settings
+from crawlq.urls import host_of
 
-__all__ = ["HostState", "QueueUrls", "configured_host_limits", "queue_urls", "read_hosts"]
+__all__ = [
+    "HostState",
+    "QueueUrls",
+    "batch_hosts",
+    "configured_host_limits",
+    "host_bound_note",
+    "per_host_note",
+    "queue_urls",
+    "read_hosts",
+]
 
 _PAGE = 1000
+_SAMPLE_JOBS = 100  #: open jobs of a batch read to learn which hosts it still waits for
 _LEASES_SUFFIX = b":leases"
 
 
@@ -98,12 +112,12 @@ class HostState:
         return asdict(self)
 
 
-def configured_host_limits(settings: Settings, host: str) -> tuple[int, float]:
-    """(concurrency, delay_s) the settings give `host`: the first matching host rule, else the defaults.
-    The same rule as workers.gate.host_limits, without robots.txt's Crawl-delay."""
+def configured_host_limits(settings: Settings, host: str, runtime_rules: Sequence[HostRule] = ()) -> tuple[int, float]:
+    """(concurrency, delay_s) the settings give `host`: the first matching host rule (run-time rules first),
+    else the defaults. The same rule as workers.gate.host_limits, without robots.txt's Crawl-delay."""
     concurrency, delay_s = settings.per_host_concurrency, settings.per_host_delay_s
     bare = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
-    for rule in settings.host_rules:
+    for rule in [*runtime_rules, *settings.host_rules]:
         if fnmatch.fnmatch(host, rule.pattern) or fnmatch.fnmatch(bare, rule.pattern):
             return rule.concurrency or concurrency, rule.delay_s if rule.delay_s is not None else delay_s
     return concurrency, delay_s
@@ -126,6 +140,7 @@ async def _server_ms(redis: Redis) -> int:
 async def read_hosts(redis: Redis, settings: Settings) -> list[HostState]:
     """Every host with politeness state, busiest first (in flight, then cooldown left, then name)."""
     names = sorted(await _host_names(redis))
+    rules = await read_rules(redis)
     now = await _server_ms(redis)
     async with redis.pipeline(transaction=False) as pipe:
         for name in names:
@@ -135,8 +150,61 @@ async def read_hosts(redis: Redis, settings: Settings) -> list[HostState]:
     hosts: list[HostState] = []
     for index, name in enumerate(names):
         in_flight, (until, penalty) = replies[2 * index], replies[2 * index + 1]
-        limit, delay_s = configured_host_limits(settings, name)
+        limit, delay_s = configured_host_limits(settings, name, rules)
         cooldown_s = max(0.0, (float(until or 0) - now) / 1000)
         hosts.append(HostState(name, int(in_flight), limit, delay_s, round(cooldown_s, 3), int(float(penalty or 0))))
     hosts.sort(key=lambda host: (-host.in_flight, -host.cooldown_s, host.host))
     return hosts
+
+
+# ---------------------------------------------------------------- why a batch is slow
+async def batch_hosts(redis: Redis, batch: str) -> set[str]:
+    """Hosts of the URLs the batch still waits for, from a sample of its open jobs (up to `_SAMPLE_JOBS`)."""
+    _, owned = await result_of(redis.hscan(keys.batch_jobs(batch), 0, count=_SAMPLE_JOBS))
+    url_ids = [url_id for row in list(owned.values())[:_SAMPLE_JOBS] for url_id in row.decode().split(",") if url_id]
+    if not url_ids:
+        return set()
+    urls = await result_of(redis.hmget(keys.batch_urls(batch), url_ids[: _SAMPLE_JOBS * 10]))
+    return {host_of(url.decode()) for url in urls if url}
+
+
+def host_bound_note(wanted: set[str], hosts: list[HostState], beats: list[dict[str, Any]]) -> str | None:
+    """The sentence saying per-host limits, not the workers, bound a batch: every host it still waits for is
+    at its limit or cooling down, at least one at its limit, while live workers have fetch slots to spare
+    (their concurrency less the leases held cluster-wide). None when that is not so."""
+    live = [beat for beat in beats if not beat.get("draining")]
+    slots = sum(int(beat.get("concurrency", 0) or 0) for beat in live)
+    free = slots - sum(host.in_flight for host in hosts)
+    mine = [host for host in hosts if host.host in wanted]
+    at_limit = [host for host in mine if host.in_flight >= host.limit]
+    if not live or free <= 0 or not at_limit or len(mine) < len(wanted):
+        return None
+    if any(host.in_flight < host.limit and host.cooldown_s <= 0 for host in mine):
+        return None
+    limits = sorted({host.limit for host in at_limit})
+    return (
+        f"per-host limits bound this batch: its busiest hosts are at their limit "
+        f"({', '.join(map(str, limits))}) while workers have {free} free slots; raise "
+        "CRAWLQ_PER_HOST_CONCURRENCY or add a host rule (crawlq hosts set)"
+    )
+
+
+def _default_limit(settings: Settings, beats: list[dict[str, Any]]) -> Settings:
+    """The settings with the workers' per-host concurrency (from their heartbeats) when they carry one."""
+    given = {int(beat["per_host_concurrency"]) for beat in beats if beat.get("per_host_concurrency")}
+    if len(given) != 1:
+        return settings
+    return settings.model_copy(update={"per_host_concurrency": given.pop()})
+
+
+async def per_host_note(redis: Redis, settings: Settings, batch: str) -> str | None:
+    """`host_bound_note` for one batch, read from Redis (None for a paused or complete batch)."""
+    meta = await result_of(redis.hmget(keys.batch_meta(batch), ["finished_at", "paused_at"]))
+    if any(meta):
+        return None
+    wanted = await batch_hosts(redis, batch)
+    if not wanted:
+        return None
+    beats = await live_workers(redis)
+    hosts = await read_hosts(redis, _default_limit(settings, beats))
+    return host_bound_note(wanted, hosts, beats)

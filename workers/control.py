@@ -3,6 +3,8 @@
 The engine asks `halted(batch)` before each fetch starts; the answer comes from memory. The cache is read
 again at least every `REFRESH_S` (one pipeline: the paused set and the `cancelled_at` flag of the batches
 this worker ran lately), and at once when a pause, resume or cancel is published on `keys.CONTROL`.
+The same pass reads the run-time host rules (`crawlq.hostrules`) and hands them to `on_rules` (the engine,
+which forgets its cached per-host limits when they change).
 """
 
 from __future__ import annotations
@@ -10,10 +12,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable, Sequence
 
 from redis.asyncio import Redis
 
 from crawlq import keys
+from crawlq.hostrules import read_rules
+from crawlq.settings import HostRule
 from workers.events import wait_event
 
 __all__ = ["REFRESH_S", "BatchControl"]
@@ -23,8 +28,9 @@ FORGET_S = 60.0  #: a batch not asked about for this long is no longer read
 
 
 class BatchControl:
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Redis, on_rules: Callable[[Sequence[HostRule]], None] | None = None) -> None:
         self.redis = redis
+        self.on_rules = on_rules
         self._asked: dict[str, float] = {}  #: batch -> monotonic time it was last asked about
         self._halted: set[str] = set()
         self._refresh = asyncio.Event()
@@ -70,3 +76,5 @@ class BatchControl:
         halted = {raw.decode() for raw in paused}
         halted.update(batch for batch, flag in zip(batches, cancelled, strict=True) if flag)
         self._halted = halted
+        if self.on_rules is not None:
+            self.on_rules(await read_rules(self.redis))

@@ -11,11 +11,11 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from crawlq.jobs import Deferral, Entry
 from crawlq.models import ErrorClass, UrlResult, now_ms
-from crawlq.settings import Settings
+from crawlq.settings import HostRule, Settings
 from crawlq.urls import host_of
 from workers.fetcher import NO_REQUEST, Attempt, Fetcher, RequestSpec
 from workers.gate import GateOutcome, HostGate, host_limits
@@ -44,6 +44,7 @@ class Engine:
         self.fetches = 0
         self.resting = 0  #: URLs of hosts with a delay waiting it out (no fetch slot could serve them now)
         self._limit_cache: dict[tuple[str, float | None], tuple[int, float]] = {}
+        self.runtime_rules: tuple[HostRule, ...] = ()  #: host rules set at run time (crawlq.hostrules), first
         self.metrics = WorkerMetrics()
         self.metrics.watch(lambda: self.in_flight)
         self.halted: Callable[[str], bool] = lambda batch: False  #: a paused or cancelled batch: start no fetch
@@ -120,8 +121,14 @@ class Engine:
         if found is None:
             if len(self._limit_cache) > 10_000:
                 self._limit_cache.clear()
-            found = self._limit_cache[key] = host_limits(self.settings, host, crawl_delay)
+            found = self._limit_cache[key] = host_limits(self.settings, host, crawl_delay, self.runtime_rules)
         return found
+
+    def set_runtime_rules(self, rules: Sequence[HostRule]) -> None:
+        """Apply the run-time host rules from now on (the per-host limits cached so far are forgotten)."""
+        if tuple(rules) != self.runtime_rules:
+            self.runtime_rules = tuple(rules)
+            self._limit_cache.clear()
 
     async def _fetch(self, url: str, host: str, lease: str, request: RequestSpec) -> Attempt:
         self.in_flight += 1

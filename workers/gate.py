@@ -28,7 +28,7 @@ import itertools
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from importlib.resources import files
@@ -37,7 +37,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from crawlq import keys
-from crawlq.settings import Settings
+from crawlq.settings import HostRule, Settings
 
 __all__ = ["HOLD_S", "GateOutcome", "Grant", "HostGate", "host_limits"]
 
@@ -107,12 +107,14 @@ def _forgettable(state: _Host, now: float) -> bool:
     return not busy and state.blocked_until <= now
 
 
-def host_limits(settings: Settings, host: str, crawl_delay_s: float | None = None) -> tuple[int, float]:
-    """(concurrency, delay_s) for a host: the first matching `host_rules` entry, else the defaults,
-    with the delay raised to robots.txt's Crawl-delay (capped)."""
+def host_limits(
+    settings: Settings, host: str, crawl_delay_s: float | None = None, runtime_rules: Sequence[HostRule] = ()
+) -> tuple[int, float]:
+    """(concurrency, delay_s) for a host: the first matching rule (the run-time rules, then `host_rules`),
+    else the defaults, with the delay raised to robots.txt's Crawl-delay (capped)."""
     concurrency, delay = settings.per_host_concurrency, settings.per_host_delay_s
     bare = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
-    for rule in settings.host_rules:
+    for rule in [*runtime_rules, *settings.host_rules]:
         if fnmatch.fnmatch(host, rule.pattern) or fnmatch.fnmatch(bare, rule.pattern):
             concurrency = rule.concurrency or concurrency
             delay = rule.delay_s if rule.delay_s is not None else delay
@@ -236,7 +238,8 @@ class HostGate:
             state.recovering -= 1
             self._give_back(state, lease, outcome, 0)
             return
-        reusable = not (state.recovering or state.contended) and state.delay_ms == 0
+        # held above the limit: the limit was lowered (a run-time host rule), so the lease goes back
+        reusable = not (state.recovering or state.contended) and state.delay_ms == 0 and state.held <= state.limit
         if reusable and self._reuse_until.get(lease, 0.0) > time.monotonic():
             if not state.hand(Grant(lease)):
                 state.idle.append(lease)  # kept for the next URL of the host, until HOLD_S or asked for

@@ -285,6 +285,7 @@ class CrawlWorker(Worker):
             "started_at": state.started_at,
             "seen_at": now_ms(),
             "concurrency": self.crawl_settings.concurrency,
+            "per_host_concurrency": self.crawl_settings.per_host_concurrency,
             "in_flight": state.engine.in_flight,
             "pending": state.engine.pending,
             "fetches": state.engine.fetches,

@@ -70,7 +70,7 @@ class WorkerState:
         store = Store(redis, settings)
         committer = Committer(store, lambda: engine.pending == 0, engine.draining.is_set)
         committer.start()
-        control = BatchControl(redis)
+        control = BatchControl(redis, on_rules=engine.set_runtime_rules)
         control.start()
         engine.halted = control.halted
         state = cls(settings, redis, worker_id, store, fetcher, gate, engine, committer, control=control)

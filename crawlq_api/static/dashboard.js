@@ -6,12 +6,13 @@ const TOKEN_KEY = "crawlq.token";
 const INTERVAL_MS = Number(new URLSearchParams(location.search).get("interval_ms")) || 3000;
 const HISTORY_POINTS = 200;  // about 10 minutes at the default interval
 
-// ------------------------------------------------------------------ batch actions (hooks)
-// HOOK for batch control: pause/cancel are enabled only when the API's OpenAPI schema has the endpoint
-// (POST /batches/{batch}/pause, /cancel). Until then the buttons are shown disabled and say why.
+// ------------------------------------------------------------------ batch actions
+// Pause (resume, once paused) and cancel, shown on every batch not yet complete. Each is enabled only when
+// the API's OpenAPI schema has the endpoint (POST /batches/{batch}/pause, /resume, /cancel).
 // They need the full token: the read-only token gets 401, which the page reports.
 const ACTIONS = {
   pause: { path: "/batches/{batch}/pause", available: false },
+  resume: { path: "/batches/{batch}/resume", available: false },
   cancel: { path: "/batches/{batch}/cancel", available: false },
 };
 
@@ -137,17 +138,22 @@ function drawTiles(queue, workers, totals) {
   $("t-failed").textContent = totals ? num(totals.failed) : "-";
 }
 
-function batchActions(batch, complete) {
+function batchActions(stats) {
   const td = cell(null, "actions");
-  for (const [name, action] of Object.entries(ACTIONS)) {
+  const shown = [stats.state === "paused" ? "resume" : "pause", "cancel"];
+  for (const name of shown) {
+    const action = ACTIONS[name];
     const button = document.createElement("button");
     button.textContent = name;
     button.dataset.action = name;
-    button.disabled = complete || !action.available;
+    button.disabled = stats.complete || !action.available;
     button.title = action.available
       ? `POST ${action.path} (needs the full token)`
-      : `not available yet: this API has no POST ${action.path}`;
-    button.addEventListener("click", () => runAction(name, batch));
+      : `not available: this API has no POST ${action.path}`;
+    button.addEventListener("click", () => {
+      if (name === "cancel" && !confirm(`Cancel batch ${stats.batch}? Its URLs not yet done are recorded as cancelled.`)) return;
+      runAction(name, stats.batch);
+    });
     td.appendChild(button);
   }
   return td;
@@ -159,8 +165,10 @@ function batchRow(stats) {
   const name = cell(stats.batch, "name", "batch");
   name.title = stats.batch;
   const state = document.createElement("span");
-  state.className = `state ${stats.state}`;
-  state.textContent = stats.state;
+  const cancelled = Boolean(stats.cancelled_at);
+  state.className = `state ${stats.state}${cancelled ? " cancelled" : ""}`;
+  state.textContent = cancelled ? "cancelled" : stats.state;
+  if (cancelled) state.title = `cancelled at ${stats.cancelled_at}`;
   const stateCell = cell(null, null, "state");
   stateCell.appendChild(state);
   const pct = stats.total ? Math.floor((100 * stats.done) / stats.total) : 100;
@@ -174,7 +182,7 @@ function batchRow(stats) {
   const failed = cell(num(stats.failed), stats.failed ? "failed" : null, "failed");
   failed.dataset.failed = stats.failed;
   tr.append(name, stateCell, bar, done, failed, cell(rate(stats.pages_per_s), null, "pages_per_s"),
-    cell(eta, null, "eta"), batchActions(stats.batch, stats.complete));
+    cell(eta, null, "eta"), batchActions(stats));
   return tr;
 }
 

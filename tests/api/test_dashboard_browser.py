@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,12 @@ def _save(page: Any, tmp_path: Path, name: str) -> Path:
     return path
 
 
+def _failed(errors: list[str], request: Any) -> None:
+    """A request that failed, except those a reload aborts (polls under way when the page goes)."""
+    if request.failure != "net::ERR_ABORTED":
+        errors.append(f"request failed: {request.url} ({request.failure})")
+
+
 @pytest.fixture
 def browser_page() -> Iterator[Any]:
     with sync_api.sync_playwright() as playwright:
@@ -48,7 +55,7 @@ def browser_page() -> Iterator[Any]:
         page = browser.new_page(viewport={"width": 1440, "height": 900})
         errors: list[str] = []
         page.on("pageerror", lambda exc: errors.append(str(exc)))
-        page.on("requestfailed", lambda request: errors.append(f"request failed: {request.url}"))
+        page.on("requestfailed", lambda request: _failed(errors, request))
         page.errors = errors
         try:
             yield page
@@ -121,7 +128,7 @@ def test_dashboard_shows_the_crawl_as_the_api_reports_it(
         )
         assert histogram_total == api.get("/totals").json()["done"] == 76
 
-        for name in ("pause", "cancel"):  # no such endpoints yet: shown, disabled, and saying why
+        for name in ("pause", "cancel"):  # a complete batch: shown, disabled
             button = page.locator(f'tr[data-batch="{batch}"] button[data-action="{name}"]')
             assert button.is_disabled()
         _save(page, tmp_path, "dashboard-complete.png")
@@ -129,6 +136,64 @@ def test_dashboard_shows_the_crawl_as_the_api_reports_it(
         page.reload()  # the token is kept for the tab (sessionStorage): no second login
         page.wait_for_selector(f'tr[data-batch="{batch}"]')
         assert page.locator("#login").is_hidden()
+        assert page.errors == [], page.errors
+
+
+def _state_shown(page: Any, batch: str, text: str) -> None:
+    page.wait_for_function(
+        "([batch, text]) => { const el = document.querySelector(`tr[data-batch='${batch}'] .state`);"
+        " return el !== null && el.textContent === text; }",
+        arg=[batch, text],
+        timeout=15_000,
+    )
+
+
+def test_pause_and_cancel_buttons_control_the_batch(
+    browser_page: Any, settings: Settings, env: dict[str, str], tmp_path: Path
+) -> None:
+    """A worker crawls a slow one-host batch one request at a time; the page's pause stops it, its cancel
+    completes it with every URL not yet done recorded as `cancelled`."""
+    page = browser_page
+    page.on("dialog", lambda dialog: dialog.accept())  # the page asks before it cancels
+    api_settings = ApiSettings(_env_file=None, token=TOKEN, read_token=READ_TOKEN, allowed_networks=["127.0.0.0/8"])
+    worker_env = {**env, "CRAWLQ_PER_HOST_CONCURRENCY": "1"}
+    with (
+        ThreadedTargetSite() as slow,
+        running(create_app(settings, api_settings)) as base,
+        httpx.Client(base_url=base, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30) as api,
+        workers(worker_env, 1, tmp_path, "--concurrency", "4"),
+    ):
+        urls = [slow.url(f"/delay?ms=700&n={i}") for i in range(30)]
+        batch = api.post("/batches", json={"urls": urls}).json()["batch"]
+        page.goto(f"{base}/?interval_ms=500")
+        page.fill("#token", TOKEN)  # the actions need the full token
+        page.click("#login button[type=submit]")
+        row = f'tr[data-batch="{batch}"]'
+        page.wait_for_selector(row)
+        assert wait_until(lambda: api.get(f"/batches/{batch}").json()["stats"]["done"] >= 1, 60, interval=0.2)
+
+        page.click(f'{row} button[data-action="pause"]:not([disabled])')
+        assert wait_until(lambda: api.get(f"/batches/{batch}").json()["stats"]["state"] == "paused", 10, interval=0.1)
+        _state_shown(page, batch, "paused")
+        assert page.locator(f'{row} button[data-action="resume"]').is_enabled()
+        time.sleep(2.0)  # the fetch in flight when it was paused ends
+        done_paused = api.get(f"/batches/{batch}").json()["stats"]["done"]
+        time.sleep(2.0)
+        assert api.get(f"/batches/{batch}").json()["stats"]["done"] == done_paused < len(urls)
+        _save(page, tmp_path, "dashboard-paused.png")
+
+        page.click(f'{row} button[data-action="cancel"]')
+        assert wait_until(lambda: api.get(f"/batches/{batch}").json()["stats"]["complete"], 15, interval=0.1)
+        stats = api.get(f"/batches/{batch}").json()["stats"]
+        assert stats["done"] == stats["total"] == len(urls)
+        assert stats["error_counts"].get("cancelled") == len(urls) - done_paused, stats
+        assert stats["cancelled_at"] is not None
+        _state_shown(page, batch, "cancelled")
+        shown = _shown(page, batch)
+        assert (shown["done"], shown["failed"]) == (str(stats["done"]), str(stats["failed"]))
+        for name in ("pause", "cancel"):
+            assert page.locator(f'{row} button[data-action="{name}"]').is_disabled()
+        _save(page, tmp_path, "dashboard-cancelled.png")
         assert page.errors == [], page.errors
 
 
