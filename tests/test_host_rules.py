@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,12 +18,6 @@ from tests.helpers import cli_env, run_cli, wait_until, workers
 def env(redis_server: EmbeddedServer) -> dict[str, str]:
     redis_sync.Redis.from_url(redis_server.url).flushdb()
     return cli_env(redis_server.url, per_host_concurrency=4)
-
-
-@pytest.fixture
-def site() -> Iterator[ThreadedTargetSite]:
-    with ThreadedTargetSite() as started:
-        yield started
 
 
 def test_a_rule_set_while_the_worker_runs_lowers_the_hosts_limit(
