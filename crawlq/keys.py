@@ -90,6 +90,8 @@ ACTIVE = "crawlq:active"
 STATS_ALL = "crawlq:stats:all"
 RECONCILE_LOCK = "crawlq:reconcile:lock"
 WORKER_PREFIX = "crawlq:worker:"
+BATCH_PREFIX = "crawlq:b:"  #: every per-batch key starts so (Lua scripts that find a batch's keys take it as ARGV)
+ORPHANS_BATCH = "~orphans"  #: the ready queue of arq jobs that belong to no known batch (`lua/rehome.lua`)
 SCHED = "crawlq:sched"
 SCHED_TURN = "crawlq:sched:turn"
 PAUSED = "crawlq:paused"
@@ -99,7 +101,7 @@ HOST_RULES = "crawlq:hostrules"  #: hash pattern -> JSON: host rules set at run 
 
 
 def batch_meta(batch: str) -> str:
-    return f"crawlq:b:{batch}:meta"
+    return f"{BATCH_PREFIX}{batch}:meta"
 
 
 def batch_urls(batch: str) -> str:

@@ -58,7 +58,8 @@ async def reconcile_batch(store: Store, batch: str) -> int:
 
 
 async def reconcile_all(store: Store) -> int:
-    resolved = 0
+    """Resolve every active batch's orphaned jobs, and give claims a way to ready jobs of no batch queue."""
+    resolved = await store.rehome_orphans()
     for raw in await result_of(store.redis.smembers(keys.ACTIVE)):
         batch = raw.decode()
         if not await store.redis.exists(keys.batch_meta(batch)):

@@ -149,6 +149,7 @@ class Store:
         self._enqueue: AsyncScript = redis.register_script(_script("enqueue.lua"))
         self._commit: AsyncScript = redis.register_script(_script("commit.lua"))
         self._discover: AsyncScript = redis.register_script(_script("discover.lua"))
+        self._rehome: AsyncScript = redis.register_script(_script("rehome.lua"))
 
     # ---- writes
     async def enqueue(
@@ -227,6 +228,14 @@ class Store:
             if added == CommitReply.JOB_CLOSED:
                 return CommitOutcome(0, False, job_still_open=False)
             return CommitOutcome(added, bool(completed))
+
+    async def rehome_orphans(self, read_limit: int = 1000) -> int:
+        """Put arq jobs that are ready but in no batch's ready queue (put in the arq queue by hand, or by an
+        older crawlq) where claims look (`lua/rehome.lua`); returns how many. A job of no known batch goes to
+        the orphans' queue: it is claimed, and arq records why it cannot run (a foreign payload never runs)."""
+        script_keys = [self.settings.queue_name, keys.CLAIMED, keys.SCHED]
+        args: list[int | str] = [now_ms(), read_limit, keys.BATCH_PREFIX, keys.ORPHANS_BATCH]
+        return int(await self._rehome(keys=script_keys, args=args))
 
     async def complete_if_done(self, batch: str) -> bool:
         """Complete `batch` if every URL has its result (`done == total`) and no submit holds it; True if this

@@ -80,7 +80,15 @@ async def claim(redis: ArqRedis, settings: Settings, want: int, idle: bool = Fal
     script = redis.register_script((files("workers") / "lua" / "claim.lua").read_text())
     reply = await script(
         keys=[settings.queue_name, *CLAIM_KEYS],
-        args=[want, 15_000, 256, "1" if idle else "0", keys.ARQ_IN_PROGRESS_PREFIX, keys.ARQ_RETRY_PREFIX],
+        args=[
+            want,
+            15_000,
+            256,
+            "1" if idle else "0",
+            keys.ARQ_IN_PROGRESS_PREFIX,
+            keys.ARQ_RETRY_PREFIX,
+            keys.BATCH_PREFIX,
+        ],
     )
     return [reply[position].decode() for position in range(0, len(reply), 3)]
 
@@ -102,6 +110,22 @@ async def test_claims_skip_running_jobs_and_take_the_ready_ones_in_run_time_orde
     assert await claim(redis, settings, want=20) == []
     assert all([await redis.exists(keys.arq_in_progress(job_id)) for job_id in jobs])
     assert await redis.zcard(keys.batch_queue("deep")) == 0  # claimed jobs left their batch queue
+
+
+async def test_jobs_in_no_batch_queue_are_rehomed_so_claims_find_them(redis: ArqRedis, settings: Settings) -> None:
+    """A ready job that sits only in the arq queue (put there by hand, or by a crawlq before batch queues) is
+    never claimed until the reconciler re-homes it: into its batch's queue, or the orphans' queue for a job of
+    no known batch. Jobs already in place, or claimed, are left alone."""
+    store = Store(redis, settings)
+    old = await one_url_job(store, "legacy", "http://a.test/old", now_ms() - 1000)
+    await redis.zrem(keys.batch_queue("legacy"), old)
+    await redis.zadd(settings.queue_name, {"foreign-job": now_ms() - 1000})
+    assert await claim(redis, settings, want=5) == []
+    assert await store.rehome_orphans() == 2
+    assert await store.rehome_orphans() == 0  # in place now: nothing moves twice
+    assert await redis.zscore(keys.batch_queue(keys.ORPHANS_BATCH), "foreign-job") is not None
+    assert sorted(await claim(redis, settings, want=5)) == sorted([old, "foreign-job"])
+    assert await store.rehome_orphans() == 0  # claimed: left alone
 
 
 async def test_a_deferred_job_is_claimed_only_when_due(redis: ArqRedis, settings: Settings) -> None:

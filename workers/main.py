@@ -233,7 +233,7 @@ class CrawlWorker(Worker):
         running = any(not task.done() for task in self.tasks.values())
         idle = "1" if not running and state.engine.pending == 0 and not state.claimed else "0"
         args: list[int | str] = [want, lease_ms, state.settings.queue_read_limit, idle]
-        args += [keys.ARQ_IN_PROGRESS_PREFIX, keys.ARQ_RETRY_PREFIX]
+        args += [keys.ARQ_IN_PROGRESS_PREFIX, keys.ARQ_RETRY_PREFIX, keys.BATCH_PREFIX]
         try:
             reply = await self._claim(keys=self._claim_keys, args=args)
         except ResponseError as exc:
@@ -249,6 +249,19 @@ class CrawlWorker(Worker):
             task = await start_job(self, name, self.run_job(name, score))
             state.claimed.add(name)
             task.add_done_callback(functools.partial(_forget, state, name))
+
+    async def run_job(self, job_id: str, score: int) -> None:
+        """arq's run_job; a full Redis that refuses arq's own bookkeeping (the try counter when a job starts,
+        the result when it ends) must not stop the worker. arq's start is one transaction, refused whole, so
+        no try is counted: the job's lease is dropped and it is claimed again once Redis has room."""
+        try:
+            await super().run_job(job_id, score)
+        except ResponseError as exc:
+            if not is_out_of_memory(exc):
+                raise
+            with contextlib.suppress(ResponseError):
+                await self.pool.delete(keys.arq_in_progress(job_id))  # DEL needs no memory
+            await self._out_of_memory(exc)
 
     async def record_health(self) -> None:
         """arq's health key; a full Redis refuses it, which must not stop the worker."""

@@ -11,17 +11,18 @@
 -- jobs' tries with it when it crashes its worker again.
 -- KEYS: 1 arq queue, 2 sched zset, 3 paused set, 4 claimed zset, 5 active set, 6 round-robin counter
 -- ARGV: 1 want, 2 lease_ms, 3 read_limit (queue entries and lapsed claims read at most per call), 4 idle ('1' when the worker runs nothing),
---       5 arq's in-progress key prefix, 6 arq's retry key prefix (crawlq.keys.ARQ_*_PREFIX)
+--       5 arq's in-progress key prefix, 6 arq's retry key prefix (crawlq.keys.ARQ_*_PREFIX),
+--       7 the per-batch key prefix (crawlq.keys.BATCH_PREFIX)
 -- Returns: job_id1, score1, suspect1, job_id2, score2, suspect2, ... (suspect: 1 for a suspect, else 0)
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 local want, lease, limit = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local idle = ARGV[4] == '1'
-local in_progress, retry = ARGV[5], ARGV[6]
+local in_progress, retry, batch_prefix = ARGV[5], ARGV[6], ARGV[7]
 local queue, sched, paused, claimed, active, turn = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 
 local function batch_of(job_id) return string.match(job_id, '^(.*):[^:]*$') end
-local function batch_queue(batch) return 'crawlq:b:' .. batch .. ':queue' end
+local function batch_queue(batch) return batch_prefix .. batch .. ':queue' end
 
 -- claims whose lease entry is due: still leased (renewed) -> move the entry; lapsed -> back to the batch queue
 for _, job_id in ipairs(redis.call('ZRANGEBYSCORE', claimed, '-inf', now, 'LIMIT', 0, limit)) do
