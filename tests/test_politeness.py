@@ -161,6 +161,6 @@ def test_retries_end_to_end(redis_url: str, tmp_path: Path) -> None:
     assert len(times["e2e-503"]) == 3
     first, second = times["ra-seconds"]
     assert second - first >= 2.0, f"retried {second - first:.3f} s after a Retry-After of 2 s"
-    assert second - first < 2.0 + 2.0
+    assert second - first < 2.0 + 3.0, "a Retry-After of 2 s must not hold the URL much longer"  # slack for a busy CI
     first, second = times["ra-date"]
     assert second - first >= 2.0, f"retried {second - first:.3f} s after a Retry-After date 3 s ahead"
