@@ -31,6 +31,7 @@ __all__ = [
     "IPAddress",
     "embedded_ipv4",
     "literal_address",
+    "parse_networks",
 ]
 
 WORKER_NETWORKS = "CRAWLQ_ALLOWED_NETWORKS"
@@ -240,3 +241,17 @@ class GuardedResolver(AbstractResolver):
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
+
+
+def parse_networks(value: object, example: str = "like 10.0.0.0/8 or fd00::/8") -> object:
+    """A settings value of networks: a comma-separated string becomes a list, and every entry must be a CIDR
+    (`ValueError` naming the bad one otherwise); any other value is left to the model's own validation."""
+    if isinstance(value, str):
+        value = [part.strip() for part in value.split(",") if part.strip()]
+    if isinstance(value, list):
+        for network in value:
+            try:
+                ipaddress.ip_network(str(network), strict=False)
+            except ValueError as exc:
+                raise ValueError(f"{network!r} is not a network (CIDR) {example}") from exc
+    return value

@@ -9,7 +9,6 @@ what is wrong ("CRAWLQ_CONCURRENCY=0: must be at least 1"); `Settings.replace` v
 
 from __future__ import annotations
 
-import ipaddress
 import os
 from collections.abc import Iterable
 from typing import Annotated, Any
@@ -19,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
+from crawlq.addresses import parse_networks
 from crawlq.errors import ConfigError
 
 __all__ = ["HostRule", "Settings", "default_user_agent", "describe_errors"]
@@ -148,15 +148,7 @@ class Settings(BaseSettings):
     @field_validator("allowed_networks", mode="before")
     @classmethod
     def _parse_networks(cls, value: object) -> object:
-        if isinstance(value, str):
-            value = [part.strip() for part in value.split(",") if part.strip()]
-        if isinstance(value, list):
-            for network in value:
-                try:
-                    ipaddress.ip_network(str(network), strict=False)
-                except ValueError as exc:
-                    raise ValueError(f"{network!r} is not a network (CIDR) like 10.0.0.0/8 or fd00::/8") from exc
-        return value
+        return parse_networks(value)
 
     def env(self) -> dict[str, str]:
         """These settings as `CRAWLQ_*` environment variables, to hand to a child process."""

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import ipaddress
 from typing import Annotated
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from crawlq.addresses import parse_networks
 
 __all__ = ["ApiSettings", "MAX_WAIT_S"]
 
@@ -40,12 +41,4 @@ class ApiSettings(BaseSettings):
     @field_validator("allowed_networks", mode="before")
     @classmethod
     def _parse_networks(cls, value: object) -> object:
-        if isinstance(value, str):
-            value = [part.strip() for part in value.split(",") if part.strip()]
-        if isinstance(value, list):
-            for network in value:
-                try:
-                    ipaddress.ip_network(str(network), strict=False)
-                except ValueError as exc:
-                    raise ValueError(f"not a network (CIDR) in CRAWLQ_API_ALLOWED_NETWORKS: {network!r}") from exc
-        return value
+        return parse_networks(value)
