@@ -42,7 +42,7 @@ async def run(bench: Bench) -> PartRound:
     profile = bench.profile
     count, delay_s, window_s = profile.slow_urls, profile.slow_delay_s, profile.slow_window_s
     base = bench.target.base
-    settings = crawlq_settings(CONCURRENCY, 1)
+    settings = crawlq_settings(CONCURRENCY, 1, fetch_timeout_s=delay_s + 10)  # the slow answers are not timeouts
     warmup = fast_urls(base, 50, run_tag())
     async with (
         own_server() as server,
