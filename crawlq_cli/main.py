@@ -328,11 +328,34 @@ def _say(line: str) -> None:
     click.echo(f"crawlq: {line}", err=True)
 
 
+NO_WORKER_CHECK_S = 5.0  #: how often `wait` looks for live workers (heartbeats)
+
+
 async def _wait(client: Any, batch: str, timeout: float | None, poll_s: float = 0.2) -> BatchStats:
-    with ProgressView(batch) as view:
-        return await client.wait(  # type: ignore[no-any-return]
-            batch, timeout_s=timeout, poll_s=poll_s, on_progress=view.update, on_outage=_say
-        )
+    watch = asyncio.create_task(_watch_workers(client, describe(client.settings.redis_url)))
+    try:
+        with ProgressView(batch) as view:
+            return await client.wait(  # type: ignore[no-any-return]
+                batch, timeout_s=timeout, poll_s=poll_s, on_progress=view.update, on_outage=_say
+            )
+    finally:
+        watch.cancel()
+
+
+async def _watch_workers(client: Any, where: str) -> None:
+    """Say so, once per spell, when no worker sends heartbeats: a batch then waits without a word."""
+    warned = False
+    while True:
+        await asyncio.sleep(NO_WORKER_CHECK_S)
+        try:
+            alive = bool(await client.workers())
+        except Exception:  # an outage is reported by `wait` itself
+            continue
+        if not alive and not warned:
+            _say(f"no live worker sends heartbeats to Redis at {where}; the batch waits until one runs (crawlq worker)")
+        elif alive and warned:
+            _say("a worker is alive again")
+        warned = not alive
 
 
 @cli.command()

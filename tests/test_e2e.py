@@ -104,3 +104,12 @@ def test_every_command_has_help_with_examples(env: dict[str, str]) -> None:
         assert result.returncode == 0 and "Examples:" in result.stdout, command
         before = result.stdout.split("Examples:")[0]
         assert before.endswith("\n\n  "), f"{command}: 'Examples:' runs into the paragraph before it"
+
+
+def test_wait_says_when_no_worker_is_alive(env: dict[str, str], site: ThreadedTargetSite) -> None:
+    """A batch with no live worker does not wait in silence: `wait` says so once, then times out (exit 1)."""
+    assert run_cli(["submit", "-", "--batch", "lonely"], env, stdin=site.url("/page/1") + "\n").returncode == 0
+    waited = run_cli(["wait", "lonely", "--timeout", "7"], env, timeout=30)
+    assert waited.returncode == 1, waited.stderr
+    assert waited.stderr.count("no live worker sends heartbeats") == 1, waited.stderr
+    assert "Traceback" not in waited.stderr
