@@ -667,7 +667,7 @@ async def _crawl_local(
         else:
             async for _ in records:
                 pass
-            click.echo("results not kept (--no-out): they go with the embedded Redis", err=True)
+            click.echo("results not kept: they go with the embedded Redis", err=True)
         note = host_bound_note(settings, hosts, workers)
         if note:
             click.echo(note, err=True)
