@@ -152,7 +152,7 @@ async def test_a_higher_priority_batch_is_claimed_first_even_when_submitted_late
 async def test_batches_of_equal_priority_take_turns(redis: ArqRedis, settings: Settings) -> None:
     store = Store(redis, settings)
     first = await jobs_of(store, "first", 20, now_ms() - 10_000)
-    second = await jobs_of(store, "second", 20, now_ms())
+    second = await jobs_of(store, "second", 20, now_ms() - 5_000)  # younger, and ready
     taken: list[str] = []
     for _ in range(10):
         taken += await claim(redis, settings, want=1)

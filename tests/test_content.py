@@ -7,6 +7,8 @@ import asyncio
 import csv
 import hashlib
 import io
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -49,6 +51,39 @@ def test_html_title_snippet_and_hash() -> None:
     assert content.title == "The Title"
     assert content.snippet == "The Title First words of the v"  # the <h1>, then the text; no script or style
     assert content.content_sha256 == hashlib.sha256(body).hexdigest()
+
+
+def test_snippet_skips_every_hidden_element_and_long_white_space() -> None:
+    body = (
+        b"<html><head><title>T</title></head><body><div><script>var a = 1;</script>one"
+        b"<template><p>tpl</p></template> <span>two</span><style>b {}</style><noscript>js</noscript>"
+        b"<svg><title>icon</title></svg>three</div>" + b" " * 5000 + b"four</body></html>"
+    )
+    content = describe(body, HTML, "utf-8", 100)
+    assert content.title == "T" and content.snippet == "one two three four"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mallopt is glibc's")
+def test_keep_heap_pad_stops_parser_page_faults() -> None:
+    """Without the pad, every parse gives the parser's pools back to the kernel and faults them in again."""
+    script = """
+import resource
+from selectolax.lexbor import LexborHTMLParser
+from workers.content import keep_heap_pad
+body = b"<!doctype html><title>t</title><p>" + b"words " * 300
+def faults():
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(1000):
+        LexborHTMLParser(body)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+faults()
+unpadded = faults()
+assert keep_heap_pad()
+print(unpadded, faults())
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)
+    unpadded, padded = map(int, done.stdout.split())
+    assert unpadded >= 1000 and padded < unpadded / 10, (unpadded, padded)
 
 
 def test_encoding_from_meta_then_bom_then_utf8() -> None:

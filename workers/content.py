@@ -15,23 +15,37 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import ctypes
+import ctypes.util
 import hashlib
+import sys
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urljoin, urlsplit
 
-from selectolax.lexbor import LexborHTMLParser, LexborNode
+from selectolax.lexbor import LexborHTMLParser
 from w3lib.encoding import html_body_declared_encoding, read_bom
 
 from crawlq.models import Content
 
-__all__ = ["MAX_LINKS", "OFF_LOOP_BYTES", "TITLE_CHARS", "Extractor", "describe", "media_type", "page_links"]
+__all__ = [
+    "MAX_LINKS",
+    "OFF_LOOP_BYTES",
+    "TITLE_CHARS",
+    "Extractor",
+    "describe",
+    "keep_heap_pad",
+    "media_type",
+    "page_links",
+]
 
 OFF_LOOP_BYTES = 64 * 1024  #: bodies above this are described off the event loop
 TITLE_CHARS = 300  #: a title is cut to this many characters
 MAX_LINKS = 2000  #: links kept per page (the first ones in document order)
 PARSE_THREADS = 2  #: threads describing large bodies (each holds at most one parsed page)
-_HIDDEN = frozenset({"script", "style", "template", "noscript", "title"})
+_HIDDEN_TAGS = ["script", "style", "template", "noscript", "title"]  #: their text is not visible
+HEAP_PAD_BYTES = 1 << 20  #: free heap glibc keeps at its top (see `keep_heap_pad`)
+_M_TOP_PAD = -2  #: glibc's mallopt parameter
 _HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
 _TEXT_TYPES = frozenset({"application/json", "application/xml", "application/javascript", "application/ld+json"})
 
@@ -92,27 +106,21 @@ def _title(tree: LexborHTMLParser) -> str | None:
     return None
 
 
-def _snippet(body: LexborNode | None, chars: int) -> str:
-    """The first `chars` characters of the visible text (text outside script, style, template...)."""
+def _snippet(tree: LexborHTMLParser, chars: int) -> str:
+    """The first `chars` characters of the visible text of the body (not script, style, template...).
+
+    The hidden elements are removed from the tree first, so call this last. Lexbor joins the text nodes
+    (one C call); only the start of a long text is collapsed."""
+    body = tree.body
     if body is None or chars <= 0:
         return ""
-    pieces: list[str] = []
-    have = 0
-    for node in body.traverse(include_text=True, skip_empty=True):
-        if not node.is_text_node:
-            continue
-        parent = node.parent
-        if parent is not None and parent.tag in _HIDDEN:
-            continue
-        text = node.text_content or ""
-        piece = _collapse(text[: 4 * chars + 64])  # a long text node: collapse only what can be kept
-        if len(piece) < chars and len(text) > 4 * chars + 64:
-            piece = _collapse(text)
-        pieces.append(piece)
-        have += len(piece) + 1
-        if have > chars:
-            break
-    return " ".join(pieces)[:chars]
+    tree.strip_tags(_HIDDEN_TAGS)
+    text = body.text(deep=True, separator=" ", strip=False)
+    keep = 4 * chars + 64
+    piece = _collapse(text[:keep])
+    if len(piece) < chars and len(text) > keep:  # mostly white space: collapse it all
+        piece = _collapse(text)
+    return piece[:chars]
 
 
 def _tokens(value: str | None) -> set[str]:
@@ -162,7 +170,8 @@ def _html_fields(
 ) -> tuple[str | None, str, list[str]]:
     tree = LexborHTMLParser(body if encoding == "utf-8" else body.decode(encoding, errors="replace"))
     links = page_links(tree, page_url) if page_url is not None else []
-    return _title(tree), _snippet(tree.body, snippet_chars), links
+    title = _title(tree)
+    return title, _snippet(tree, snippet_chars), links  # the snippet strips hidden elements: last
 
 
 def describe(body: bytes, headers: Mapping[str, str], charset: str | None, snippet_chars: int) -> Content:
@@ -203,6 +212,22 @@ def _length(value: str | None) -> int | None:
     if value is None or not value.strip().isdigit() or len(value) > 20:
         return None
     return int(value)
+
+
+def keep_heap_pad(pad_bytes: int = HEAP_PAD_BYTES) -> bool:
+    """Have glibc keep `pad_bytes` of free memory at the top of the heap instead of giving it back at once.
+
+    Each Lexbor document allocates its pools on the heap's top and frees them when the page is described;
+    glibc then returned that memory to the kernel (brk) and the next page faulted it in again, zeroed:
+    half the cost of parsing a small page (measured: 12.8 us -> 6.4 us per 2 KiB page). A no-op (False)
+    where the C library is not glibc."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return bool(libc.mallopt(_M_TOP_PAD, pad_bytes))
+    except (OSError, AttributeError):
+        return False
 
 
 class Extractor:

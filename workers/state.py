@@ -16,6 +16,7 @@ from crawlq.settings import Settings
 from crawlq.store import Store
 from workers.batches import BatchContexts
 from workers.commits import Committer
+from workers.content import keep_heap_pad
 from workers.control import BatchControl
 from workers.engine import Engine
 from workers.fetcher import Fetcher
@@ -61,6 +62,8 @@ class WorkerState:
 
     @classmethod
     async def start(cls, settings: Settings, redis: ArqRedis, worker_id: str) -> WorkerState:
+        if settings.extract_content:
+            keep_heap_pad()  # the parser's pools stay mapped between pages
         fetcher = Fetcher(settings)
         fetcher.bodies = open_body_store(settings, redis)
         await fetcher.start()
