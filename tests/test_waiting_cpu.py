@@ -6,6 +6,8 @@ The bound is generous (a fifth of a core); a spinning worker uses a whole one (i
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -64,3 +66,16 @@ def test_a_worker_waiting_on_slow_fetches_does_not_spin(
         assert site.stats.in_flight >= in_flight  # still waiting: we measured the wait, not the work
         assert worker.poll() is None
     assert share < MAX_CORE_SHARE, f"the waiting worker used {used_s:.2f} s of CPU in {MEASURE_S:g} s"
+
+
+def test_a_worker_process_freezes_its_start_up_objects_and_collects_young_ones_less_often() -> None:
+    """`tune_gc` (called by `run_worker` before the worker runs): start-up objects leave the collector's
+    sight and the young generation is collected every `GC_YOUNG_THRESHOLD` allocations."""
+    script = (
+        "import gc\nfrom workers.run import GC_YOUNG_THRESHOLD, tune_gc\n"
+        "assert gc.get_freeze_count() == 0 and gc.get_threshold()[0] != GC_YOUNG_THRESHOLD\n"
+        "tune_gc()\nprint(gc.get_freeze_count(), gc.get_threshold()[0] == GC_YOUNG_THRESHOLD)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)
+    frozen, threshold_set = done.stdout.split()
+    assert int(frozen) > 1000 and threshold_set == "True"

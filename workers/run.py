@@ -4,6 +4,7 @@ in `run_worker`; `crawlq worker --check` in `check_health`."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import socket
 import sys
@@ -15,7 +16,9 @@ from crawlq.memory import check_eviction_policy
 from crawlq.settings import Settings
 from workers.main import CrawlWorker
 
-__all__ = ["check_health", "run_worker"]
+__all__ = ["GC_YOUNG_THRESHOLD", "check_health", "run_worker", "tune_gc"]
+
+GC_YOUNG_THRESHOLD = 20_000  #: allocations between young-generation collections (CPython's default: 700)
 
 
 def _install_uvloop() -> None:
@@ -35,6 +38,19 @@ async def _probe(settings: Settings) -> None:
         await pool.aclose()
 
 
+def tune_gc() -> None:
+    """Collect once and move everything start-up made (modules, settings) out of the collector's sight
+    (`gc.freeze`), then collect the young generation every `GC_YOUNG_THRESHOLD` allocations instead of 700.
+
+    A page's work allocates a few hundred short-lived objects, nearly all freed by reference counting; with
+    the default threshold the collector ran every few pages and walked every running task and future each
+    time. Measured with `python -m bench.content_cost`: about 10 us less worker CPU per page (122 -> 111)."""
+    gc.collect()
+    gc.freeze()
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
+
+
 def run_worker(settings: Settings, *, burst: bool = False) -> int:
     """Run until SIGTERM/SIGINT (or, with `burst`, until the queue is empty); returns the exit code."""
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -47,6 +63,7 @@ def run_worker(settings: Settings, *, burst: bool = False) -> int:
         return 1
     asyncio.set_event_loop(asyncio.new_event_loop())
     worker = CrawlWorker(settings, burst=burst)
+    tune_gc()
     try:
         worker.run()
     except ConfigError as exc:
