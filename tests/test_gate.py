@@ -238,3 +238,24 @@ async def test_a_freed_lease_goes_to_a_local_waiter_without_redis(redis: ArqRedi
         grant = await asyncio.wait_for(waiting, timeout=2)
         assert grant.lease == lease and gate.calls == calls
         assert time.monotonic() - released_at < 0.005
+
+
+async def test_a_lease_freed_while_other_hosts_wait_for_room_goes_back_at_once(
+    redis: ArqRedis, settings: Settings
+) -> None:
+    """A worker holding its `concurrency` leases, with URLs of other hosts waiting for room: a freed lease
+    that no URL of its own host wants goes back to Redis now, and a waiting host gets it, instead of it
+    sitting idle for `HOLD_S` while the waiting URLs (and the fetch slots they could use) stall."""
+    small = settings.model_copy(update={"concurrency": 2})
+    async with gates(redis, small, 1) as (gate,):
+        held = [await take(gate, f"busy{n}.test", 2) for n in range(2)]  # the worker's whole room
+        waiting = asyncio.create_task(gate.acquire("next.test", 2, 0.0))
+        await asyncio.sleep(0.1)
+        assert not waiting.done()
+        released_at = time.monotonic()
+        gate.release("busy0.test", held[0], GateOutcome.OK)
+        grant = await asyncio.wait_for(waiting, timeout=2)
+        assert grant.lease is not None
+        assert time.monotonic() - released_at < 0.5  # not after HOLD_S (2 s) or the sweep
+        gate.release("busy1.test", held[1], GateOutcome.OK)
+        gate.release("next.test", grant.lease, GateOutcome.OK)

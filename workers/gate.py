@@ -9,6 +9,8 @@ host in a cooldown that every worker sees (it is published, and checked on every
 How a URL gets a slot without asking Redis each time:
 - A lease freed on this worker goes at once to the next URL waiting here for the same host (no Redis
   call), for at most `HOLD_S` after Redis granted it; then it goes back, so other workers get their turn.
+  A lease that no URL here wants goes back at once when this worker's room is full and URLs of other
+  hosts wait for it (kept idle, it would stall them until `HOLD_S` passed).
 - A URL that finds no free lease waits on a future. One request per host is coalesced with every other
   host's into one script call by the flusher; a host that is full cluster-wide registers this worker as
   a waiter in Redis and is then silent until a holder's release publishes a wake message (or, if a holder
@@ -241,9 +243,12 @@ class HostGate:
         # held above the limit: the limit was lowered (a run-time host rule), so the lease goes back
         reusable = not (state.recovering or state.contended) and state.delay_ms == 0 and state.held <= state.limit
         if reusable and self._reuse_until.get(lease, 0.0) > time.monotonic():
-            if not state.hand(Grant(lease)):
+            if state.hand(Grant(lease)):
+                return
+            if not (self._hungry and self._held >= self.capacity):
                 state.idle.append(lease)  # kept for the next URL of the host, until HOLD_S or asked for
-            return
+                return
+            # no URL here wants it, and other hosts' URLs wait for this worker's room: it goes back now
         self._give_back(state, lease, outcome, 0)
 
     def _give_back(self, state: _Host, lease: str, outcome: GateOutcome, after_ms: int) -> None:

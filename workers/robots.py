@@ -34,6 +34,7 @@ ROBOTS_ERROR_TTL_S = 300
 #: failures of a server that was reached but gave no usable answer: robots.txt then disallows for a while
 SERVER_FAILURES = frozenset({ErrorClass.TIMEOUT, ErrorClass.CONNECT, ErrorClass.TRUNCATED, ErrorClass.PROTOCOL})
 LOCK_S = 15
+LOCK_POLL_S = (0.01, 0.5)  #: waiting for another worker's fetch of the same robots.txt: first poll, doubling to
 _LOCAL_TTL_S = 60.0
 
 
@@ -107,6 +108,7 @@ class RobotsCache:
 
     async def _load(self, origin: str, rules: AddressRules | None) -> Verdict:
         deadline = time.monotonic() + LOCK_S
+        poll_s = LOCK_POLL_S[0]
         while True:
             stored = await self.redis.get(keys.robots(origin))
             if stored is not None:
@@ -124,7 +126,8 @@ class RobotsCache:
                     if got_lock:
                         await self.redis.delete(keys.robots_lock(origin))
                 return verdict
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(poll_s)  # another worker fetches it: most answer within a few ms
+            poll_s = min(LOCK_POLL_S[1], poll_s * 2)
 
     async def _fetch(self, origin: str, rules: AddressRules | None) -> Verdict:
         url = f"{origin}/robots.txt"
