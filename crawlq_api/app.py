@@ -22,6 +22,7 @@ from crawlq.heartbeats import live_workers
 from crawlq.models import BatchStats
 from crawlq.options import BatchOptions
 from crawlq.settings import Settings
+from crawlq.stats import Family
 from crawlq.store import BatchCancelled, OptionsConflict
 from crawlq_api.dashboard import router as dashboard_router
 from crawlq_api.guard import SubmitGuard
@@ -377,7 +378,7 @@ async def totals(ctx: Ctx) -> TotalsModel:
     for bound_s, cumulative in cumulative_latency(raw):
         latency.append(LatencyBucket(le_ms=bound_s * 1000, count=cumulative - below))
         below = cumulative
-    measured = sum(int(value) for field, value in raw.items() if field.startswith("h:"))
+    measured = sum(int(value) for value in Family.LATENCY_BUCKET.counts(raw).values())
     latency.append(LatencyBucket(le_ms=None, count=measured - below))
     return TotalsModel(
         done=stats.done, succeeded=stats.succeeded, failed=stats.failed, attempts=stats.attempts,

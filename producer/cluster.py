@@ -26,6 +26,7 @@ from crawlq.heartbeats import live_workers
 from crawlq.hostrules import read_rules
 from crawlq.models import now_ms
 from crawlq.settings import HostRule, Settings
+from crawlq.stats import Field
 from crawlq.urls import host_of
 
 __all__ = [
@@ -199,7 +200,7 @@ def _default_limit(settings: Settings, beats: list[dict[str, Any]]) -> Settings:
 
 async def per_host_note(redis: Redis, settings: Settings, batch: str) -> str | None:
     """`host_bound_note` for one batch, read from Redis (None for a paused or complete batch)."""
-    meta = await result_of(redis.hmget(keys.batch_meta(batch), ["finished_at", "paused_at"]))
+    meta = await result_of(redis.hmget(keys.batch_meta(batch), [Field.FINISHED_AT, Field.PAUSED_AT]))
     if any(meta):
         return None
     wanted = await batch_hosts(redis, batch)
