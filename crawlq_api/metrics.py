@@ -8,7 +8,6 @@ stalls is left out and `crawlq_scrape_source_up{source=...}` says so.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
@@ -17,7 +16,7 @@ from redis.asyncio import Redis
 
 from crawlq import histogram, keys
 from crawlq.connection import result_of
-from crawlq.heartbeats import live_workers
+from crawlq.heartbeats import Heartbeat, live_workers
 from crawlq.models import BatchStats, now_ms
 from crawlq.stats import Family, Field
 from crawlq.store import Store
@@ -127,11 +126,11 @@ def _queue_families(depth: QueueUrls) -> Iterator[Metric]:
     yield jobs
 
 
-def _worker_families(beats: list[dict[str, Any]]) -> Iterator[Metric]:
+def _worker_families(beats: list[Heartbeat]) -> Iterator[Metric]:
     yield GaugeMetricFamily("crawlq_workers_alive", "workers with a live heartbeat", value=len(beats))
-    in_flight = sum(int(beat.get("in_flight", 0) or 0) for beat in beats)
+    in_flight = sum(beat.in_flight for beat in beats)
     yield GaugeMetricFamily("crawlq_fetches_in_flight", "fetches in flight over all live workers", value=in_flight)
-    slots = sum(int(beat.get("concurrency", 0) or 0) for beat in beats)
+    slots = sum(beat.concurrency for beat in beats)
     yield GaugeMetricFamily("crawlq_worker_fetch_slots", "concurrent fetches the live workers allow", value=slots)
 
 
