@@ -23,7 +23,8 @@ from crawlq.codec import pack
 from crawlq.connection import result_of
 from crawlq.errors import CrawlqError, UnknownBatch
 from crawlq.models import BatchStats, ErrorClass, UrlResult, now_ms
-from crawlq.store import Store, counters
+from crawlq.stats import Field, counters
+from crawlq.store import Store
 
 __all__ = ["BatchControl", "BatchRunning", "ControlOutcome"]
 
@@ -61,7 +62,7 @@ class BatchControl:
         """The batch's priority (before its first submit, or while it runs); higher is claimed first."""
         await result_of(self.redis.zadd(keys.SCHED, {batch: priority}))
         if await result_of(self.redis.exists(keys.batch_meta(batch))):
-            await result_of(self.redis.hset(keys.batch_meta(batch), "priority", str(priority)))
+            await result_of(self.redis.hset(keys.batch_meta(batch), Field.PRIORITY, str(priority)))
 
     async def pause(self, batch: str) -> ControlOutcome:
         stats = await self._stats(batch)
@@ -71,7 +72,7 @@ class BatchControl:
             return ControlOutcome(batch, False, f"batch {batch} is already paused")
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.sadd(keys.PAUSED, batch)
-            pipe.hset(keys.batch_meta(batch), "paused_at", str(now_ms()))
+            pipe.hset(keys.batch_meta(batch), Field.PAUSED_AT, str(now_ms()))
             pipe.publish(keys.CONTROL, batch)
             await pipe.execute()
         return ControlOutcome(batch, True, f"batch {batch} paused: no new fetch starts for it until it is resumed")
@@ -82,7 +83,7 @@ class BatchControl:
             return ControlOutcome(batch, False, f"batch {batch} is not paused")
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.srem(keys.PAUSED, batch)
-            pipe.hdel(keys.batch_meta(batch), "paused_at")
+            pipe.hdel(keys.batch_meta(batch), Field.PAUSED_AT)
             pipe.publish(keys.CONTROL, batch)
             pipe.publish(keys.wake(self.store.settings.queue_name), "1")
             await pipe.execute()
@@ -95,8 +96,8 @@ class BatchControl:
             return ControlOutcome(batch, False, f"batch {batch} is already complete; nothing to cancel")
         meta = keys.batch_meta(batch)
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hsetnx(meta, "cancelled_at", str(now_ms()))
-            pipe.hdel(meta, "paused_at")
+            pipe.hsetnx(meta, Field.CANCELLED_AT, str(now_ms()))
+            pipe.hdel(meta, Field.PAUSED_AT)
             pipe.srem(keys.PAUSED, batch)
             pipe.zrem(keys.SCHED, batch)
             pipe.publish(keys.CONTROL, batch)

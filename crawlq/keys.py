@@ -3,9 +3,9 @@ scripts get as arguments). Two exceptions: the queue's name is the setting `queu
 `workers/lua/gate.lua` derives a host from its key by the length of `crawlq:host:`.
 
 Per batch (all expire `result_ttl_s` after the last write of a submit or the completion):
-  crawlq:b:{batch}:meta      hash  counters: total, done, succeeded, failed, latency_n, latency_sum_ms, bytes,
-                                   attempts, completions, discovered, d:<depth> (URLs found at that depth),
-                                   s:<status>, e:<error class>, h:<histogram bucket>,
+  crawlq:b:{batch}:meta      hash  counters (field names: crawlq/stats.py): total, done, succeeded, failed, latency_n,
+                                   latency_sum_ms, bytes, attempts, completions, discovered, s:<status>,
+                                   e:<error class>, h:<histogram bucket>, d:<depth> (URLs found at that depth),
                                    created_at, finished_at (epoch ms), lost (why keys went missing, set by `wait`)
   crawlq:b:{batch}:urls      hash  url id -> canonical URL (the manifest)
   crawlq:b:{batch}:results   hash  url id -> msgpack result record (first write wins)

@@ -11,6 +11,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from crawlq import histogram
+from crawlq.stats import Family, Field
 
 __all__ = ["CONTENT_FIELDS", "BatchStats", "Content", "ErrorClass", "UrlResult", "iso_ms", "now_ms"]
 
@@ -247,22 +248,24 @@ class BatchStats(BaseModel):
 
     @classmethod
     def from_counters(cls, batch: str, raw: dict[str, str], now: int | None = None) -> BatchStats:
-        """Build from the `meta` hash (decoded field -> value)."""
+        """Build from the `meta` hash (decoded field -> value; the names are `crawlq.stats`')."""
 
-        def number(name: str) -> float:
+        def number(name: Field) -> float:
             return float(raw.get(name, 0) or 0)
 
-        total, done = int(number("total")), int(number("done"))
-        succeeded, failed = int(number("succeeded")), int(number("failed"))
-        latency_n = int(number("latency_n"))
-        buckets = {int(k[2:]): int(v) for k, v in raw.items() if k.startswith("h:")}
+        def moment(name: Field) -> int | None:
+            return int(raw[name]) if name in raw else None
+
+        total, done = int(number(Field.TOTAL)), int(number(Field.DONE))
+        succeeded, failed = int(number(Field.SUCCEEDED)), int(number(Field.FAILED))
+        latency_n = int(number(Field.LATENCY_N))
+        buckets = {int(k): int(v) for k, v in Family.LATENCY_BUCKET.counts(raw).items()}
         p50, p95, p99 = histogram.percentiles(buckets, (0.50, 0.95, 0.99))
-        created = int(raw["created_at"]) if "created_at" in raw else None
-        finished = int(raw["finished_at"]) if "finished_at" in raw else None
+        created, finished = moment(Field.CREATED_AT), moment(Field.FINISHED_AT)
         end = finished if finished is not None else (now if now is not None else now_ms())
-        paused = finished is None and "paused_at" in raw
-        cancelled = int(raw["cancelled_at"]) if "cancelled_at" in raw else None
+        paused = finished is None and Field.PAUSED_AT in raw
         elapsed = (end - created) / 1000 if created is not None else None
+        discovered = int(number(Field.DISCOVERED))
         return cls(
             batch=batch,
             state="complete" if finished is not None else ("paused" if paused else "running"),
@@ -273,24 +276,24 @@ class BatchStats(BaseModel):
             succeeded=succeeded,
             failed=failed,
             success_rate=round(succeeded / done, 6) if done else None,
-            avg_latency_ms=round(number("latency_sum_ms") / latency_n, 3) if latency_n else None,
+            avg_latency_ms=round(number(Field.LATENCY_SUM_MS) / latency_n, 3) if latency_n else None,
             p50_ms=_round(p50),
             p95_ms=_round(p95),
             p99_ms=_round(p99),
-            status_counts=_counts(raw, "s:"),
-            error_counts=_counts(raw, "e:"),
-            attempts=int(number("attempts")),
-            bytes=int(number("bytes")),
-            unchanged=int(number("unchanged")),
-            discovered=int(number("discovered")),
-            depth_counts=_depths(raw, total - int(number("discovered"))),
+            status_counts=_counts(raw, Family.STATUS),
+            error_counts=_counts(raw, Family.ERROR),
+            attempts=int(number(Field.ATTEMPTS)),
+            bytes=int(number(Field.BYTES)),
+            unchanged=int(number(Field.UNCHANGED)),
+            discovered=discovered,
+            depth_counts=_depths(raw, total - discovered),
             started_at=iso_ms(created),
             finished_at=iso_ms(finished),
             elapsed_s=round(elapsed, 3) if elapsed is not None else None,
             pages_per_s=round(done / elapsed, 2) if elapsed else None,
-            priority=int(number("priority")),
+            priority=int(number(Field.PRIORITY)),
             paused=paused,
-            cancelled_at=iso_ms(cancelled),
+            cancelled_at=iso_ms(moment(Field.CANCELLED_AT)),
         )
 
 
@@ -300,12 +303,12 @@ def _round(value: float | None) -> float | None:
 
 def _depths(raw: dict[str, str], seeds: int) -> dict[str, int]:
     """`d:<depth>` counters (found URLs) and the seeds at depth 0; empty for a batch that found nothing."""
-    found = {int(k[2:]): int(v) for k, v in raw.items() if k.startswith("d:") and k[2:].isdigit()}
+    found = {int(k): int(v) for k, v in Family.DEPTH.counts(raw).items() if k.isdigit()}
     if not found:
         return {}
     return {str(depth): count for depth, count in sorted({0: seeds, **found}.items())}
 
 
-def _counts(raw: dict[str, str], prefix: str) -> dict[str, int]:
-    counts = {k[len(prefix) :]: int(v) for k, v in raw.items() if k.startswith(prefix) and int(v)}
+def _counts(raw: dict[str, str], family: Family) -> dict[str, int]:
+    counts = {k: int(v) for k, v in family.counts(raw).items() if int(v)}
     return dict(sorted(counts.items()))

@@ -15,7 +15,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
-from crawlq import histogram, keys
+from crawlq import keys
 from crawlq.codec import pack, unpack
 from crawlq.connection import result_of
 from crawlq.errors import BatchLost, CrawlqError, UnknownBatch
@@ -23,6 +23,7 @@ from crawlq.jobs import Deferral, Discovery, Entry, job_payload, new_job_id
 from crawlq.models import BatchStats, UrlResult, now_ms
 from crawlq.options import BatchOptions
 from crawlq.settings import Settings
+from crawlq.stats import Field, counters
 
 __all__ = [
     "BatchCancelled",
@@ -31,7 +32,6 @@ __all__ = [
     "EnqueueOutcome",
     "OptionsConflict",
     "Store",
-    "counters",
     "lost_reason",
 ]
 
@@ -72,33 +72,6 @@ class CommitOutcome:
     completed: bool  #: this commit completed the batch
     known_batch: bool = True
     job_still_open: bool = True
-
-
-def counters(results: Sequence[UrlResult]) -> tuple[dict[str, int], float]:
-    """The batch counters `results` add (HINCRBY field -> increment) and their latency sum in ms."""
-    counts: dict[str, int] = {"done": len(results)}
-    succeeded = latency_n = size = attempts = 0
-    latency_sum = 0.0
-    for result in results:
-        succeeded += result.ok
-        if result.unchanged:
-            counts["unchanged"] = counts.get("unchanged", 0) + 1
-        size += result.bytes
-        attempts += result.attempts
-        if result.status:
-            field = f"s:{result.status}"
-            counts[field] = counts.get(field, 0) + 1
-        if result.error:
-            field = f"e:{result.error}"
-            counts[field] = counts.get(field, 0) + 1
-        if result.latency_ms is not None:
-            latency_n += 1
-            latency_sum += round(result.latency_ms, 3)
-            field = f"h:{histogram.bucket_of(result.latency_ms)}"
-            counts[field] = counts.get(field, 0) + 1
-    counts.update(succeeded=succeeded, failed=len(results) - succeeded, latency_n=latency_n)
-    counts.update(bytes=size, attempts=attempts)
-    return {field: by for field, by in counts.items() if by}, latency_sum
 
 
 def _results_args(results: Sequence[UrlResult], url_ids: Sequence[str]) -> list[Any]:
@@ -330,7 +303,7 @@ class Store:
             raise UnknownBatch(batch)
         fields = {k.decode(): v.decode() for k, v in raw.items()}
         stats = BatchStats.from_counters(batch, fields)
-        reason = fields.get("lost") or lost_reason(stats, manifest, recorded, open_jobs, submitters)
+        reason = fields.get(Field.LOST) or lost_reason(stats, manifest, recorded, open_jobs, submitters)
         return stats if reason is None else stats.model_copy(update={"state": "lost", "lost_reason": reason})
 
     async def stranded(self, batch: str, limit: int = STRANDED_CHECK_LIMIT) -> int:
@@ -347,7 +320,7 @@ class Store:
     async def mark_lost(self, batch: str, reason: str) -> None:
         """Record in the batch's counters that it is lost (found by a reader over time, see `stranded`)."""
         if await result_of(self.redis.exists(keys.batch_meta(batch))):
-            await result_of(self.redis.hset(keys.batch_meta(batch), "lost", reason))
+            await result_of(self.redis.hset(keys.batch_meta(batch), Field.LOST, reason))
 
     async def overall(self) -> dict[str, Any]:
         raw = {k.decode(): v.decode() for k, v in (await result_of(self.redis.hgetall(keys.STATS_ALL))).items()}

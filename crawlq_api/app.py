@@ -18,10 +18,11 @@ from crawlq import __version__, keys
 from crawlq.connection import describe, result_of
 from crawlq.control import BatchRunning, ControlOutcome
 from crawlq.errors import ConfigError, RedisUnavailable, UnknownBatch
-from crawlq.heartbeats import live_workers
+from crawlq.heartbeats import Heartbeat, live_workers
 from crawlq.models import BatchStats
 from crawlq.options import BatchOptions
 from crawlq.settings import Settings
+from crawlq.stats import Family
 from crawlq.store import BatchCancelled, OptionsConflict
 from crawlq_api.dashboard import router as dashboard_router
 from crawlq_api.guard import SubmitGuard
@@ -322,12 +323,12 @@ async def queue(ctx: Ctx) -> QueueDepthModel:
     )
     depth = gathered.values.get("queue")
     urls, jobs = (depth.urls(), depth.jobs()) if depth is not None else (None, None)
-    beats: list[dict[str, Any]] | None = gathered.values.get("workers")
+    beats: list[Heartbeat] | None = gathered.values.get("workers")
     return QueueDepthModel(
         urls=urls,
         jobs=jobs,
         workers_alive=None if beats is None else len(beats),
-        fetches_in_flight=None if beats is None else sum(int(beat.get("in_flight", 0) or 0) for beat in beats),
+        fetches_in_flight=None if beats is None else sum(beat.in_flight for beat in beats),
         partial_failure=gathered.partial_failure,
         failed_sources=gathered.failed,
     )
@@ -342,7 +343,7 @@ async def workers(ctx: Ctx) -> WorkersModel:
             beats = await live_workers(client.redis)
     except TimeoutError as exc:
         raise HTTPException(503, f"Redis did not answer within {ctx.api.read_deadline_s:g} s") from exc
-    return WorkersModel(workers=beats, count=len(beats))
+    return WorkersModel(workers=[beat.to_record() for beat in beats], count=len(beats))
 
 
 async def _within(deadline_s: float, source: Any) -> Any:
@@ -377,7 +378,7 @@ async def totals(ctx: Ctx) -> TotalsModel:
     for bound_s, cumulative in cumulative_latency(raw):
         latency.append(LatencyBucket(le_ms=bound_s * 1000, count=cumulative - below))
         below = cumulative
-    measured = sum(int(value) for field, value in raw.items() if field.startswith("h:"))
+    measured = sum(int(value) for value in Family.LATENCY_BUCKET.counts(raw).values())
     latency.append(LatencyBucket(le_ms=None, count=measured - below))
     return TotalsModel(
         done=stats.done, succeeded=stats.succeeded, failed=stats.failed, attempts=stats.attempts,

@@ -8,7 +8,6 @@ stalls is left out and `crawlq_scrape_source_up{source=...}` says so.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
@@ -17,8 +16,9 @@ from redis.asyncio import Redis
 
 from crawlq import histogram, keys
 from crawlq.connection import result_of
-from crawlq.heartbeats import live_workers
+from crawlq.heartbeats import Heartbeat, live_workers
 from crawlq.models import BatchStats, now_ms
+from crawlq.stats import Family, Field
 from crawlq.store import Store
 from crawlq_api.reads import Gathered, gather_within
 from producer.cluster import QueueUrls, queue_urls
@@ -57,23 +57,21 @@ async def _active_batches(store: Store) -> tuple[int, list[BatchStats]]:
     return len(names), shown
 
 
-def _status_class(field: str) -> str:
-    code = field[2:]
+def _status_class(code: str) -> str:
     return f"{code[0]}xx" if len(code) == 3 and code.isdigit() else "other"
 
 
 def _counter_families(totals: Mapping[str, str]) -> Iterator[Metric]:
-    def number(name: str) -> float:
+    def number(name: Field) -> float:
         return float(totals.get(name, 0) or 0)
 
     done = CounterMetricFamily("crawlq_urls_done", "URLs with a final result, by outcome", labels=["outcome"])
-    done.add_metric(["succeeded"], number("succeeded"))
-    done.add_metric(["failed"], number("failed"))
+    done.add_metric(["succeeded"], number(Field.SUCCEEDED))
+    done.add_metric(["failed"], number(Field.FAILED))
     yield done
     by_class: dict[str, float] = {}
-    for field, value in totals.items():
-        if field.startswith("s:"):
-            by_class[_status_class(field)] = by_class.get(_status_class(field), 0) + float(value)
+    for code, value in Family.STATUS.counts(totals).items():
+        by_class[_status_class(code)] = by_class.get(_status_class(code), 0) + float(value)
     statuses = CounterMetricFamily(
         "crawlq_responses", "final HTTP responses of URLs, by status class", labels=["status_class"]
     )
@@ -81,21 +79,23 @@ def _counter_families(totals: Mapping[str, str]) -> Iterator[Metric]:
         statuses.add_metric([status_class], by_class[status_class])
     yield statuses
     errors = CounterMetricFamily("crawlq_url_errors", "URLs that failed, by error class", labels=["error_class"])
-    for field in sorted(f for f in totals if f.startswith("e:")):
-        errors.add_metric([field[2:]], float(totals[field]))
+    for error_class, value in sorted(Family.ERROR.counts(totals).items()):
+        errors.add_metric([error_class], float(value))
     yield errors
-    yield CounterMetricFamily("crawlq_fetch_attempts", "fetch attempts of URLs with a result", value=number("attempts"))
-    retries = number("attempts") - number("done")
+    yield CounterMetricFamily(
+        "crawlq_fetch_attempts", "fetch attempts of URLs with a result", value=number(Field.ATTEMPTS)
+    )
+    retries = number(Field.ATTEMPTS) - number(Field.DONE)
     yield CounterMetricFamily("crawlq_retries", "attempts beyond the first, over URLs with a result", value=retries)
     yield CounterMetricFamily(
-        "crawlq_fetched_bytes", "decompressed body bytes of final responses", value=number("bytes")
+        "crawlq_fetched_bytes", "decompressed body bytes of final responses", value=number(Field.BYTES)
     )
     yield _latency_histogram(totals)
 
 
 def cumulative_latency(totals: Mapping[str, str]) -> list[tuple[float, int]]:
     """(bound_s, latencies at most bound_s) for each of LATENCY_BUCKETS_S, from crawlq's `h:<i>` counters."""
-    counts = {int(field[2:]): int(value) for field, value in totals.items() if field.startswith("h:")}
+    counts = {int(index): int(value) for index, value in Family.LATENCY_BUCKET.counts(totals).items()}
     return [
         (bound_s, sum(n for index, n in counts.items() if histogram.GAMMA**index <= bound_s * 1000 * (1 + 1e-9)))
         for bound_s in LATENCY_BUCKETS_S
@@ -105,8 +105,8 @@ def cumulative_latency(totals: Mapping[str, str]) -> list[tuple[float, int]]:
 def _latency_histogram(totals: Mapping[str, str]) -> Metric:
     """crawlq's log buckets (bucket i holds latencies up to GAMMA**i ms) regrouped into Prometheus buckets."""
     buckets = [(repr(bound_s), float(below)) for bound_s, below in cumulative_latency(totals)]
-    buckets.append(("+Inf", float(sum(int(v) for f, v in totals.items() if f.startswith("h:")))))
-    sum_s = float(totals.get("latency_sum_ms", 0) or 0) / 1000
+    buckets.append(("+Inf", float(sum(int(v) for v in Family.LATENCY_BUCKET.counts(totals).values()))))
+    sum_s = float(totals.get(Field.LATENCY_SUM_MS, 0) or 0) / 1000
     return HistogramMetricFamily(
         "crawlq_fetch_duration_seconds", "time of a URL's last attempt, to the end of the body", buckets, sum_s
     )
@@ -126,11 +126,11 @@ def _queue_families(depth: QueueUrls) -> Iterator[Metric]:
     yield jobs
 
 
-def _worker_families(beats: list[dict[str, Any]]) -> Iterator[Metric]:
+def _worker_families(beats: list[Heartbeat]) -> Iterator[Metric]:
     yield GaugeMetricFamily("crawlq_workers_alive", "workers with a live heartbeat", value=len(beats))
-    in_flight = sum(int(beat.get("in_flight", 0) or 0) for beat in beats)
+    in_flight = sum(beat.in_flight for beat in beats)
     yield GaugeMetricFamily("crawlq_fetches_in_flight", "fetches in flight over all live workers", value=in_flight)
-    slots = sum(int(beat.get("concurrency", 0) or 0) for beat in beats)
+    slots = sum(beat.concurrency for beat in beats)
     yield GaugeMetricFamily("crawlq_worker_fetch_slots", "concurrent fetches the live workers allow", value=slots)
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 import click
 import orjson
@@ -10,6 +10,9 @@ import orjson
 from crawlq.control import ControlOutcome
 from crawlq.models import BatchStats
 from crawlq_cli.main import _client_command, cli
+
+if TYPE_CHECKING:
+    from producer.client import Client
 
 __all__ = ["batch_list", "cancel", "delete", "pause", "resume"]
 
@@ -35,7 +38,7 @@ def _row(item: BatchStats | str) -> str:
 @click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True, help="Batches shown.")
 @click.option("--json", "as_json", is_flag=True, help='Print {"total", "offset", "limit", "batches"}.')
 @_client_command
-async def batch_list(client: Any, offset: int, limit: int, as_json: bool) -> int:
+async def batch_list(client: Client, offset: int, limit: int, as_json: bool) -> int:
     """List batches, newest first, with state, progress and priority (a page of them).
 
     \b
@@ -60,7 +63,7 @@ async def batch_list(client: Any, offset: int, limit: int, as_json: bool) -> int
 @click.argument("batch")
 @click.option("--json", "as_json", is_flag=True, help='Print {"batch", "changed", "message"}.')
 @_client_command
-async def cancel(client: Any, batch: str, as_json: bool) -> int:
+async def cancel(client: Client, batch: str, as_json: bool) -> int:
     """Cancel BATCH: every URL not yet done is recorded as `cancelled`, and the batch completes.
 
     \b
@@ -74,7 +77,7 @@ async def cancel(client: Any, batch: str, as_json: bool) -> int:
 @click.argument("batch")
 @click.option("--json", "as_json", is_flag=True, help='Print {"batch", "changed", "message"}.')
 @_client_command
-async def pause(client: Any, batch: str, as_json: bool) -> int:
+async def pause(client: Client, batch: str, as_json: bool) -> int:
     """Pause BATCH: no new fetch starts for it (within a second); fetches in flight finish.
 
     \b
@@ -88,7 +91,7 @@ async def pause(client: Any, batch: str, as_json: bool) -> int:
 @click.argument("batch")
 @click.option("--json", "as_json", is_flag=True, help='Print {"batch", "changed", "message"}.')
 @_client_command
-async def resume(client: Any, batch: str, as_json: bool) -> int:
+async def resume(client: Client, batch: str, as_json: bool) -> int:
     """Resume a paused BATCH.
 
     \b
@@ -103,7 +106,7 @@ async def resume(client: Any, batch: str, as_json: bool) -> int:
 @click.option("--force", is_flag=True, help="Cancel the batch first if it is not complete.")
 @click.option("--json", "as_json", is_flag=True, help='Print {"batch", "changed", "message"}.')
 @_client_command
-async def delete(client: Any, batch: str, force: bool, as_json: bool) -> int:
+async def delete(client: Client, batch: str, force: bool, as_json: bool) -> int:
     """Delete BATCH's results and counters from Redis; a batch not complete needs --force (it is cancelled first).
 
     \b

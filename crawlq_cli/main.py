@@ -17,7 +17,7 @@ import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from functools import wraps
-from typing import IO, Any, NoReturn, TypeVar
+from typing import IO, TYPE_CHECKING, Any, NoReturn, TypeVar
 from urllib.parse import urlsplit
 
 import click
@@ -34,6 +34,10 @@ from crawlq.options import BatchOptions, parse_cookie, parse_header
 from crawlq.outage import REDIS_DOWN, Outage
 from crawlq.settings import HostRule, Settings
 from crawlq_cli.render import ProgressView, hosts_table, report_lines, status_table
+
+if TYPE_CHECKING:  # imported when a command runs, so that `crawlq --help` stays fast
+    from producer.client import Client
+    from producer.submit import InputFile, InvalidLine
 
 __all__ = ["main"]
 
@@ -137,13 +141,13 @@ def worker(ctx: click.Context, concurrency: int | None, burst: bool, check: bool
 
 
 # ---------------------------------------------------------------- submit
-def _report_invalid(bad: Any) -> None:
+def _report_invalid(bad: InvalidLine) -> None:
     """One stderr line for an invalid input line (its text is already escaped: see `producer.submit.printable`)."""
     click.echo(f"line {bad.line}: {bad.reason}: {bad.text}", err=True)
 
 
 @contextmanager
-def _read_lines(source: str) -> Iterator[Any]:
+def _read_lines(source: str) -> Iterator[InputFile]:
     """The input FILE (or stdin for -) as a `producer.submit.InputFile`: read as bytes, in blocks, never whole."""
     from producer.submit import open_input
 
@@ -331,18 +335,16 @@ def _say(line: str) -> None:
 NO_WORKER_CHECK_S = 5.0  #: how often `wait` looks for live workers (heartbeats)
 
 
-async def _wait(client: Any, batch: str, timeout: float | None, poll_s: float = 0.2) -> BatchStats:
+async def _wait(client: Client, batch: str, timeout: float | None, poll_s: float = 0.2) -> BatchStats:
     watch = asyncio.create_task(_watch_workers(client, describe(client.settings.redis_url)))
     try:
         with ProgressView(batch) as view:
-            return await client.wait(  # type: ignore[no-any-return]
-                batch, timeout_s=timeout, poll_s=poll_s, on_progress=view.update, on_outage=_say
-            )
+            return await client.wait(batch, timeout_s=timeout, poll_s=poll_s, on_progress=view.update, on_outage=_say)
     finally:
         watch.cancel()
 
 
-async def _watch_workers(client: Any, where: str) -> None:
+async def _watch_workers(client: Client, where: str) -> None:
     """Say so, once per spell, when no worker sends heartbeats: a batch then waits without a word."""
     warned = False
     while True:
@@ -362,7 +364,7 @@ async def _watch_workers(client: Any, where: str) -> None:
 @click.argument("batch")
 @click.option("--timeout", type=float, help="Give up after this many seconds (exit 1).")
 @_client_command
-async def wait(client: Any, batch: str, timeout: float | None) -> int:
+async def wait(client: Client, batch: str, timeout: float | None) -> int:
     """Show progress until BATCH is complete (exit 0), or until --timeout (exit 1).
 
     \b
@@ -382,7 +384,7 @@ async def wait(client: Any, batch: str, timeout: float | None) -> int:
 @click.argument("batch")
 @click.option("--json", "as_json", is_flag=True, help="Print the statistics as one JSON object.")
 @_client_command
-async def stats(client: Any, batch: str, as_json: bool) -> int:
+async def stats(client: Client, batch: str, as_json: bool) -> int:
     """Print BATCH's statistics: success rate, latency percentiles, status and error counts, throughput.
 
     \b
@@ -398,7 +400,13 @@ async def stats(client: Any, batch: str, as_json: bool) -> int:
 FORMATS = ["jsonl", "csv", "urls"]
 
 
-async def _write_results(results: Any, out: IO[str], fmt: str, *, failed_only: bool = False) -> int:
+async def _write_results(
+    results: AsyncIterator[UrlResult] | AsyncIterator[dict[str, Any]],
+    out: IO[str],
+    fmt: str,
+    *,
+    failed_only: bool = False,
+) -> int:
     """Write `results` as JSON lines, CSV or bare URLs (one per line, ready to submit again)."""
     count = 0
     writer = csv.DictWriter(out, fieldnames=RESULT_FIELDS, extrasaction="ignore") if fmt == "csv" else None
@@ -431,7 +439,7 @@ async def _write_results(results: Any, out: IO[str], fmt: str, *, failed_only: b
 @click.option("--failed", "failed_only", is_flag=True, help="Only the URLs that failed.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), help="Write here, not stdout.")
 @_client_command
-async def results(client: Any, batch: str, fmt: str, failed_only: bool, output: str | None) -> int:
+async def results(client: Client, batch: str, fmt: str, failed_only: bool, output: str | None) -> int:
     """Stream one record per URL of BATCH: url, ok, status, latency_ms, attempts, bytes, error, final_url...
 
     \b
@@ -453,7 +461,7 @@ async def results(client: Any, batch: str, fmt: str, failed_only: bool, output: 
 @click.option("--watch", is_flag=True, help="Refresh every --interval seconds until Ctrl-C.")
 @click.option("--interval", type=float, default=2.0, show_default=True)
 @_client_command
-async def status(client: Any, as_json: bool, watch: bool, interval: float) -> int:
+async def status(client: Client, as_json: bool, watch: bool, interval: float) -> int:
     """Show queue depth in URLs (ready, deferred, in flight; jobs beside), live workers with their pages/s over
     the last minute, recent batches with progress, failures and ETA, and the busiest hosts.
 
@@ -477,7 +485,7 @@ async def status(client: Any, as_json: bool, watch: bool, interval: float) -> in
             continue
         outage.recovered()
         if as_json:
-            click.echo(orjson.dumps(snapshot).decode())
+            click.echo(orjson.dumps(snapshot.to_dict()).decode())
         else:
             if watch:
                 console.clear()
@@ -512,7 +520,7 @@ def hosts(ctx: click.Context, /, as_json: bool, limit: int) -> None:
 
 
 @_client_command
-async def _list_hosts(client: Any, as_json: bool, limit: int) -> int:
+async def _list_hosts(client: Client, as_json: bool, limit: int) -> int:
     from crawlq.hostrules import read_rules
 
     found = await client.hosts()
@@ -525,7 +533,7 @@ async def _list_hosts(client: Any, as_json: bool, limit: int) -> int:
     if not found:
         click.echo("no host has politeness state (nothing fetched recently)")
         return 0
-    Console().print(hosts_table([host.as_dict() for host in found[:limit]], len(found)))
+    Console().print(hosts_table(found[:limit], len(found)))
     return 0
 
 
@@ -540,7 +548,7 @@ def _rule_text(rule: HostRule) -> str:
 @click.option("--concurrency", type=click.IntRange(1), help="Requests in flight on a matching host, cluster-wide.")
 @click.option("--delay", type=click.FloatRange(0), help="Seconds between request starts on a matching host.")
 @_client_command
-async def hosts_set(client: Any, pattern: str, concurrency: int | None, delay: float | None) -> int:
+async def hosts_set(client: Client, pattern: str, concurrency: int | None, delay: float | None) -> int:
     """Set a host rule for the whole cluster now: every worker applies it within a second, before
     CRAWLQ_HOST_RULES (first match wins). PATTERN is an fnmatch pattern on the host (`*.example.com`,
     `127.0.0.1*` for every port).
@@ -563,7 +571,7 @@ async def hosts_set(client: Any, pattern: str, concurrency: int | None, delay: f
 @hosts.command(name="unset")
 @click.argument("pattern")
 @_client_command
-async def hosts_unset(client: Any, pattern: str) -> int:
+async def hosts_unset(client: Client, pattern: str) -> int:
     """Remove a run-time host rule; matching hosts go back to CRAWLQ_HOST_RULES and the defaults."""
     from crawlq.hostrules import unset_rule
 
@@ -579,7 +587,7 @@ async def hosts_unset(client: Any, pattern: str) -> int:
 @click.argument("batch")
 @click.argument("directory", type=click.Path(file_okay=False))
 @_client_command
-async def export(client: Any, batch: str, directory: str) -> int:
+async def export(client: Client, batch: str, directory: str) -> int:
     """Write BATCH's records to DIRECTORY/records.jsonl and their stored bodies to DIRECTORY/bodies/.
 
     \b
@@ -630,7 +638,7 @@ def _cancel_on_sigterm() -> None:
 
 async def _crawl_local(
     settings: Settings,
-    source: list[str] | Any,
+    source: list[str] | InputFile,
     workers: int,
     redis_url: str | None,
     out: str | None,

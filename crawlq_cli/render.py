@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from crawlq.models import BatchStats
+
+if TYPE_CHECKING:
+    from rich.progress import TaskID
+
+    from crawlq.heartbeats import Heartbeat
+    from producer.cluster import ClusterStatus, HostState, QueueUrls
 
 __all__ = ["ProgressView", "eta_s", "hosts_table", "report_lines", "status_table"]
 
@@ -73,7 +79,7 @@ class ProgressView:
         self.every_s = every_s
         self._last = 0.0
         self._progress: Progress | None = None
-        self._task: Any = None
+        self._task: TaskID | None = None
         self.label = label
 
     def __enter__(self) -> ProgressView:
@@ -94,7 +100,7 @@ class ProgressView:
         return self
 
     def update(self, stats: BatchStats) -> None:
-        if self._progress is not None:
+        if self._progress is not None and self._task is not None:
             rate = f"{stats.pages_per_s:.0f}/s" if stats.pages_per_s else ""
             failed = f"[red]{stats.failed} failed[/]" if stats.failed else "0 failed"
             eta = f"ETA {_duration(eta_s(stats))}" if eta_s(stats) is not None else ""
@@ -117,53 +123,52 @@ class ProgressView:
             self._progress.stop()
 
 
-def hosts_table(hosts: list[dict[str, Any]], total: int | None = None) -> Table:
+def hosts_table(hosts: list[HostState], total: int | None = None) -> Table:
     """Host state, busiest first: in flight against the limit, delay, cooldown left."""
     shown = f"busiest {len(hosts)} of {total} hosts" if total is not None and total > len(hosts) else "hosts"
     table = Table(title=shown)
     for column in ("host", "in flight", "limit", "delay", "cooldown"):
         table.add_column(column)
     for host in hosts:
-        at_limit = host["in_flight"] >= host["limit"]
+        at_limit = host.in_flight >= host.limit
         table.add_row(
-            host["host"], f"[yellow]{host['in_flight']}[/]" if at_limit else str(host["in_flight"]), str(host["limit"]),
-            f"{host['delay_s']:g} s" if host["delay_s"] else "-",
-            f"[yellow]{_duration(host['cooldown_s'])}[/]" if host["cooldown_s"] else "-",
+            host.host, f"[yellow]{host.in_flight}[/]" if at_limit else str(host.in_flight), str(host.limit),
+            f"{host.delay_s:g} s" if host.delay_s else "-",
+            f"[yellow]{_duration(host.cooldown_s)}[/]" if host.cooldown_s else "-",
         )  # fmt: skip
     return table
 
 
-def _queue_line(queue: dict[str, dict[str, int]]) -> str:
-    urls, jobs = queue["urls"], queue["jobs"]
+def _queue_line(queue: QueueUrls) -> str:
+    urls, jobs = queue.urls(), queue.jobs()
     return (
         f"queue: [bold]{urls['ready']:,}[/] URLs ready, {urls['deferred']:,} deferred, {urls['in_flight']:,} in flight"
         f"  [dim]({jobs['ready']} / {jobs['deferred']} / {jobs['in_flight']} jobs)[/]"
     )
 
 
-def _workers_table(beats: list[dict[str, Any]]) -> Table:
-    total_rate = sum(float(beat.get("pages_per_s_1m", 0) or 0) for beat in beats)
+def _workers_table(beats: list[Heartbeat]) -> Table:
+    total_rate = sum(beat.pages_per_s_1m or 0 for beat in beats)
     workers = Table(title=f"workers ({len(beats)} live, {total_rate:.1f} pages/s over the last minute)")
     for column in ("id", "in flight", "pages/s (1 min)", "done", "draining"):
         workers.add_column(column)
     for beat in beats:
-        rate = beat.get("pages_per_s_1m")
+        rate = beat.pages_per_s_1m
         workers.add_row(
-            str(beat["id"]), f"{beat['in_flight']}/{beat['concurrency']}", "-" if rate is None else f"{rate:.1f}",
-            str(beat.get("urls_done", "-")), "yes" if beat["draining"] else "",
+            beat.id, f"{beat.in_flight}/{beat.concurrency}", "-" if rate is None else f"{rate:.1f}",
+            str(beat.urls_done), "yes" if beat.draining else "",
         )  # fmt: skip
     return workers
 
 
-def _batches_table(batches: list[dict[str, Any]]) -> Table:
+def _batches_table(batches: list[BatchStats | str]) -> Table:
     table = Table(title="recent batches")
     for column in ("batch", "state", "progress", "done", "failed", "pages/s", "ETA"):
         table.add_column(column)
-    for batch in batches:
-        if "total" not in batch:
-            table.add_row(batch["batch"], batch["state"], "", "?", "?", "-", "-")
+    for stats in batches:
+        if not isinstance(stats, BatchStats):
+            table.add_row(stats, "unknown", "", "?", "?", "-", "-")
             continue
-        stats = BatchStats(**batch)
         table.add_row(
             stats.batch, stats.state, _bar(stats.done, stats.total), f"{stats.done:,}/{stats.total:,}",
             f"[red]{stats.failed:,}[/]" if stats.failed else "0", f"{stats.pages_per_s or 0:.1f}",
@@ -172,11 +177,11 @@ def _batches_table(batches: list[dict[str, Any]]) -> Table:
     return table
 
 
-def status_table(status: dict[str, Any]) -> list[Table | str]:
+def status_table(status: ClusterStatus) -> list[Table | str]:
     """`crawlq status`: queue depth in URLs (and jobs), workers, recent batches, the busiest hosts."""
-    out: list[Table | str] = [_queue_line(status["queue"]), _workers_table(status["workers"])]
-    out.append(_batches_table(status["batches"]))
-    out += [f"[yellow]{batch}[/]: {note}" for batch, note in status.get("notes", {}).items()]
-    if status.get("hosts"):
-        out.append(hosts_table(status["hosts"], status.get("hosts_total")))
+    out: list[Table | str] = [_queue_line(status.queue), _workers_table(status.workers)]
+    out.append(_batches_table(status.batches))
+    out += [f"[yellow]{batch}[/]: {note}" for batch, note in status.notes.items()]
+    if status.hosts:
+        out.append(hosts_table(status.hosts, status.hosts_total))
     return out

@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import signal
 import subprocess
-import sys
+from pathlib import Path
 from types import TracebackType
-from typing import IO
 
 from crawlq.settings import Settings
+from crawlq_local.processes import WORKER_COMMAND, spawn, stop
 from crawlq_local.server import EmbeddedServer
 from producer.client import Client
 
@@ -52,26 +50,13 @@ class LocalCluster:
             self.add_worker()
 
     def add_worker(self) -> subprocess.Popen[bytes]:
-        log: IO[bytes] | int = subprocess.DEVNULL
-        if self.log_dir:
-            log = open(os.path.join(self.log_dir, f"worker-{len(self.processes)}.log"), "ab")
-        process = subprocess.Popen(
-            [sys.executable, "-m", "crawlq_cli", "worker"], env=self.settings.child_env(), stdout=log, stderr=log
-        )
+        log = Path(self.log_dir) / f"worker-{len(self.processes)}.log" if self.log_dir else None
+        process = spawn(WORKER_COMMAND, self.settings.child_env(), log)
         self.processes.append(process)
         return process
 
     async def stop(self) -> None:
-        for process in self.processes:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        grace = self.settings.shutdown_grace_s + 5
-        for process in self.processes:
-            try:
-                await asyncio.to_thread(process.wait, grace)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                await asyncio.to_thread(process.wait)
+        await asyncio.to_thread(stop, self.processes, self.settings.shutdown_grace_s + 5)
         self.processes.clear()
         if self._client is not None:
             with contextlib.suppress(Exception):

@@ -13,7 +13,6 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sized
 from types import TracebackType
-from typing import Any
 
 from arq.connections import ArqRedis
 from redis.asyncio.client import PubSub
@@ -22,14 +21,14 @@ from crawlq import keys
 from crawlq.connection import connect, describe, result_of
 from crawlq.control import BatchControl, ControlOutcome
 from crawlq.errors import BatchLost, UnknownBatch
-from crawlq.heartbeats import live_workers
+from crawlq.heartbeats import Heartbeat, live_workers
 from crawlq.memory import check_eviction_policy
 from crawlq.models import BatchStats, UrlResult, now_ms
 from crawlq.options import BatchOptions
 from crawlq.outage import REDIS_DOWN, Outage
 from crawlq.settings import Settings
 from crawlq.store import Store
-from producer.cluster import HostState, QueueUrls, per_host_note, queue_urls, read_hosts
+from producer.cluster import ClusterStatus, HostState, QueueUrls, per_host_note, queue_urls, read_hosts
 from producer.submit import InvalidLine, SubmitReport, new_batch_id, submit_lines
 
 __all__ = ["Client", "QueueDepth"]
@@ -242,7 +241,7 @@ class Client:
         """Hosts with politeness state, busiest first."""
         return await read_hosts(self.redis, self.settings)
 
-    async def workers(self) -> list[dict[str, Any]]:
+    async def workers(self) -> list[Heartbeat]:
         return await live_workers(self.redis)
 
     async def bound_note(self, batch: str) -> str | None:
@@ -259,21 +258,19 @@ class Client:
                 out.append(raw.decode())
         return out
 
-    async def status(self, hosts_shown: int = 10) -> dict[str, Any]:
+    async def status(self, hosts_shown: int = 10) -> ClusterStatus:
         """The cluster at a glance: queue depth in URLs and jobs, workers, recent batches, busiest hosts."""
         batches = await self.recent_batches()
         depth = await self.queue_urls()
         hosts = await self.hosts()
         running = [b.batch for b in batches if isinstance(b, BatchStats) and b.state == "running"]
         notes = {batch: note for batch in running if (note := await self.bound_note(batch))}
-        return {
-            "queue": {"urls": depth.urls(), "jobs": depth.jobs()},
-            "hosts": [host.as_dict() for host in hosts[:hosts_shown]],
-            "hosts_total": len(hosts),
-            "workers": await self.workers(),
-            "batches": [
-                b.model_dump() if isinstance(b, BatchStats) else {"batch": b, "state": "unknown"} for b in batches
-            ],
-            "overall": await self.store.overall(),
-            "notes": notes,  #: batch -> why it is slow (per-host limits), for the running batches it applies to
-        }
+        return ClusterStatus(
+            queue=depth,
+            workers=await self.workers(),
+            batches=batches,
+            hosts=hosts[:hosts_shown],
+            hosts_total=len(hosts),
+            overall=await self.store.overall(),
+            notes=notes,
+        )

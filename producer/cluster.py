@@ -15,20 +15,22 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from redis.asyncio import Redis
 
 from crawlq import keys
 from crawlq.connection import result_of
-from crawlq.heartbeats import live_workers
+from crawlq.heartbeats import Heartbeat, live_workers
 from crawlq.hostrules import read_rules
-from crawlq.models import now_ms
+from crawlq.models import BatchStats, now_ms
 from crawlq.settings import HostRule, Settings
+from crawlq.stats import Field
 from crawlq.urls import host_of
 
 __all__ = [
+    "ClusterStatus",
     "HostState",
     "QueueUrls",
     "batch_hosts",
@@ -112,6 +114,34 @@ class HostState:
         return asdict(self)
 
 
+# ---------------------------------------------------------------- status
+@dataclass(slots=True)
+class ClusterStatus:
+    """The cluster at a glance (`Client.status`): `crawlq status` renders it, `--json` prints `to_dict()`."""
+
+    queue: QueueUrls
+    workers: list[Heartbeat]
+    batches: list[BatchStats | str]  #: recent batches, newest first; a name alone: its counters are gone
+    hosts: list[HostState] = field(default_factory=list)  #: the busiest hosts shown
+    hosts_total: int = 0  #: hosts with politeness state
+    overall: dict[str, Any] = field(default_factory=dict)  #: counters over every batch (`Store.overall`)
+    notes: dict[str, str] = field(default_factory=dict)  #: running batch -> why it is slow (per-host limits)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form (`crawlq status --json`)."""
+        return {
+            "queue": {"urls": self.queue.urls(), "jobs": self.queue.jobs()},
+            "hosts": [host.as_dict() for host in self.hosts],
+            "hosts_total": self.hosts_total,
+            "workers": [beat.to_record() for beat in self.workers],
+            "batches": [
+                b.model_dump() if isinstance(b, BatchStats) else {"batch": b, "state": "unknown"} for b in self.batches
+            ],
+            "overall": self.overall,
+            "notes": self.notes,
+        }
+
+
 def configured_host_limits(settings: Settings, host: str, runtime_rules: Sequence[HostRule] = ()) -> tuple[int, float]:
     """(concurrency, delay_s) the settings give `host`: the first matching host rule (run-time rules first),
     else the defaults. The same rule as workers.gate.host_limits, without robots.txt's Crawl-delay."""
@@ -168,12 +198,12 @@ async def batch_hosts(redis: Redis, batch: str) -> set[str]:
     return {host_of(url.decode()) for url in urls if url}
 
 
-def host_bound_note(wanted: set[str], hosts: list[HostState], beats: list[dict[str, Any]]) -> str | None:
+def host_bound_note(wanted: set[str], hosts: list[HostState], beats: list[Heartbeat]) -> str | None:
     """The sentence saying per-host limits, not the workers, bound a batch: every host it still waits for is
     at its limit or cooling down, at least one at its limit, while live workers have fetch slots to spare
     (their concurrency less the leases held cluster-wide). None when that is not so."""
-    live = [beat for beat in beats if not beat.get("draining")]
-    slots = sum(int(beat.get("concurrency", 0) or 0) for beat in live)
+    live = [beat for beat in beats if not beat.draining]
+    slots = sum(beat.concurrency for beat in live)
     free = slots - sum(host.in_flight for host in hosts)
     mine = [host for host in hosts if host.host in wanted]
     at_limit = [host for host in mine if host.in_flight >= host.limit]
@@ -189,9 +219,9 @@ def host_bound_note(wanted: set[str], hosts: list[HostState], beats: list[dict[s
     )
 
 
-def _default_limit(settings: Settings, beats: list[dict[str, Any]]) -> Settings:
+def _default_limit(settings: Settings, beats: list[Heartbeat]) -> Settings:
     """The settings with the workers' per-host concurrency (from their heartbeats) when they carry one."""
-    given = {int(beat["per_host_concurrency"]) for beat in beats if beat.get("per_host_concurrency")}
+    given = {beat.per_host_concurrency for beat in beats if beat.per_host_concurrency}
     if len(given) != 1:
         return settings
     return settings.model_copy(update={"per_host_concurrency": given.pop()})
@@ -199,7 +229,7 @@ def _default_limit(settings: Settings, beats: list[dict[str, Any]]) -> Settings:
 
 async def per_host_note(redis: Redis, settings: Settings, batch: str) -> str | None:
     """`host_bound_note` for one batch, read from Redis (None for a paused or complete batch)."""
-    meta = await result_of(redis.hmget(keys.batch_meta(batch), ["finished_at", "paused_at"]))
+    meta = await result_of(redis.hmget(keys.batch_meta(batch), [Field.FINISHED_AT, Field.PAUSED_AT]))
     if any(meta):
         return None
     wanted = await batch_hosts(redis, batch)

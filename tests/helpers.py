@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from crawlq_local.processes import WORKER_COMMAND, spawn, stop
 from tests.conftest import FAST
 
 CRAWLQ = [sys.executable, "-m", "crawlq_cli"]
@@ -33,30 +33,9 @@ def run_cli(
     return subprocess.run(CRAWLQ + args, env=env, input=stdin, capture_output=True, text=True, timeout=timeout, cwd="/")
 
 
-def spawn(argv: Sequence[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    """Start `argv` from `/` with its output appended to `log`."""
-    with open(log, "ab") as handle:
-        return subprocess.Popen(argv, env=env, stdout=handle, stderr=handle, cwd="/")
-
-
-def stop(procs: Iterable[subprocess.Popen[bytes]], timeout_s: float = 20) -> None:
-    """SIGCONT (in case a test stopped it) and SIGTERM every process still running, then wait for each
-    (SIGKILL after `timeout_s`)."""
-    procs = list(procs)
-    for proc in procs:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGCONT)
-            proc.send_signal(signal.SIGTERM)
-    for proc in procs:
-        try:
-            proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 def start_worker(env: dict[str, str], log: Path, *extra: str) -> subprocess.Popen[bytes]:
-    return spawn([*CRAWLQ, "worker", *extra], env, log)
+    """A worker process run from `/` (no `.env` file is read), its output appended to `log`."""
+    return spawn([*WORKER_COMMAND, *extra], env, log, cwd="/")
 
 
 @contextmanager

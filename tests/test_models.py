@@ -6,7 +6,7 @@ import pytest
 
 from crawlq.codec import pack, unpack
 from crawlq.models import BatchStats, Content, ErrorClass, UrlResult
-from crawlq.store import counters
+from crawlq.stats import counters
 from tests import factories
 
 CONTENT = Content(

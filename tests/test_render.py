@@ -8,8 +8,11 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from crawlq.codec import pack, unpack
+from crawlq.heartbeats import Heartbeat
 from crawlq.models import BatchStats
 from crawlq_cli.render import eta_s, hosts_table, report_lines, status_table
+from producer.cluster import ClusterStatus, HostState, QueueUrls
 
 CREATED_MS = 1_800_000_000_000
 RAW = {
@@ -70,19 +73,22 @@ def test_eta_is_pending_over_rate_and_none_when_complete() -> None:
     assert eta_s(stats(finished_at=str(CREATED_MS + 4000))) is None
 
 
-def status(**extra: Any) -> dict[str, Any]:
-    return {
-        "queue": {
-            "urls": {"ready": 1200, "deferred": 3, "in_flight": 40},
-            "jobs": {"ready": 12, "deferred": 1, "in_flight": 2},
-        },
-        "workers": [
-            {"id": "w1", "in_flight": 20, "concurrency": 32, "pages_per_s_1m": 5.5, "urls_done": 90, "draining": False},
-            {"id": "w2", "in_flight": 1, "concurrency": 32, "pages_per_s_1m": None, "draining": True},
+def status(**extra: Any) -> ClusterStatus:
+    return ClusterStatus(
+        queue=QueueUrls(
+            ready_urls=1200, deferred_urls=3, in_flight_urls=40, ready_jobs=12, deferred_jobs=1, in_flight_jobs=2
+        ),
+        workers=[
+            Heartbeat("w1", in_flight=20, concurrency=32, pages_per_s_1m=5.5, urls_done=90, draining=False),
+            Heartbeat("w2", in_flight=1, concurrency=32, pages_per_s_1m=None, draining=True),
         ],
-        "batches": [stats().model_dump(), {"batch": "gone", "state": "unknown"}],
+        batches=[stats(), "gone"],
         **extra,
-    }
+    )
+
+
+def host(name: str, in_flight: int, limit: int, delay_s: float, cooldown_s: float) -> HostState:
+    return HostState(name, in_flight, limit, delay_s, cooldown_s, penalty_ms=0)
 
 
 def test_status_table_queue_workers_batches() -> None:
@@ -99,7 +105,7 @@ def test_status_table_queue_workers_batches() -> None:
 
 
 def test_status_table_adds_the_busiest_hosts() -> None:
-    hosts = [{"host": "a.test", "in_flight": 4, "limit": 4, "delay_s": 0.5, "cooldown_s": 90}]
+    hosts = [host("a.test", in_flight=4, limit=4, delay_s=0.5, cooldown_s=90)]
     out = status_table(status(hosts=hosts, hosts_total=7))
     assert len(out) == 4
     shown = text(out[3])
@@ -108,6 +114,25 @@ def test_status_table_adds_the_busiest_hosts() -> None:
 
 
 def test_hosts_table_without_a_total_is_titled_hosts() -> None:
-    shown = text(hosts_table([{"host": "b.test", "in_flight": 0, "limit": 2, "delay_s": 0, "cooldown_s": 0}]))
+    shown = text(hosts_table([host("b.test", in_flight=0, limit=2, delay_s=0, cooldown_s=0)]))
     assert shown.splitlines()[0].strip() == "hosts"
     assert "b.test" in shown
+
+
+def test_status_json_keeps_its_shape() -> None:
+    """`crawlq status --json`: the same object the status dict had, a lost batch as {batch, state: unknown}."""
+    shown = status(hosts=[host("a.test", 1, 2, 0, 0)], hosts_total=3, notes={"b1": "slow"}).to_dict()
+    assert set(shown) == {"queue", "hosts", "hosts_total", "workers", "batches", "overall", "notes"}
+    assert shown["queue"] == {
+        "urls": {"ready": 1200, "deferred": 3, "in_flight": 40},
+        "jobs": {"ready": 12, "deferred": 1, "in_flight": 2},
+    }
+    assert shown["workers"][0]["id"] == "w1" and shown["workers"][0]["pages_per_s_1m"] == 5.5
+    assert shown["batches"][1] == {"batch": "gone", "state": "unknown"} and shown["batches"][0]["total"] == 10
+    assert shown["hosts"][0]["host"] == "a.test" and shown["hosts_total"] == 3 and shown["notes"] == {"b1": "slow"}
+
+
+def test_a_heartbeat_round_trips_and_reads_an_older_or_newer_one() -> None:
+    beat = Heartbeat("h:1:a", host="h", started_at=5, in_flight=3, concurrency=8, pages_per_s_1m=1.5, draining=True)
+    assert Heartbeat.from_record(unpack(pack(beat.to_record()))) == beat
+    assert Heartbeat.from_record({"id": "x", "in_flight": 2, "from_a_newer_worker": 1}) == Heartbeat("x", in_flight=2)

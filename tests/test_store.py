@@ -10,7 +10,8 @@ from crawlq.errors import BatchLost, UnknownBatch
 from crawlq.jobs import Deferral, Entry
 from crawlq.models import ErrorClass, UrlResult, now_ms
 from crawlq.settings import Settings
-from crawlq.store import Store, counters
+from crawlq.stats import counters
+from crawlq.store import Store
 from tests import factories
 
 

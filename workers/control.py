@@ -19,6 +19,7 @@ from redis.asyncio import Redis
 from crawlq import keys
 from crawlq.hostrules import read_rules
 from crawlq.settings import HostRule
+from crawlq.stats import Field
 from workers.events import wait_event
 
 __all__ = ["REFRESH_S", "BatchControl"]
@@ -71,7 +72,7 @@ class BatchControl:
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.smembers(keys.PAUSED)
             for batch in batches:
-                pipe.hexists(keys.batch_meta(batch), "cancelled_at")
+                pipe.hexists(keys.batch_meta(batch), Field.CANCELLED_AT)
             paused, *cancelled = await pipe.execute()
         halted = {raw.decode() for raw in paused}
         halted.update(batch for batch, flag in zip(batches, cancelled, strict=True) if flag)

@@ -41,7 +41,7 @@ from crawlq.arq_door import jobs_started, start_job
 from crawlq.codec import pack, unpack
 from crawlq.connection import describe, redis_settings
 from crawlq.errors import ConfigError
-from crawlq.heartbeats import RateWindow
+from crawlq.heartbeats import Heartbeat, RateWindow, publish
 from crawlq.jobs import CRAWL_FUNCTION
 from crawlq.memory import is_out_of_memory, out_of_memory_message
 from crawlq.models import now_ms
@@ -292,22 +292,22 @@ class CrawlWorker(Worker):
     async def _heartbeat(self, ttl_ms: int) -> None:
         state = self.state
         assert state is not None
-        beat = {
-            "id": self.worker_id,
-            "host": self.worker_id.split(":")[0],
-            "started_at": state.started_at,
-            "seen_at": now_ms(),
-            "concurrency": self.crawl_settings.concurrency,
-            "per_host_concurrency": self.crawl_settings.per_host_concurrency,
-            "in_flight": state.engine.in_flight,
-            "pending": state.engine.pending,
-            "fetches": state.engine.fetches,
-            "urls_done": state.urls_done,
-            "pages_per_s_1m": self._pages_rate.observe(state.urls_done),
-            "jobs_running": len(self.tasks),
-            "draining": state.engine.draining.is_set(),
-        }
-        await state.redis.set(keys.worker(self.worker_id), pack(beat), px=ttl_ms)
+        beat = Heartbeat(
+            id=self.worker_id,
+            host=self.worker_id.split(":")[0],
+            started_at=state.started_at,
+            seen_at=now_ms(),
+            concurrency=self.crawl_settings.concurrency,
+            per_host_concurrency=self.crawl_settings.per_host_concurrency,
+            in_flight=state.engine.in_flight,
+            pending=state.engine.pending,
+            fetches=state.engine.fetches,
+            urls_done=state.urls_done,
+            pages_per_s_1m=self._pages_rate.observe(state.urls_done),
+            jobs_running=len(self.tasks),
+            draining=state.engine.draining.is_set(),
+        )
+        await publish(state.redis, beat, ttl_ms)
         state.engine.metrics.hosts(state.engine.stalled(), state.gate.cooling())
 
     async def _lease_loop(self) -> None:

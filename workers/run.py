@@ -88,7 +88,7 @@ async def _health(settings: Settings) -> str | None:
         beats = await live_workers(pool)
     finally:
         await pool.aclose()
-    here = [beat for beat in beats if beat.get("host") == host]
+    here = [beat for beat in beats if beat.host == host]
     if here:
         return None
     return (

@@ -2,6 +2,7 @@
 -- as in commit.lua: a worker committing the same URL at the same time is counted once, whichever is first).
 -- KEYS: 1 meta, 2 results, 3 stats_all
 -- ARGV: 1 ttl_s, 2 ncounts, then ncounts pairs: counter field, increment per URL; then url id, record pairs
+-- meta fields (mirrored from crawlq/stats.py; tests/test_stats.py checks): finished_at
 -- Returns the number of URLs recorded, -1 for an unknown batch, -2 for a complete one.
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
 if redis.call('HEXISTS', KEYS[1], 'finished_at') == 1 then return -2 end

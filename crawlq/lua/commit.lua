@@ -11,6 +11,8 @@
 --       then ncounts pairs: counter field, increment; then nresults pairs: url id, record;
 --       then ndeferrals, then deferrals: job_id, payload, score, ids (comma separated)  (4 each),
 --       and last, arq's job key prefix (crawlq/keys.py)
+-- meta fields (mirrored from crawlq/stats.py; tests/test_stats.py checks): latency_sum_ms, total, done, finished_at,
+--   completions
 -- Returns {added, completed}; {-1, 0} unknown batch; {-2, 0} job no longer open;
 --         {-3, 0, new_1, ..., new_n} (1/0 per result) when some result is not new.
 local batch, now, ttl, job_ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])

@@ -8,6 +8,8 @@
 --       then per parent: parent url id, depth of its links, njobs, then njobs times: job_id, payload, score,
 --       and last, the batch's name and arq's job key prefix (crawlq/keys.py)
 --       (a page's links are split into jobs of chunk_size; they are read from the arq payloads, msgpack: {f, a = {batch, {{url_id, url, attempts, depth}, ...}}})
+-- meta fields (mirrored from crawlq/stats.py; tests/test_stats.py checks): cancelled_at, total, d:, discovered,
+--   priority
 -- Returns {added, parents}: URLs added, pages whose links were taken (the others had been, or the batch is gone)
 local now, ttl, job_ttl, nparents = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local batch_name, job_prefix = ARGV[#ARGV - 1], ARGV[#ARGV]

@@ -6,6 +6,8 @@
 --       then per chunk: job_id, payload, score (the URLs are read from the arq payload, msgpack:
 --       {f, a = {batch, {{url_id, url, attempts}, ...}}, ...}),
 --       and last, arq's job key prefix (crawlq/keys.py)
+-- meta fields (mirrored from crawlq/stats.py; tests/test_stats.py checks): cancelled_at, created_at, total, done,
+--   priority
 local batch, now, ttl, job_ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local token, lease, nchunks = ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[7])
 local job_prefix = ARGV[#ARGV]

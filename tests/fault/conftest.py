@@ -32,9 +32,10 @@ import redis
 from crawlq import keys
 from crawlq.models import BatchStats, UrlResult
 from crawlq.settings import Settings
+from crawlq_local.processes import WORKER_COMMAND, spawn, stop
 from crawlq_local.server import EmbeddedServer, find_server_binary, free_port
 from tests.conftest import make_settings
-from tests.helpers import CRAWLQ, cli_env, run_cli, spawn, stop, wait_until
+from tests.helpers import cli_env, run_cli, wait_until
 
 T = TypeVar("T")
 QUEUE = "crawlq:queue"  #: Settings().queue_name; the fault env never changes it
@@ -208,7 +209,7 @@ class Workers:
         self.name = name
         self.env = env
         self.log_dir = log_dir
-        self.argv = [*(command or [*CRAWLQ, "worker"]), *extra]
+        self.argv = [*(command or WORKER_COMMAND), *extra]
         self.supervise = supervise
         self.procs: list[subprocess.Popen[bytes]] = []
         self.exits: list[tuple[int, int]] = []
@@ -220,7 +221,7 @@ class Workers:
 
     def _spawn(self, slot: int) -> subprocess.Popen[bytes]:
         self.starts += 1
-        return spawn(self.argv, self.env, self.log_dir / f"{self.name}-{slot}.log")
+        return spawn(self.argv, self.env, self.log_dir / f"{self.name}-{slot}.log", cwd="/")
 
     def __enter__(self) -> Workers:
         self.procs = [self._spawn(slot) for slot in range(self._count)]
