@@ -144,3 +144,11 @@ def test_interleave_spreads_the_few_through_the_many() -> None:
     mixed = interleave([f"m{i}" for i in range(6)], ["f0", "f1"])
     assert sorted(mixed) == sorted([*(f"m{i}" for i in range(6)), "f0", "f1"])
     assert mixed.index("f0") == 1 and mixed.index("f1") == 5  # after m0 and after m3: halfway
+
+
+def test_two_gap_means_absorb_one_late_start() -> None:
+    from bench.parts.hostdelay import gaps_s
+
+    starts = {"h": [0.0, 0.28, 0.4, 0.6]}  # the second start seen 80 ms late
+    assert [round(gap, 3) for gap in gaps_s(starts)] == [0.28, 0.12, 0.2]
+    assert [round(gap, 3) for gap in gaps_s(starts, 2)] == [0.2, 0.16]
