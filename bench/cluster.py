@@ -22,9 +22,11 @@ from crawlq_local.server import EmbeddedServer
 
 __all__ = [
     "BatchRun",
+    "FetchSpan",
     "batch_phases",
     "commandstats",
     "crawlq_settings",
+    "fetch_spans",
     "own_server",
     "running_cluster",
     "timed_batch",
@@ -111,17 +113,22 @@ class BatchRun:
 
 
 async def timed_batch(
-    cluster: LocalCluster, urls: list[str], cpu_groups: dict[str, list[int]], workers: int | None = None
+    cluster: LocalCluster,
+    urls: list[str],
+    cpu_groups: dict[str, list[int]],
+    workers: int | None = None,
+    *,
+    priority: int = 0,
 ) -> BatchRun:
-    """Submit `urls` and wait for completion (seen at once through the batch's events channel; progress
-    read every 0.25 s); CPU of the workers, of this process (the producer: submit and waiting) and of
-    `cpu_groups` over the same span."""
+    """Submit `urls` (at `priority`) and wait for completion (seen at once through the batch's events channel;
+    progress read every 0.25 s); CPU of the workers, of this process (the producer: submit and waiting) and
+    of `cpu_groups` over the same span."""
     worker_pids = [process.pid for process in cluster.processes[: workers or len(cluster.processes)]]
     meter = CpuMeter({"workers": worker_pids, "producer": [os.getpid()], **cpu_groups}).start()
     busy = machine_busy_s()
     started_epoch = time.time()
     started = time.perf_counter()
-    report = await cluster.client.submit(urls)
+    report = await cluster.client.submit(urls, priority=priority)
     submitted = time.perf_counter()
     polls = 0
 
@@ -136,6 +143,21 @@ async def timed_batch(
     if report.queued != len(urls) or stats.succeeded != len(urls):
         raise RuntimeError(f"crawlq batch: queued {report.queued}, succeeded {stats.succeeded} of {len(urls)}")
     return BatchRun(len(urls), wall, submitted - started, stats, cpu, polls, started_epoch, round(busy_share, 3))
+
+
+@dataclass(frozen=True, slots=True)
+class FetchSpan:
+    url: str
+    start_s: float  #: epoch s: the last attempt's start (fetched_at minus latency_ms)
+    end_s: float  #: epoch s: fetched_at
+
+
+async def fetch_spans(cluster: LocalCluster, batch: str) -> list[FetchSpan]:
+    """Every stored result of `batch` as the span of its last attempt (ms resolution)."""
+    return [
+        FetchSpan(result.url, (result.fetched_at - (result.latency_ms or 0)) / 1000, result.fetched_at / 1000)
+        async for result in cluster.client.results(batch)
+    ]
 
 
 async def batch_phases(cluster: LocalCluster, run: BatchRun) -> dict[str, float]:

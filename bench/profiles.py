@@ -18,6 +18,10 @@ PARTS = (
     "idle",
     "rediscost",
     "slowservers",
+    "priority",
+    "hostdelay",
+    "headofline",
+    "hostscale",
 )
 
 
@@ -40,6 +44,15 @@ class Profile:
     slow_urls: int  #: fetches in flight at once to the slow target (issue 9: a waiting worker's CPU)
     slow_delay_s: float  #: how long the slow target takes to answer each of them
     slow_window_s: float  #: how long the waiting worker's CPU is measured
+    priority_low_urls: int  #: the low-priority batch running when the high one is submitted (issue 11)
+    priority_high_urls: int  #: the high-priority batch, and each of the two equal-priority batches
+    hostdelay_hosts: int  #: hosts crawled with per_host_delay_s (issue 11, target 5)
+    hostdelay_urls_per_host: int
+    headofline_big_urls: int  #: /page?ms=50 URLs on the one big host (issue 11, target 6)
+    headofline_other_urls: int  #: instant URLs spread over the other hosts
+    headofline_other_hosts: int
+    hostscale_urls_per_worker: int  #: many-host /page?ms=100 URLs per worker (issue 11, target 7, weak scaling)
+    hostscale_kill_urls: int  #: the batch during which one of the workers is SIGKILLed
     install: bool  #: pip-install missing optional peers (Scrapy)
     scrapy_variants: tuple[int, ...]  #: CONCURRENT_ITEMS values to run Scrapy with
     quiet_wait_s: float  #: before each part, wait up to this long for other programs to go quiet
@@ -63,6 +76,15 @@ SMOKE = Profile(
     slow_urls=1_000,
     slow_delay_s=4.0,
     slow_window_s=1.5,
+    priority_low_urls=10_000,
+    priority_high_urls=1_000,
+    hostdelay_hosts=50,
+    hostdelay_urls_per_host=5,
+    headofline_big_urls=120,
+    headofline_other_urls=2_000,
+    headofline_other_hosts=100,
+    hostscale_urls_per_worker=200,
+    hostscale_kill_urls=0,
     install=False,
     scrapy_variants=(100,),
     quiet_wait_s=0.0,
@@ -86,6 +108,15 @@ FULL = Profile(
     slow_urls=1_000,
     slow_delay_s=12.0,
     slow_window_s=6.0,
+    priority_low_urls=100_000,
+    priority_high_urls=5_000,
+    hostdelay_hosts=200,
+    hostdelay_urls_per_host=10,
+    headofline_big_urls=800,
+    headofline_other_urls=10_000,
+    headofline_other_hosts=500,
+    hostscale_urls_per_worker=600,
+    hostscale_kill_urls=4_000,
     install=True,
     scrapy_variants=(100, 1),
     quiet_wait_s=60.0,

@@ -19,6 +19,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import aiohttp
+
 from bench.cluster import commandstats, own_server, running_cluster, timed_batch
 from bench.context import Bench, PartRound
 from bench.hosts_target import host_address, urls_round_robin
@@ -27,7 +29,7 @@ from bench.procs import ROOT, CpuMeter
 from bench.workload import run_tag
 from crawlq.settings import Settings
 
-__all__ = ["LOOPBACK_NETWORKS", "SETTINGS_NOTE", "hosts_target", "manyhosts_settings", "run"]
+__all__ = ["LOOPBACK_NETWORKS", "SETTINGS_NOTE", "hosts_target", "manyhosts_settings", "run", "take_starts"]
 
 WORKERS = 2
 CONCURRENCY = 100
@@ -47,9 +49,12 @@ def manyhosts_settings(**overrides: Any) -> Settings:
 
 
 @asynccontextmanager
-async def hosts_target(hosts: int) -> AsyncIterator[tuple[int, int]]:
-    """`python -m bench.hosts_target` on `hosts` loopback addresses: yields (port, pid)."""
+async def hosts_target(hosts: int, *, record_starts: bool = False) -> AsyncIterator[tuple[int, int]]:
+    """`python -m bench.hosts_target` on `hosts` loopback addresses: yields (port, pid).
+
+    :param record_starts: the site notes each request's start time per host (read with `take_starts`)"""
     command = [sys.executable, "-m", "bench.hosts_target", "--hosts", str(hosts)]
+    command += ["--record-starts"] if record_starts else []
     process = await asyncio.create_subprocess_exec(*command, cwd=ROOT, stdout=subprocess.PIPE)
     try:
         assert process.stdout is not None
@@ -61,6 +66,14 @@ async def hosts_target(hosts: int) -> AsyncIterator[tuple[int, int]]:
         if process.returncode is None:
             process.terminate()
             await process.wait()
+
+
+async def take_starts(port: int) -> dict[str, list[float]]:
+    """The request start times the target noted per host since the last call (monotonic s), then forgotten."""
+    async with aiohttp.ClientSession() as session, session.get(f"http://{host_address(0)}:{port}/__starts") as reply:
+        reply.raise_for_status()
+        starts: dict[str, list[float]] = await reply.json()
+    return starts
 
 
 async def _bare(bench: Bench, urls: list[str], mode: str, target_pid: int) -> Measured:
