@@ -23,7 +23,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence, Sized
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence, Sized
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import islice
@@ -60,6 +60,10 @@ __all__ = [
 
 CHUNKS_PER_CALL = 20  #: chunks sent to Redis in one script call
 FIRST_PIECE_CHUNKS = 2  #: the first piece parsed and sent is this small, so that fetching starts at once
+#: URLs grouped by host at a time (after the first piece): a host's URLs within this window share chunks, so a
+#: worker reuses its leases for them; the window bounds the submit's memory (about 200 bytes a URL)
+GROUP_WINDOW = 20_000
+HOST_STRIPE = 20  #: URLs of one host in a row (`grouped_by_host`): 10 rounds of reuse of a lease at the default limit
 BLOCK_BYTES = 1 << 20  #: the input is read in blocks of this size
 MAX_LINE_BYTES = 8192  #: a longer line cannot hold a valid URL (2048 characters of at most 4 bytes); kept no longer
 PIECE_LINES = 10_000  #: lines validated at a time by `count_invalid`
@@ -260,18 +264,24 @@ def chunk_size_for(count: int, settings: Settings) -> int:
     return max(1, min(settings.chunk_size, math.ceil(count / 200)))
 
 
-def grouped_by_host(entries: Sequence[Entry]) -> list[Entry]:
-    """`entries` with the URLs of each host together (hosts in order of first appearance, each host's URLs
-    in input order), so that a chunk holds few hosts and a worker reuses one lease for many of its URLs."""
-    by_host: dict[str, list[Entry]] = {}
+def grouped_by_host(entries: Sequence[Entry], stripe: int = HOST_STRIPE) -> list[Entry]:
+    """`entries` in stripes: each stripe is the next `stripe` URLs of one host (in input order), and the stripes
+    go in the order of their first URL in the input.
+
+    A chunk then holds few hosts, so a worker reuses one lease for many of their URLs; the jobs that follow
+    one another (one claim takes several) hold different hosts, so a worker's jobs together have enough hosts
+    to fill its fetch slots under the per-host limit; and a host whose URLs run through the whole input has
+    stripes all through the queue, so it is neither left for the end nor does it hold up the others."""
+    open_stripes: dict[str, list[Entry]] = {}
+    stripes: list[list[Entry]] = []  #: in the order of their first URL
     for entry in entries:
         host = host_of(entry.url)
-        group = by_host.get(host)
-        if group is None:
-            by_host[host] = [entry]
-        else:
-            group.append(entry)
-    return [entry for group in by_host.values() for entry in group]
+        current = open_stripes.get(host)
+        if current is None or len(current) >= stripe:
+            current = open_stripes[host] = []
+            stripes.append(current)
+        current.append(entry)
+    return [entry for part in stripes for entry in part]
 
 
 def _pieces(lines: Iterator[str | bytes], first: int, rest: int) -> Iterator[list[str | bytes]]:
@@ -318,6 +328,34 @@ async def submit_lines(
     return report
 
 
+def _windows(pieces: Iterator[list[Entry]]) -> Iterator[list[Entry]]:
+    """The parsed entries grouped by host (`grouped_by_host`): the first piece alone (fetching starts at
+    once), then windows of at least `GROUP_WINDOW` entries, then the rest."""
+    window: list[Entry] = []
+    for number, entries in enumerate(pieces):
+        window.extend(entries)
+        if number == 0 or len(window) >= GROUP_WINDOW:
+            yield grouped_by_host(window)
+            window = []
+    if window:
+        yield grouped_by_host(window)
+
+
+async def _send_whole_chunks(
+    carry: list[Entry], size: int, send: Callable[[list[list[Entry]]], Awaitable[None]]
+) -> int:
+    """Send the whole chunks of `size` at the head of `carry`, at most `CHUNKS_PER_CALL` per call, and remove
+    them from it (the rest, less than a chunk, stays); returns the number of calls."""
+    whole = len(carry) - len(carry) % size
+    calls = 0
+    for start in range(0, whole, CHUNKS_PER_CALL * size):
+        end = min(whole, start + CHUNKS_PER_CALL * size)
+        await send([carry[at : at + size] for at in range(start, end, size)])
+        calls += 1
+    del carry[:whole]
+    return calls
+
+
 async def _save_options(store: Store, batch: str, options: BatchOptions | None) -> None:
     if options is None:
         return
@@ -353,16 +391,13 @@ async def _enqueue_stream(
         await asyncio.sleep(0)  # let it write its command before the next piece is parsed
 
     try:
-        carry: list[Entry] = []
+        carry: list[Entry] = []  #: grouped entries not yet sent (less than a chunk between windows)
         calls = 0
-        for entries in pieces:
-            carry.extend(grouped_by_host(entries))
-            whole = len(carry) - len(carry) % size
-            for start in range(0, whole, CHUNKS_PER_CALL * size):
-                end = min(whole, start + CHUNKS_PER_CALL * size)
-                await send([carry[at : at + size] for at in range(start, end, size)])
-                calls += 1
-            del carry[:whole]
+        for number, grouped in enumerate(_windows(pieces)):
+            carry.extend(grouped)
+            calls += await _send_whole_chunks(carry, size, send)
+            if number == 0:
+                await settle()  # the first piece is in Redis (and being fetched) before the rest is read
         if carry or calls == 0:
             await send([carry] if carry else [])
         await settle()

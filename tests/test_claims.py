@@ -143,7 +143,7 @@ async def test_a_higher_priority_batch_is_claimed_first_even_when_submitted_late
     store = Store(redis, settings)
     low = await jobs_of(store, "low", 10, now_ms() - 10_000)
     await redis.zadd(keys.SCHED, {"high": 5})
-    high = await jobs_of(store, "high", 3, now_ms())
+    high = await jobs_of(store, "high", 3, now_ms() - 5_000)  # younger than low, and ready
     assert await claim(redis, settings, want=2) == high[:2]
     assert await claim(redis, settings, want=3) == [high[2], *low[:2]]  # then the lower level fills the rest
     assert (await store.stats("high")).priority == 5

@@ -57,6 +57,20 @@ def test_a_piece_is_grouped_by_host_in_order_of_first_appearance() -> None:
     assert grouped_by_host([]) == []
 
 
+def test_a_big_hosts_stripes_stay_spread_as_in_the_input() -> None:
+    """A host whose URLs run through the whole input keeps stripes all through the queue: it is not left for
+    the end while small hosts run (head-of-line blocking in reverse), and its URLs keep their order."""
+    big = [Entry(f"b{i}", f"http://big.test/{i}") for i in range(400)]
+    small = [Entry(f"s{i}", f"http://s{i % 200}.test/{i}") for i in range(1000)]
+    mixed = [entry for pair in zip(small, big + big[:0], strict=False) for entry in pair] + small[400:]
+    grouped = grouped_by_host(mixed, stripe=20)
+    assert sorted(e.url_id for e in grouped) == sorted(e.url_id for e in mixed)
+    positions = [at for at, entry in enumerate(grouped) if entry.url.startswith("http://big.test/")]
+    gaps = [after - before for before, after in zip(positions, positions[1:], strict=False)]
+    assert max(gaps) <= 200, max(gaps)  # host-by-host rounds of stripes would leave a gap of 1000
+    assert [e.url for e in grouped if e.url.startswith("http://big.test/")] == [e.url for e in big]  # in order
+
+
 async def test_chunks_hold_few_hosts(redis: ArqRedis, settings: Settings) -> None:
     store = Store(redis, settings)
     lines = [f"http://h{i % 10}.test/{i}" for i in range(4000)]  # round-robin over 10 hosts, chunks of 20
@@ -69,6 +83,21 @@ async def test_chunks_hold_few_hosts(redis: ArqRedis, settings: Settings) -> Non
     assert len(hosts_per_job) == 200
     few = sum(1 for count in hosts_per_job if count <= 2)
     assert few >= 0.9 * len(hosts_per_job), sorted(hosts_per_job)  # ungrouped: 10 hosts in every job
+
+
+async def test_a_hosts_urls_share_chunks_across_pieces(redis: ArqRedis, settings: Settings) -> None:
+    """200 hosts, 20 URLs each, round-robin: a piece of 20 chunks holds 2 URLs of a host, but the grouping
+    window (`GROUP_WINDOW`) spans pieces, so a host's URLs share one or two chunks and one worker's leases."""
+    store = Store(redis, settings)
+    lines = [f"http://h{i % 200}.test/{i}" for i in range(4000)]  # chunks of 20
+    await submit_lines(store, "spread", lines)
+    hosts_per_job = []
+    for job_id in await redis.hkeys(keys.batch_jobs("spread")):
+        payload = msgpack.unpackb(await redis.get(keys.arq_job(job_id.decode())), raw=False)
+        hosts_per_job.append(len({raw[1].split("/")[2] for raw in payload["a"][1]}))
+    assert len(hosts_per_job) == 200
+    few = sum(1 for count in hosts_per_job if count <= 2)
+    assert few >= 0.9 * len(hosts_per_job), sorted(hosts_per_job)  # grouped per piece only: 10 hosts a job
 
 
 def test_the_parser_window_is_bounded() -> None:

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from arq.connections import ArqRedis
 
+import workers.state
 from crawlq import keys
 from crawlq.settings import Settings
 from crawlq.store import Store
@@ -94,10 +95,11 @@ def test_room_is_signalled_when_the_backlog_falls_below_its_limit(state: WorkerS
 
 
 async def test_urls_waiting_for_a_full_host_leave_room_to_claim(
-    redis: ArqRedis, settings: Settings, site: TargetSite
+    redis: ArqRedis, settings: Settings, site: TargetSite, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A worker whose URLs all wait for a host that another worker fills claims more (its fetch slots would
     idle otherwise), up to the hard cap; URLs it can fetch keep the usual limit."""
+    monkeypatch.setattr(workers.state, "BACKLOG_MAX_FACTOR", 3)  # a cap of 3 x 20 + 10 URLs binds at 60 held
     small = settings.model_copy(update={"concurrency": 20, "per_host_concurrency": 2})
     state = await WorkerState.start(small, redis, "stalled-worker")
     other = HostGate(redis, small, "other-worker")

@@ -26,7 +26,7 @@ from workers.robots import RobotsCache
 __all__ = ["BACKLOG_CHUNKS", "BACKLOG_MAX_FACTOR", "WorkerState", "new_worker_id"]
 
 BACKLOG_CHUNKS = 1  #: jobs' worth of URLs a worker holds beyond its concurrency
-BACKLOG_MAX_FACTOR = 4  #: at most this many times its concurrency (plus a job) held, stalled URLs included
+BACKLOG_MAX_FACTOR = 20  #: at most this many times its concurrency (plus a job) held, stalled URLs included
 
 
 def new_worker_id() -> str:
