@@ -259,3 +259,22 @@ async def test_a_lease_freed_while_other_hosts_wait_for_room_goes_back_at_once(
         assert time.monotonic() - released_at < 0.5  # not after HOLD_S (2 s) or the sweep
         gate.release("busy1.test", held[1], GateOutcome.OK)
         gate.release("next.test", grant.lease, GateOutcome.OK)
+
+
+async def test_a_success_outside_a_cooldown_costs_no_penalty_read(redis: ArqRedis, settings: Settings) -> None:
+    """A lease given back after a success, on a host that is not recovering from a cooldown, goes to Redis
+    as a plain release: gate.lua reads no penalty for it (one HMGET less per release)."""
+
+    async def hmgets() -> int:
+        return int((await redis.info("commandstats")).get("cmdstat_hmget", {}).get("calls", 0))
+
+    async with gates(redis, settings, 2) as (gate, other):
+        lease = await take(gate, "plain.test", 1)
+        waiting = asyncio.create_task(other.acquire("plain.test", 1, 0.0))  # contended: the lease goes back
+        await asyncio.sleep(0.2)
+        before = await hmgets()
+        gate.release("plain.test", lease, GateOutcome.OK)
+        grant = await asyncio.wait_for(waiting, timeout=2)
+        assert grant.lease is not None
+        assert await hmgets() - before == 1  # the waiter's grant reads the host's cooldown; the release nothing
+        other.release("plain.test", grant.lease, GateOutcome.OK)

@@ -249,7 +249,9 @@ class HostGate:
                 state.idle.append(lease)  # kept for the next URL of the host, until HOLD_S or asked for
                 return
             # no URL here wants it, and other hosts' URLs wait for this worker's room: it goes back now
-        self._give_back(state, lease, outcome, 0)
+        # a success matters to Redis only while the host recovers from a cooldown (reported above: it eases
+        # the penalty); otherwise gate.lua need not read the host's penalty for it
+        self._give_back(state, lease, GateOutcome.OTHER if outcome is GateOutcome.OK else outcome, 0)
 
     def _give_back(self, state: _Host, lease: str, outcome: GateOutcome, after_ms: int) -> None:
         """Return a lease to Redis (in the next flush); its room goes to a host whose URLs wait."""
