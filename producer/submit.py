@@ -63,6 +63,7 @@ FIRST_PIECE_CHUNKS = 2  #: the first piece parsed and sent is this small, so tha
 #: URLs grouped by host at a time (after the first piece): a host's URLs within this window share chunks, so a
 #: worker reuses its leases for them; the window bounds the submit's memory (about 200 bytes a URL)
 GROUP_WINDOW = 20_000
+HOSTS_PER_CHUNK = 5  #: a chunk holds stripes of at least this many hosts (smaller stripes in small chunks)
 HOST_STRIPE = 20  #: URLs of one host in a row (`grouped_by_host`): 10 rounds of reuse of a lease at the default limit
 BLOCK_BYTES = 1 << 20  #: the input is read in blocks of this size
 MAX_LINE_BYTES = 8192  #: a longer line cannot hold a valid URL (2048 characters of at most 4 bytes); kept no longer
@@ -328,17 +329,19 @@ async def submit_lines(
     return report
 
 
-def _windows(pieces: Iterator[list[Entry]]) -> Iterator[list[Entry]]:
+def _windows(pieces: Iterator[list[Entry]], size: int) -> Iterator[list[Entry]]:
     """The parsed entries grouped by host (`grouped_by_host`): the first piece alone (fetching starts at
-    once), then windows of at least `GROUP_WINDOW` entries, then the rest."""
+    once), then windows of at least `GROUP_WINDOW` entries, then the rest. A chunk of `size` holds the
+    stripes of at least `HOSTS_PER_CHUNK` hosts, so that one job is not bound by one host's limit or delay."""
+    stripe = max(1, min(HOST_STRIPE, size // HOSTS_PER_CHUNK))
     window: list[Entry] = []
     for number, entries in enumerate(pieces):
         window.extend(entries)
         if number == 0 or len(window) >= GROUP_WINDOW:
-            yield grouped_by_host(window)
+            yield grouped_by_host(window, stripe)
             window = []
     if window:
-        yield grouped_by_host(window)
+        yield grouped_by_host(window, stripe)
 
 
 async def _send_whole_chunks(
@@ -393,7 +396,7 @@ async def _enqueue_stream(
     try:
         carry: list[Entry] = []  #: grouped entries not yet sent (less than a chunk between windows)
         calls = 0
-        for number, grouped in enumerate(_windows(pieces)):
+        for number, grouped in enumerate(_windows(pieces, size)):
             carry.extend(grouped)
             calls += await _send_whole_chunks(carry, size, send)
             if number == 0:

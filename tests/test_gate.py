@@ -278,3 +278,26 @@ async def test_a_success_outside_a_cooldown_costs_no_penalty_read(redis: ArqRedi
         assert grant.lease is not None
         assert await hmgets() - before == 1  # the waiter's grant reads the host's cooldown; the release nothing
         other.release("plain.test", grant.lease, GateOutcome.OK)
+
+
+async def test_a_freed_lease_goes_to_the_waiter_of_the_highest_priority(redis: ArqRedis, settings: Settings) -> None:
+    """URLs of a higher-priority batch waiting for a host get its freed leases before earlier URLs of a lower
+    one; within one priority, first come, first served."""
+    async with gates(redis, settings, 1) as (gate,):
+        lease = await take(gate, "ranked.test", 1)
+        order: list[str] = []
+
+        async def wait(name: str, priority: float) -> None:
+            grant = await gate.acquire("ranked.test", 1, 0.0, None, priority)
+            order.append(name)
+            gate.release("ranked.test", grant.lease or "", GateOutcome.OK)
+
+        waiting = [asyncio.create_task(wait("low-1", 0))]
+        await asyncio.sleep(0.05)
+        waiting += [asyncio.create_task(wait("high-1", 5)), asyncio.create_task(wait("low-2", 0))]
+        await asyncio.sleep(0.05)
+        waiting.append(asyncio.create_task(wait("high-2", 5)))
+        await asyncio.sleep(0.05)
+        gate.release("ranked.test", lease, GateOutcome.OK)
+        await asyncio.wait_for(asyncio.gather(*waiting), timeout=5)
+        assert order == ["high-1", "high-2", "low-1", "low-2"]

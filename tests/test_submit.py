@@ -16,6 +16,7 @@ from crawlq.jobs import Entry
 from crawlq.settings import Settings
 from crawlq.store import Store
 from producer.submit import (
+    HOSTS_PER_CHUNK,
     MAX_LINE_BYTES,
     InputFile,
     InvalidLine,
@@ -81,23 +82,25 @@ async def test_chunks_hold_few_hosts(redis: ArqRedis, settings: Settings) -> Non
         urls = [raw[1] for raw in payload["a"][1]]
         hosts_per_job.append(len({url.split("/")[2] for url in urls}))
     assert len(hosts_per_job) == 200
-    few = sum(1 for count in hosts_per_job if count <= 2)
+    few = sum(1 for count in hosts_per_job if count <= HOSTS_PER_CHUNK)  # stripes of 4: 5 hosts a chunk
     assert few >= 0.9 * len(hosts_per_job), sorted(hosts_per_job)  # ungrouped: 10 hosts in every job
 
 
 async def test_a_hosts_urls_share_chunks_across_pieces(redis: ArqRedis, settings: Settings) -> None:
-    """200 hosts, 20 URLs each, round-robin: a piece of 20 chunks holds 2 URLs of a host, but the grouping
-    window (`GROUP_WINDOW`) spans pieces, so a host's URLs share one or two chunks and one worker's leases."""
-    store = Store(redis, settings)
-    lines = [f"http://h{i % 200}.test/{i}" for i in range(4000)]  # chunks of 20
+    """1,000 hosts, 20 URLs each, round-robin, chunks of 100: a piece of 20 chunks holds 2 URLs of a host, but
+    the grouping window (`GROUP_WINDOW`) spans pieces, so a host's URLs share one or two chunks (and one
+    worker's leases) instead of ten."""
+    store = Store(redis, settings.model_copy(update={"chunk_size": 100}))
+    lines = [f"http://h{i % 1000}.test/{i}" for i in range(20_000)]
     await submit_lines(store, "spread", lines)
-    hosts_per_job = []
+    jobs_per_host: dict[str, set[str]] = {}
     for job_id in await redis.hkeys(keys.batch_jobs("spread")):
         payload = msgpack.unpackb(await redis.get(keys.arq_job(job_id.decode())), raw=False)
-        hosts_per_job.append(len({raw[1].split("/")[2] for raw in payload["a"][1]}))
-    assert len(hosts_per_job) == 200
-    few = sum(1 for count in hosts_per_job if count <= 2)
-    assert few >= 0.9 * len(hosts_per_job), sorted(hosts_per_job)  # grouped per piece only: 10 hosts a job
+        for raw in payload["a"][1]:
+            jobs_per_host.setdefault(raw[1].split("/")[2], set()).add(job_id.decode())
+    assert len(jobs_per_host) == 1000
+    few = sum(1 for jobs in jobs_per_host.values() if len(jobs) <= 2)
+    assert few >= 0.9 * len(jobs_per_host), sorted(len(jobs) for jobs in jobs_per_host.values())
 
 
 def test_the_parser_window_is_bounded() -> None:

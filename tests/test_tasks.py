@@ -139,3 +139,39 @@ async def test_fetchable_urls_keep_the_usual_backlog_limit(
         await asyncio.wait_for(job, timeout=10)
     finally:
         await state.close()
+
+
+async def test_a_higher_priority_batch_waiting_lifts_the_cap_on_stalled_urls(
+    redis: ArqRedis, settings: Settings, site: TargetSite, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker at its hard cap of URLs stalled on a busy host claims nothing more, unless a batch of a higher
+    priority than every batch it holds waits to be claimed: then only the fetchable-URL limit applies."""
+    monkeypatch.setattr(workers.state, "BACKLOG_MAX_FACTOR", 3)  # cap: 3 x 20 + 10 URLs
+    small = settings.model_copy(update={"concurrency": 20, "per_host_concurrency": 2})
+    state = await WorkerState.start(small, redis, "outranked-worker")
+    other = HostGate(redis, small, "other-worker")
+    other.start()
+    try:
+        host = host_of(canonical(site.url("/ok")))
+        leases = [await other.acquire(host, 2, 0.0) for _ in range(2)]  # the host is full cluster-wide
+        job_id, wire = await queued_job(state.store, "low", [site.url(f"/ok?n={n}") for n in range(70)])
+        job = asyncio.create_task(tasks.crawl({"state": state, "job_id": job_id, "job_try": 1}, "low", wire))
+        await asyncio.sleep(0.5)
+        state.chunk_estimate = 10
+        assert state.held == {"low": 70} and state.engine.stalled() == 70
+        assert state.backlog_full()  # 70 held >= the cap of 70
+        await redis.zadd(keys.SCHED, {"high": 5})  # a batch of priority 5 waits to be claimed
+        assert state.control is not None
+        await state.control.refresh()
+        assert state.outranked() and not state.backlog_full()
+        assert state.backlog_room() == state.backlog_limit()  # every held URL is stalled
+        await redis.zadd(keys.SCHED, {"high": 0})  # the same priority as the batch held: the cap holds again
+        await state.control.refresh()
+        assert not state.outranked() and state.backlog_full()
+        for grant in leases:
+            other.release(host, grant.lease or "", GateOutcome.OK)
+        assert await asyncio.wait_for(job, timeout=10) == 70
+        assert not state.held
+    finally:
+        await other.close()
+        await state.close()

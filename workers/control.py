@@ -1,8 +1,10 @@
-"""Which batches this worker must not start fetches for: paused or cancelled ones, from a local cache.
+"""Which batches this worker must not start fetches for (paused or cancelled ones), and the priority of each
+batch and of the best batch waiting to be claimed, from a local cache.
 
 The engine asks `halted(batch)` before each fetch starts; the answer comes from memory. The cache is read
 again at least every `REFRESH_S` (one pipeline: the paused set and the `cancelled_at` flag of the batches
-this worker ran lately), and at once when a pause, resume or cancel is published on `keys.CONTROL`.
+this worker ran lately, their priorities, and the highest priority in `keys.SCHED`), and at once when a pause,
+resume or cancel is published on `keys.CONTROL` or a submit wakes the worker.
 The same pass reads the run-time host rules (`crawlq.hostrules`) and hands them to `on_rules` (the engine,
 which forgets its cached per-host limits when they change).
 """
@@ -34,6 +36,9 @@ class BatchControl:
         self.on_rules = on_rules
         self._asked: dict[str, float] = {}  #: batch -> monotonic time it was last asked about
         self._halted: set[str] = set()
+        self._priorities: dict[str, float] = {}  #: batch -> priority, as last read
+        self.best_queued: float | None = None  #: the highest priority of a batch with jobs to claim, as last read
+        self.on_refresh: Callable[[], None] | None = None  #: called after each read (the claim loop may have room)
         self._refresh = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -43,6 +48,10 @@ class BatchControl:
             self._refresh.set()  # a batch new to this worker: read it now
         self._asked[batch] = time.monotonic()
         return batch in self._halted
+
+    def priority(self, batch: str) -> float:
+        """The batch's priority, as last read (0 until read)."""
+        return self._priorities.get(batch, 0.0)
 
     def poke(self) -> None:
         """A control message came: read again now."""
@@ -71,11 +80,23 @@ class BatchControl:
         batches = list(self._asked)
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.smembers(keys.PAUSED)
+            pipe.zrevrange(keys.SCHED, 0, 0, withscores=True)
             for batch in batches:
-                pipe.hexists(keys.batch_meta(batch), Field.CANCELLED_AT)
-            paused, *cancelled = await pipe.execute()
+                pipe.hmget(keys.batch_meta(batch), [Field.CANCELLED_AT, Field.PRIORITY])
+            paused, best, *flags = await pipe.execute()
         halted = {raw.decode() for raw in paused}
-        halted.update(batch for batch, flag in zip(batches, cancelled, strict=True) if flag)
+        halted.update(batch for batch, (cancelled, _) in zip(batches, flags, strict=True) if cancelled)
         self._halted = halted
+        self._priorities = {batch: _number(priority) for batch, (_, priority) in zip(batches, flags, strict=True)}
+        self.best_queued = float(best[0][1]) if best else None
+        if self.on_refresh is not None:
+            self.on_refresh()
         if self.on_rules is not None:
             self.on_rules(await read_rules(self.redis))
+
+
+def _number(raw: bytes | None) -> float:
+    try:
+        return float(raw) if raw is not None else 0.0
+    except ValueError:
+        return 0.0

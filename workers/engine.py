@@ -48,6 +48,7 @@ class Engine:
         self.metrics = WorkerMetrics()
         self.metrics.watch(lambda: self.in_flight)
         self.halted: Callable[[str], bool] = lambda batch: False  #: a paused or cancelled batch: start no fetch
+        self.priority_of: Callable[[str], float] = lambda batch: 0.0  #: a batch's priority: first in host queues
 
     async def process(
         self, entry: Entry, deadline: float, request: RequestSpec = NO_REQUEST, batch: str = ""
@@ -67,7 +68,8 @@ class Engine:
             return Deferral([entry], now_ms())
         if delay_s > 0:
             return await self._process_delayed(entry, host, limit, delay_s, deadline, request, batch)
-        grant = await self.gate.acquire(host, limit, delay_s, deadline)  # waits without a fetch slot
+        priority = self.priority_of(batch)
+        grant = await self.gate.acquire(host, limit, delay_s, deadline, priority)  # waits without a fetch slot
         if grant.lease is None:
             return Deferral([entry], now_ms() + int(grant.wait_s * 1000))
         if self.halted(batch):  # paused or cancelled while it waited for the host

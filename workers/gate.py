@@ -70,6 +70,15 @@ class Grant:
 class _Waiter:
     future: asyncio.Future[Grant]
     deadline: float  #: monotonic; inf: wait as long as it takes
+    priority: float = 0.0  #: its batch's priority: waiters of a higher one are served first
+
+
+def _queue(waiters: deque[_Waiter], waiter: _Waiter) -> None:
+    """Add `waiter` behind every waiter of its priority or a higher one (first come, first served within one)."""
+    position = len(waiters)
+    while position > 0 and waiters[position - 1].priority < waiter.priority:
+        position -= 1
+    waiters.insert(position, waiter)
 
 
 @dataclass(slots=True)
@@ -200,9 +209,12 @@ class HostGate:
         self._stalled, self._stalled_at = total, now
         return total
 
-    async def acquire(self, host: str, limit: int, delay_s: float, deadline: float | None = None) -> Grant:
+    async def acquire(
+        self, host: str, limit: int, delay_s: float, deadline: float | None = None, priority: float = 0.0
+    ) -> Grant:
         """A lease for one request to `host`, waiting (without Redis traffic) until one is free; a Grant
-        without a lease if `deadline` (monotonic) comes first, or if the host's known wait ends after it."""
+        without a lease if `deadline` (monotonic) comes first, or if the host's known wait ends after it.
+        Waiters of a higher `priority` (their batch's) get the host's freed leases first."""
         state = self._hosts.get(host)
         if state is None:
             state = self._hosts[host] = _Host(host, limit, int(delay_s * 1000))
@@ -216,7 +228,7 @@ class HostGate:
         if state.blocked_until > until:
             return Grant(None, state.blocked_until - now)
         future: asyncio.Future[Grant] = asyncio.get_running_loop().create_future()
-        state.waiters.append(_Waiter(future, until))
+        _queue(state.waiters, _Waiter(future, until, priority))
         self._want(state)
         try:
             return await future

@@ -213,6 +213,8 @@ class CrawlWorker(Worker):
                         control.poke()
                     else:
                         self._woken.set()
+                        if control is not None:
+                            control.poke()  # a new batch may outrank those held here (its priority)
             except asyncio.CancelledError:
                 raise
             except Exception:

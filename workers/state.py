@@ -6,6 +6,7 @@ import asyncio
 import os
 import socket
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 
 from arq.connections import ArqRedis
@@ -26,7 +27,7 @@ from workers.robots import RobotsCache
 __all__ = ["BACKLOG_CHUNKS", "BACKLOG_MAX_FACTOR", "WorkerState", "new_worker_id"]
 
 BACKLOG_CHUNKS = 1  #: jobs' worth of URLs a worker holds beyond its concurrency
-BACKLOG_MAX_FACTOR = 20  #: at most this many times its concurrency (plus a job) held, stalled URLs included
+BACKLOG_MAX_FACTOR = 4  #: at most this many times its concurrency (plus a job) held, stalled URLs included
 
 
 def new_worker_id() -> str:
@@ -54,7 +55,8 @@ class WorkerState:
     settled: asyncio.Event = field(default_factory=asyncio.Event)  #: set when nothing is pending or claimed
     job_wakes: set[asyncio.Event] = field(default_factory=set)  #: each running job loop's wake-up; a drain sets them
     batches: BatchContexts | None = None  #: each batch's options, read once
-    control: BatchControl | None = None  #: which batches are paused or cancelled
+    control: BatchControl | None = None  #: which batches are paused or cancelled, and their priorities
+    held: Counter[str] = field(default_factory=Counter)  #: batch -> URLs of running jobs without an outcome
 
     def __post_init__(self) -> None:
         if self.batches is None:
@@ -76,9 +78,11 @@ class WorkerState:
         control = BatchControl(redis, on_rules=engine.set_runtime_rules)
         control.start()
         engine.halted = control.halted
+        engine.priority_of = control.priority
         state = cls(settings, redis, worker_id, store, fetcher, gate, engine, committer, control=control)
         state.chunk_estimate = float(settings.chunk_size)
         gate.on_stall = state._notify  # URLs now waiting on a full or delayed host may leave room to claim
+        control.on_refresh = state._notify  # a batch waiting to be claimed may now outrank those held here
         return state
 
     @property
@@ -111,18 +115,37 @@ class WorkerState:
 
     def backlog_room(self) -> float:
         """URLs to claim now: while the URLs held leave fetch slots that none of them can use (they wait
-        for full or delayed hosts), more are claimed, up to `backlog_cap`."""
+        for full or delayed hosts), more are claimed, up to `backlog_cap`; but the cap never keeps out a
+        batch of a higher priority than every batch held here (`outranked`)."""
         held = self.backlog()
-        return min(self.backlog_limit() - (held - self.engine.stalled()), self.backlog_cap() - held)
+        room = self.backlog_limit() - (held - self.engine.stalled())
+        return room if self.outranked() else min(room, self.backlog_cap() - held)
+
+    def outranked(self) -> bool:
+        """Whether a batch waiting to be claimed has a higher priority than every batch with URLs held here."""
+        control = self.control
+        if control is None or control.best_queued is None or not self.held:
+            return False
+        return control.best_queued > max(control.priority(batch) for batch in self.held)
+
+    def hold(self, batch: str, count: int) -> None:
+        """`count` URLs of `batch` start in a running job."""
+        self.engine.pending += count
+        self.held[batch] += count
 
     def backlog_full(self) -> bool:
         if self.isolating or self.isolation.locked() or self.suspect is not None:
             return True
         return self.backlog_room() <= 0
 
-    def finished(self, count: int) -> None:
-        """`count` URLs of running jobs have their outcome: wake the poll loop if there is room now."""
+    def finished(self, count: int, batch: str = "") -> None:
+        """`count` URLs of running jobs (of `batch`) have their outcome: wake the poll loop if there is room now."""
         self.engine.pending -= count
+        left = self.held[batch] - count
+        if left > 0:
+            self.held[batch] = left
+        else:
+            self.held.pop(batch, None)
         self._notify()
 
     def job_ended(self, job_id: str) -> None:

@@ -67,7 +67,7 @@ async def _run_isolated(state: WorkerState, batch: str, job_id: str, entries: li
 async def _run(state: WorkerState, batch: str, job_id: str, entries: list[Entry], job: JobContext) -> int:
     """Run every URL of the job; each outcome goes to the worker's committer as it comes, and the job
     returns once its last outcomes and its closure are committed (`workers.commits`)."""
-    engine, committer = state.engine, state.committer
+    committer = state.committer
     deadline = time.monotonic() + state.settings.chunk_max_s
     wake = asyncio.Event()  #: the last URL has its outcome, or a drain began
     running: dict[asyncio.Task[Outcome], Entry] = {}
@@ -84,7 +84,7 @@ async def _run(state: WorkerState, batch: str, job_id: str, entries: list[Entry]
             committer.add(batch, result, None, found.pop(entry.url_id, None))
         else:
             committer.add(batch, None, outcome)
-        state.finished(1)
+        state.finished(1, batch)
         if not running:
             wake.set()
 
@@ -92,7 +92,7 @@ async def _run(state: WorkerState, batch: str, job_id: str, entries: list[Entry]
         task = asyncio.create_task(_process(state, entry, deadline, job, found, batch))
         running[task] = entry
         task.add_done_callback(on_done)
-    engine.pending += len(entries)
+    state.hold(batch, len(entries))
     state.job_wakes.add(wake)
     try:
         while running:
