@@ -301,3 +301,24 @@ async def test_a_freed_lease_goes_to_the_waiter_of_the_highest_priority(redis: A
         gate.release("ranked.test", lease, GateOutcome.OK)
         await asyncio.wait_for(asyncio.gather(*waiting), timeout=5)
         assert order == ["high-1", "high-2", "low-1", "low-2"]
+
+
+async def test_a_full_worker_frees_room_for_a_waiter_of_higher_priority_on_another_host(
+    redis: ArqRedis, settings: Settings
+) -> None:
+    """A worker whose room is full of one host's leases, with more of that host's low-priority URLs waiting:
+    a freed lease goes back (not to the next low-priority URL) when a higher-priority URL waits for another
+    host, which then gets a lease at once instead of after every low-priority URL."""
+    small = settings.model_copy(update={"concurrency": 2})
+    async with gates(redis, small, 1) as (gate,):
+        held = [await take(gate, "low.test", 2) for _ in range(2)]
+        low_waiting = asyncio.create_task(gate.acquire("low.test", 2, 0.0, None, 0))
+        high_waiting = asyncio.create_task(gate.acquire("high.test", 2, 0.0, None, 5))
+        await asyncio.sleep(0.1)
+        gate.release("low.test", held[0], GateOutcome.OK)
+        grant = await asyncio.wait_for(high_waiting, timeout=2)
+        assert grant.lease is not None and not low_waiting.done()
+        gate.release("high.test", grant.lease, GateOutcome.OK)
+        gate.release("low.test", held[1], GateOutcome.OK)
+        low = await asyncio.wait_for(low_waiting, timeout=2)
+        gate.release("low.test", low.lease or "", GateOutcome.OK)

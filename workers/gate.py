@@ -17,8 +17,10 @@ How a URL gets a slot without asking Redis each time:
   died, until its earliest lease expires). Cooldowns and delays wait on a timer. No waiting URL polls.
 - A worker holds at most `concurrency` leases (in use, free or asked for), so it never takes slots of a
   host that it has no fetch slot to use.
-The order in which hosts with waiters are asked (`_hungry`, first come first served) is the one place a
-priority between batches would steer.
+Priority between batches: a host's waiters are queued by their batch's priority (first come, first served
+within one), hosts with waiters are asked for in the order of their best waiter's priority, and while the
+worker's room is full a freed lease goes back (rather than to a local waiter of lower priority) when a URL of
+a higher priority waits for another host.
 """
 
 from __future__ import annotations
@@ -103,6 +105,12 @@ class _Host:
             self.waiters.popleft()
         return sum(1 for waiter in self.waiters if not waiter.future.done())
 
+    def top_priority(self) -> float:
+        """The priority of the first live waiter (the queue is in priority order), or -inf if none waits."""
+        while self.waiters and self.waiters[0].future.done():
+            self.waiters.popleft()
+        return self.waiters[0].priority if self.waiters else float("-inf")
+
     def hand(self, grant: Grant) -> bool:
         """Resolve the first live waiter with `grant`; False if none waits."""
         while self.waiters:
@@ -145,6 +153,8 @@ class HostGate:
         self._script = redis.register_script((files("workers") / "lua" / "gate.lua").read_text())
         self._hosts: dict[str, _Host] = {}
         self._hungry: dict[str, None] = {}  #: hosts with waiters that may ask Redis, in arrival order
+        self._ranked = False  #: a waiter with a priority other than 0 came: order hosts by priority from now on
+        self._urgent = float("-inf")  #: the best priority of a waiter of a hungry host (at least; when ranked)
         self._releases: list[tuple[str, str, GateOutcome, int]] = []
         self._reuse_until: dict[str, float] = {}  #: lease -> monotonic time until which it may be reused here
         self._held = 0  #: leases held or asked for, over all hosts
@@ -228,6 +238,7 @@ class HostGate:
         if state.blocked_until > until:
             return Grant(None, state.blocked_until - now)
         future: asyncio.Future[Grant] = asyncio.get_running_loop().create_future()
+        self._ranked = self._ranked or priority != 0
         _queue(state.waiters, _Waiter(future, until, priority))
         self._want(state)
         try:
@@ -254,7 +265,8 @@ class HostGate:
             return
         # held above the limit: the limit was lowered (a run-time host rule), so the lease goes back
         reusable = not (state.recovering or state.contended) and state.delay_ms == 0 and state.held <= state.limit
-        if reusable and self._reuse_until.get(lease, 0.0) > time.monotonic():
+        outranked = self._ranked and self._held >= self.capacity and self._urgent > state.top_priority()
+        if reusable and not outranked and self._reuse_until.get(lease, 0.0) > time.monotonic():
             if state.hand(Grant(lease)):
                 return
             if not (self._hungry and self._held >= self.capacity):
@@ -291,6 +303,8 @@ class HostGate:
         if state.asking or state.parked or state.blocked_until > time.monotonic():
             return
         self._hungry[state.name] = None
+        if self._ranked:
+            self._urgent = max(self._urgent, state.top_priority())
         self._wake.set()
 
     def _unblock(self, name: str) -> None:
@@ -397,7 +411,7 @@ class HostGate:
         if self._hungry and self._held >= self.capacity:  # make room: idle leases go back first
             for idle_host in self._hosts.values():
                 self._give_back_idle(idle_host)
-        for name in list(self._hungry):
+        for name in self._by_priority():
             room = self.capacity - self._held
             if room <= 0:
                 break
@@ -412,7 +426,20 @@ class HostGate:
             state.held += want
             self._held += want
             asks.append((state, want))
+        if self._ranked:  # what still waits for room
+            self._urgent = max(
+                (self._hosts[n].top_priority() for n in self._hungry if n in self._hosts), default=float("-inf")
+            )
         return asks
+
+    def _by_priority(self) -> list[str]:
+        """The hungry hosts, best waiter's priority first (arrival order within one); refreshes `_urgent`.
+        Until a waiter of a priority other than 0 came, simply in arrival order."""
+        if not self._ranked:
+            return list(self._hungry)
+        ranked = {name: self._hosts[name].top_priority() if name in self._hosts else 0.0 for name in self._hungry}
+        self._urgent = max(ranked.values(), default=float("-inf"))
+        return sorted(ranked, key=lambda name: -ranked[name])
 
     async def _flush(self) -> None:
         asks = self._asks()
