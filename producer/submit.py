@@ -64,6 +64,7 @@ FIRST_PIECE_CHUNKS = 2  #: the first piece parsed and sent is this small, so tha
 #: worker reuses its leases for them; the window bounds the submit's memory (about 200 bytes a URL)
 GROUP_WINDOW = 20_000
 HOSTS_PER_CHUNK = 5  #: a chunk holds stripes of at least this many hosts (smaller stripes in small chunks)
+MIN_STRIPE = 4  #: but a stripe holds at least this many URLs: a host's few URLs stay in one chunk (one worker's leases)
 HOST_STRIPE = 20  #: URLs of one host in a row (`grouped_by_host`): 10 rounds of reuse of a lease at the default limit
 BLOCK_BYTES = 1 << 20  #: the input is read in blocks of this size
 MAX_LINE_BYTES = 8192  #: a longer line cannot hold a valid URL (2048 characters of at most 4 bytes); kept no longer
@@ -332,8 +333,9 @@ async def submit_lines(
 def _windows(pieces: Iterator[list[Entry]], size: int) -> Iterator[list[Entry]]:
     """The parsed entries grouped by host (`grouped_by_host`): the first piece alone (fetching starts at
     once), then windows of at least `GROUP_WINDOW` entries, then the rest. A chunk of `size` holds the
-    stripes of at least `HOSTS_PER_CHUNK` hosts, so that one job is not bound by one host's limit or delay."""
-    stripe = max(1, min(HOST_STRIPE, size // HOSTS_PER_CHUNK))
+    stripes of about `HOSTS_PER_CHUNK` hosts, so that one job is not bound by one host's limit or delay, but a
+    stripe holds at least `MIN_STRIPE` URLs, so that a host with a few URLs has them in one chunk."""
+    stripe = max(MIN_STRIPE, min(HOST_STRIPE, size // HOSTS_PER_CHUNK))
     window: list[Entry] = []
     for number, entries in enumerate(pieces):
         window.extend(entries)
