@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
@@ -94,34 +95,44 @@ def test_room_is_signalled_when_the_backlog_falls_below_its_limit(state: WorkerS
     assert state.backlog_full() and not state.room.is_set()
 
 
+@asynccontextmanager
+async def stalled_job(
+    redis: ArqRedis, settings: Settings, site: TargetSite, batch: str, count: int
+) -> AsyncIterator[tuple[WorkerState, asyncio.Task[int]]]:
+    """A worker (concurrency 20, 2 per host) running a job of `count` URLs of a host that another worker fills:
+    every URL waits (stalled). On leaving, the host is freed and the job must finish every URL."""
+    small = settings.model_copy(update={"concurrency": 20, "per_host_concurrency": 2})
+    state = await WorkerState.start(small, redis, f"{batch}-worker")
+    other = HostGate(redis, small, "other-worker")
+    other.start()
+    try:
+        host = host_of(canonical(site.url("/ok")))
+        leases = [await other.acquire(host, 2, 0.0) for _ in range(2)]  # the host is full cluster-wide
+        job_id, wire = await queued_job(state.store, batch, [site.url(f"/ok?n={n}") for n in range(count)])
+        job = asyncio.create_task(tasks.crawl({"state": state, "job_id": job_id, "job_try": 1}, batch, wire))
+        await asyncio.sleep(0.5)
+        state.chunk_estimate = 10  # as if later jobs were smaller (the job set it to its own size)
+        yield state, job
+        for grant in leases:
+            other.release(host, grant.lease or "", GateOutcome.OK)
+        assert await asyncio.wait_for(job, timeout=10) == count
+    finally:
+        await other.close()
+        await state.close()
+
+
 async def test_urls_waiting_for_a_full_host_leave_room_to_claim(
     redis: ArqRedis, settings: Settings, site: TargetSite, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A worker whose URLs all wait for a host that another worker fills claims more (its fetch slots would
     idle otherwise), up to the hard cap; URLs it can fetch keep the usual limit."""
     monkeypatch.setattr(workers.state, "BACKLOG_MAX_FACTOR", 3)  # a cap of 3 x 20 + 10 URLs binds at 60 held
-    small = settings.model_copy(update={"concurrency": 20, "per_host_concurrency": 2})
-    state = await WorkerState.start(small, redis, "stalled-worker")
-    other = HostGate(redis, small, "other-worker")
-    other.start()
-    try:
-        host = host_of(canonical(site.url("/ok")))
-        leases = [await other.acquire(host, 2, 0.0) for _ in range(2)]  # the host is full cluster-wide
-        job_id, wire = await queued_job(state.store, "stalled", [site.url(f"/ok?n={n}") for n in range(60)])
-        job = asyncio.create_task(tasks.crawl({"state": state, "job_id": job_id, "job_try": 1}, "stalled", wire))
-        await asyncio.sleep(0.5)
-        state.chunk_estimate = 10  # as if later jobs were smaller (the job set it to its own size)
+    async with stalled_job(redis, settings, site, "stalled", 60) as (state, _):
         assert state.engine.pending == 60 and state.engine.in_flight == 0
         assert state.backlog() > state.backlog_limit()  # the old rule would claim nothing more
         assert state.engine.stalled() == 60
         assert not state.backlog_full()
         assert state.backlog_room() == state.backlog_cap() - 60  # bounded by the hard cap
-        for grant in leases:
-            other.release(host, grant.lease or "", GateOutcome.OK)
-        assert await asyncio.wait_for(job, timeout=10) == 60
-    finally:
-        await other.close()
-        await state.close()
 
 
 async def test_fetchable_urls_keep_the_usual_backlog_limit(
@@ -147,17 +158,7 @@ async def test_a_higher_priority_batch_waiting_lifts_the_cap_on_stalled_urls(
     """A worker at its hard cap of URLs stalled on a busy host claims nothing more, unless a batch of a higher
     priority than every batch it holds waits to be claimed: then only the fetchable-URL limit applies."""
     monkeypatch.setattr(workers.state, "BACKLOG_MAX_FACTOR", 3)  # cap: 3 x 20 + 10 URLs
-    small = settings.model_copy(update={"concurrency": 20, "per_host_concurrency": 2})
-    state = await WorkerState.start(small, redis, "outranked-worker")
-    other = HostGate(redis, small, "other-worker")
-    other.start()
-    try:
-        host = host_of(canonical(site.url("/ok")))
-        leases = [await other.acquire(host, 2, 0.0) for _ in range(2)]  # the host is full cluster-wide
-        job_id, wire = await queued_job(state.store, "low", [site.url(f"/ok?n={n}") for n in range(70)])
-        job = asyncio.create_task(tasks.crawl({"state": state, "job_id": job_id, "job_try": 1}, "low", wire))
-        await asyncio.sleep(0.5)
-        state.chunk_estimate = 10
+    async with stalled_job(redis, settings, site, "low", 70) as (state, _):
         assert state.held == {"low": 70} and state.engine.stalled() == 70
         assert state.backlog_full()  # 70 held >= the cap of 70
         await redis.zadd(keys.SCHED, {"high": 5})  # a batch of priority 5 waits to be claimed
@@ -168,10 +169,4 @@ async def test_a_higher_priority_batch_waiting_lifts_the_cap_on_stalled_urls(
         await redis.zadd(keys.SCHED, {"high": 0})  # the same priority as the batch held: the cap holds again
         await state.control.refresh()
         assert not state.outranked() and state.backlog_full()
-        for grant in leases:
-            other.release(host, grant.lease or "", GateOutcome.OK)
-        assert await asyncio.wait_for(job, timeout=10) == 70
-        assert not state.held
-    finally:
-        await other.close()
-        await state.close()
+    assert not state.held
