@@ -314,6 +314,8 @@ class Store:
         if not table or table > limit:
             return 0
         names = await result_of(self.redis.hkeys(keys.batch_jobs(batch)))
+        if not names:  # the last jobs closed since HLEN
+            return 0
         scores = await self.redis.execute_command("ZMSCORE", self.settings.queue_name, *names)  # type: ignore[no-untyped-call]
         return 0 if any(score is not None for score in scores) else len(names)
 

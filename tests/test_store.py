@@ -166,3 +166,17 @@ async def test_a_commit_with_some_results_already_recorded_counts_only_the_new(
     assert outside.url not in stored
     overall = await store.overall()
     assert (overall["done"], overall["succeeded"], overall["failed"]) == (5, 1, 4)
+
+
+async def test_stranded_survives_the_last_jobs_closing_between_its_reads(
+    redis: ArqRedis, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`stranded` reads the job table's size, then its names: when the last jobs close in between, it answers
+    0 (nothing stranded) instead of sending Redis a ZMSCORE without members (an error `crawlq wait` showed)."""
+    store = Store(redis, settings)
+
+    async def one_job(name: str) -> int:
+        return 1  # the table had a job when its size was read; it is gone when its names are
+
+    monkeypatch.setattr(redis, "hlen", one_job)
+    assert await store.stranded("closing") == 0
