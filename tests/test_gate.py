@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator
@@ -322,3 +323,32 @@ async def test_a_full_worker_frees_room_for_a_waiter_of_higher_priority_on_anoth
         gate.release("low.test", held[1], GateOutcome.OK)
         low = await asyncio.wait_for(low_waiting, timeout=2)
         gate.release("low.test", low.lease or "", GateOutcome.OK)
+
+
+async def test_a_full_redis_refusing_a_gate_call_is_one_line_and_the_call_is_retried(
+    redis: ArqRedis, settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An OOM reply to the gate's script (a full Redis) is logged once, without a traceback, and the lease is
+    asked for again until Redis has room."""
+    from redis.exceptions import OutOfMemoryError
+
+    async with gates(redis, settings, 1) as (gate,):
+        script, refusals = gate._script, [2]
+
+        async def full_then_room(**kwargs: object) -> object:
+            if refusals[0] > 0:
+                refusals[0] -= 1
+                raise OutOfMemoryError(
+                    "command not allowed when used memory > 'maxmemory'. script: on @user_script:104."
+                )
+            return await script(**kwargs)
+
+        gate._script = full_then_room  # type: ignore[assignment]
+        with caplog.at_level(logging.WARNING, logger="crawlq.gate"):
+            lease = await asyncio.wait_for(take(gate, "full-redis.test", 1), timeout=5)
+        gate.release("full-redis.test", lease, GateOutcome.OK)
+        records = [record for record in caplog.records if record.name == "crawlq.gate"]
+        assert [record.getMessage() for record in records] == [
+            "host gate: Redis is out of memory; leases are asked for again until it has room"
+        ]
+        assert all(record.exc_info is None for record in records)

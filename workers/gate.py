@@ -41,6 +41,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from crawlq import keys
+from crawlq.memory import is_out_of_memory
 from crawlq.settings import HostRule, Settings
 
 __all__ = ["HOLD_S", "GateOutcome", "Grant", "HostGate", "host_limits"]
@@ -163,6 +164,7 @@ class HostGate:
         self._sequence = itertools.count()
         self._tasks: list[asyncio.Task[None]] = []
         self.calls = 0  #: script calls made (for tests and benchmarks)
+        self._out_of_memory = False  #: the last call was refused by a full Redis (logged once per episode)
         self._stalled = 0
         self._stalled_at = 0.0
         self.on_stall: Callable[[], None] | None = None  #: called when a host's waiters become stalled
@@ -400,8 +402,13 @@ class HostGate:
             await asyncio.sleep(0)  # let the coroutines woken in this loop iteration queue their requests
             try:
                 await self._flush()
-            except Exception:  # Redis trouble: ask again shortly
-                logger.warning("host gate call failed; retrying", exc_info=True)
+                self._out_of_memory = False
+            except Exception as exc:  # Redis trouble: ask again shortly
+                if not is_out_of_memory(exc):
+                    logger.warning("host gate call failed; retrying", exc_info=True)
+                elif not self._out_of_memory:  # once per episode, no traceback: the committer names the figures
+                    self._out_of_memory = True
+                    logger.warning("host gate: Redis is out of memory; leases are asked for again until it has room")
                 await asyncio.sleep(RETRY_S)
                 self._wake.set()
 
