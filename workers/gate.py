@@ -440,12 +440,11 @@ class HostGate:
         return asks
 
     def _by_priority(self) -> list[str]:
-        """The hungry hosts, best waiter's priority first (arrival order within one); refreshes `_urgent`.
-        Until a waiter of a priority other than 0 came, simply in arrival order."""
+        """The hungry hosts, best waiter's priority first (arrival order within one). Until a waiter of a
+        priority other than 0 came, simply in arrival order."""
         if not self._ranked:
             return list(self._hungry)
         ranked = {name: self._hosts[name].top_priority() if name in self._hosts else 0.0 for name in self._hungry}
-        self._urgent = max(ranked.values(), default=float("-inf"))
         return sorted(ranked, key=lambda name: -ranked[name])
 
     async def _flush(self) -> None:
