@@ -233,3 +233,66 @@ def test_content_round_trips_through_redis_and_crawlq_results(
     row = next(r for r in table if r["url"] == urls[0])
     assert row["title"] == "Validators" and row["etag"] == '"abc123"' and row["content_sha256"]
     assert Content.from_record({}) is None
+
+
+def _prefix_cases() -> list[bytes]:
+    """Long pages whose first visible text sits at various depths: after a long inline script or style,
+    in character references and multi-byte text, in tables, with white space runs, and none at all."""
+    filler = "word &amp; wörd — 𝒳 &#x263A; " * 4000
+    return [
+        BIG,
+        page("Script first", "after the script", head_extra="<script>" + "var x = '<p>no</p>';" * 3000 + "</script>"),
+        page("Entities", filler),
+        page("Table", "<table><tr><td>cell</td>" + "<td>a &lt; b</td>" * 5000 + "</tr></table>"),
+        page("Spaces", " " * 70_000 + "late words " * 100),
+        page("Nothing visible", "<script>" + "x" * 80_000 + "</script>"),
+        ("<html><head><title>" + "Long title " * 20 + "</title></head><body>" + "é" * 90_000).encode(),
+    ]
+
+
+@pytest.mark.parametrize("prefix", [37, 200, 1000, 5003])
+@pytest.mark.parametrize("chars", [1, 40, 100, 700])
+def test_a_long_page_parsed_from_its_start_describes_as_the_whole_page(
+    monkeypatch: pytest.MonkeyPatch, prefix: int, chars: int
+) -> None:
+    """`PREFIX_BYTES` only saves work: title and snippet are what a parse of the whole page gives, wherever
+    the start is cut (inside a tag, a character reference, a UTF-8 sequence or a script)."""
+    import workers.content as content
+
+    for body in _prefix_cases():
+        monkeypatch.setattr(content, "PREFIX_BYTES", 10**9)
+        whole = describe(body, HTML, "utf-8", chars)
+        monkeypatch.setattr(content, "PREFIX_BYTES", prefix)
+        assert describe(body, HTML, "utf-8", chars) == whole, body[:80]
+
+
+def test_a_start_cut_at_every_byte_describes_as_the_whole_page(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every cut of a page dense in character references and multi-byte characters, near the snippet's end."""
+    import workers.content as content
+
+    body = page("Dense", "a&amp;b &lt;é&#x263A;𝒳 &CounterClockwiseContourIntegral; x " * 2000)
+    monkeypatch.setattr(content, "PREFIX_BYTES", 10**9)
+    whole = describe(body, HTML, "utf-8", 60)
+    for prefix in range(150, 700):
+        monkeypatch.setattr(content, "PREFIX_BYTES", prefix)
+        assert describe(body, HTML, "utf-8", 60) == whole, prefix
+
+
+def test_a_long_page_is_parsed_only_to_its_start_when_that_is_enough(monkeypatch: pytest.MonkeyPatch) -> None:
+    import workers.content as content
+
+    parsed: list[int] = []
+    real = content._parse
+
+    def counting(body: bytes, encoding: str) -> object:
+        parsed.append(len(body))
+        return real(body, encoding)
+
+    monkeypatch.setattr(content, "_parse", counting)
+    described = describe(BIG, HTML, "utf-8", 100)
+    assert parsed == [content.PREFIX_BYTES] and described.snippet is not None
+    assert described.snippet.startswith("Big page start of the big page filler words")
+    assert described.content_sha256 == hashlib.sha256(BIG).hexdigest()  # the hash is still of the whole body
+    parsed.clear()
+    describe(_prefix_cases()[5], HTML, "utf-8", 100)  # no visible text in the start: the whole page
+    assert parsed == [content.PREFIX_BYTES, len(_prefix_cases()[5])]

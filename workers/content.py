@@ -17,6 +17,7 @@ import asyncio
 import codecs
 import ctypes
 import ctypes.util
+import functools
 import hashlib
 import sys
 from collections.abc import Mapping
@@ -40,6 +41,8 @@ __all__ = [
 ]
 
 OFF_LOOP_BYTES = 64 * 1024  #: bodies above this are described off the event loop
+PREFIX_BYTES = 32 * 1024  #: a page whose links are not wanted is parsed this far first (see `_html_fields`)
+CUT_MARGIN = 40  #: visible characters beyond the snippet a parsed start must hold (a cut `&...;` is < 40)
 TITLE_CHARS = 300  #: a title is cut to this many characters
 MAX_LINKS = 2000  #: links kept per page (the first ones in document order)
 PARSE_THREADS = 2  #: threads describing large bodies (each holds at most one parsed page)
@@ -50,6 +53,7 @@ _HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
 _TEXT_TYPES = frozenset({"application/json", "application/xml", "application/javascript", "application/ld+json"})
 
 
+@functools.lru_cache(maxsize=256)
 def media_type(header: str | None) -> str | None:
     """`text/html; charset=utf-8` -> `text/html`; None when absent or empty."""
     if not header:
@@ -58,6 +62,7 @@ def media_type(header: str | None) -> str | None:
     return kind[:100] or None
 
 
+@functools.lru_cache(maxsize=256)
 def _text_codec(name: str | None) -> str | None:
     """The codec's canonical name if `name` is a text encoding Python knows, else None."""
     if not name:
@@ -106,21 +111,24 @@ def _title(tree: LexborHTMLParser) -> str | None:
     return None
 
 
-def _snippet(tree: LexborHTMLParser, chars: int) -> str:
-    """The first `chars` characters of the visible text of the body (not script, style, template...).
+def _visible_start(tree: LexborHTMLParser, chars: int) -> str:
+    """The visible text of the body (not script, style, template...), white space collapsed: all of it,
+    or a start of it longer than `chars` characters.
 
     The hidden elements are removed from the tree first, so call this last. Lexbor joins the text nodes
-    (one C call); only the start of a long text is collapsed."""
+    (one C call); only a start of a long text is collapsed, a longer one when that start is mostly white
+    space."""
     body = tree.body
     if body is None or chars <= 0:
         return ""
     tree.strip_tags(_HIDDEN_TAGS)
     text = body.text(deep=True, separator=" ", strip=False)
-    keep = 4 * chars + 64
-    piece = _collapse(text[:keep])
-    if len(piece) < chars and len(text) > keep:  # mostly white space: collapse it all
-        piece = _collapse(text)
-    return piece[:chars]
+    keep = chars + chars // 4 + 32
+    while True:
+        piece = _collapse(text[:keep])  # a start of the whole text's collapse (a last word may be cut)
+        if len(piece) > chars or keep >= len(text):
+            return piece
+        keep *= 4
 
 
 def _tokens(value: str | None) -> set[str]:
@@ -165,13 +173,27 @@ def page_links(tree: LexborHTMLParser, page_url: str) -> list[str]:
     return list(links)
 
 
+def _parse(body: bytes, encoding: str) -> LexborHTMLParser:
+    return LexborHTMLParser(body if encoding == "utf-8" else body.decode(encoding, errors="replace"))
+
+
 def _html_fields(
     body: bytes, encoding: str, snippet_chars: int, page_url: str | None
 ) -> tuple[str | None, str, list[str]]:
-    tree = LexborHTMLParser(body if encoding == "utf-8" else body.decode(encoding, errors="replace"))
+    """Title, snippet and (`page_url` given) links. A long page whose links are not wanted is parsed only
+    to `PREFIX_BYTES` first: when that start holds more visible text than the snippet needs (by
+    `CUT_MARGIN`, for a character reference or a word cut at the end), the head and the snippet's text
+    are complete in it, and they are what the whole page gives. Otherwise the whole page is parsed."""
+    if page_url is None and snippet_chars > 0 and len(body) > PREFIX_BYTES:
+        tree = _parse(body[:PREFIX_BYTES], encoding)
+        title = _title(tree)
+        text = _visible_start(tree, snippet_chars + CUT_MARGIN)
+        if len(text) > snippet_chars + CUT_MARGIN:
+            return title, text[:snippet_chars], []
+    tree = _parse(body, encoding)
     links = page_links(tree, page_url) if page_url is not None else []
     title = _title(tree)
-    return title, _snippet(tree, snippet_chars), links  # the snippet strips hidden elements: last
+    return title, _visible_start(tree, snippet_chars)[:snippet_chars], links  # strips hidden elements: last
 
 
 def describe(body: bytes, headers: Mapping[str, str], charset: str | None, snippet_chars: int) -> Content:
