@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -19,9 +19,10 @@ from crawlq.connection import describe, result_of
 from crawlq.control import BatchRunning, ControlOutcome
 from crawlq.errors import ConfigError, RedisUnavailable, UnknownBatch
 from crawlq.heartbeats import Heartbeat, live_workers
+from crawlq.hostrules import read_rules, set_rule, unset_rule
 from crawlq.models import BatchStats
 from crawlq.options import BatchOptions
-from crawlq.settings import Settings
+from crawlq.settings import HostRule, Settings
 from crawlq.stats import Family
 from crawlq.store import BatchCancelled, OptionsConflict
 from crawlq_api.dashboard import router as dashboard_router
@@ -32,6 +33,9 @@ from crawlq_api.models import (
     BatchDetail,
     BatchPage,
     HostModel,
+    HostRuleModel,
+    HostRuleRequest,
+    HostRulesModel,
     HostsModel,
     InvalidLineModel,
     LatencyBucket,
@@ -365,6 +369,40 @@ async def hosts(ctx: Ctx, limit: Annotated[int, Query(ge=1, le=1000)] = 50) -> H
         in_cooldown=sum(1 for host in found if host.cooldown_s > 0),
         at_limit=sum(1 for host in found if host.in_flight >= host.limit),
     )
+
+
+HostPattern = Annotated[
+    str, Path(min_length=1, max_length=253, pattern=r"^[^\x00-\x20\x7f/]+$", description="fnmatch pattern on the host")
+]
+
+
+@router.get("/hosts/rules", tags=["cluster"], response_model=HostRulesModel)
+async def host_rules(ctx: Ctx) -> HostRulesModel:
+    """The host rules set at run time (`crawlq hosts set`), most specific pattern first."""
+    client = await ctx.backend.client()
+    rules = await _within(ctx.api.read_deadline_s, read_rules(client.redis))
+    return HostRulesModel(rules=[HostRuleModel(**rule.model_dump()) for rule in rules])
+
+
+@router.put("/hosts/rules/{pattern}", tags=["cluster"], response_model=HostRuleModel)
+async def put_host_rule(pattern: HostPattern, body: HostRuleRequest, ctx: Ctx) -> HostRuleModel:
+    """Set (or replace) a host rule for the whole cluster: every worker applies it within a second, before
+    CRAWLQ_HOST_RULES (first match wins). Give `concurrency`, `delay_s` or both."""
+    rule = HostRule(pattern=pattern, concurrency=body.concurrency, delay_s=body.delay_s)
+    client = await ctx.backend.client()
+    await _within(ctx.api.read_deadline_s, set_rule(client.redis, rule))
+    return HostRuleModel(**rule.model_dump())
+
+
+@router.delete("/hosts/rules/{pattern}", tags=["cluster"], response_model=HostRuleModel, responses={404: {}})
+async def delete_host_rule(pattern: HostPattern, ctx: Ctx) -> HostRuleModel:
+    """Remove a run-time host rule; matching hosts go back to CRAWLQ_HOST_RULES and the defaults."""
+    client = await ctx.backend.client()
+    rules = {rule.pattern: rule for rule in await _within(ctx.api.read_deadline_s, read_rules(client.redis))}
+    if not await _within(ctx.api.read_deadline_s, unset_rule(client.redis, pattern)):
+        raise HTTPException(404, f"no run-time host rule for {pattern}")
+    removed = rules.get(pattern, HostRule(pattern=pattern))
+    return HostRuleModel(**removed.model_dump())
 
 
 @router.get("/totals", tags=["cluster"], response_model=TotalsModel)

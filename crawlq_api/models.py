@@ -169,6 +169,31 @@ class HostsModel(BaseModel):
     at_limit: int = Field(description="hosts whose in-flight requests reached their limit")
 
 
+class HostRuleBody(BaseModel):
+    """A run-time host rule's values (PUT /hosts/rules/{pattern}); give one or both."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    concurrency: int | None = Field(default=None, ge=1, le=10_000, description="requests in flight on a matching host")
+    delay_s: float | None = Field(default=None, ge=0, le=86_400, description="seconds between request starts")
+
+
+class HostRuleRequest(HostRuleBody):
+    @model_validator(mode="after")
+    def _some_value(self) -> HostRuleRequest:
+        if self.concurrency is None and self.delay_s is None:
+            raise ValueError("give concurrency, delay_s or both")
+        return self
+
+
+class HostRuleModel(HostRuleBody):
+    pattern: str = Field(description="fnmatch pattern on the host (`*.example.com`)")
+
+
+class HostRulesModel(BaseModel):
+    rules: list[HostRuleModel] = Field(description="run-time host rules, applied before CRAWLQ_HOST_RULES")
+
+
 class LatencyBucket(BaseModel):
     le_ms: float | None = Field(description="upper bound in ms; null for the last, unbounded bucket")
     count: int = Field(description="final attempts in this bucket (not cumulative)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from crawlq.settings import HostRule, Settings
 from crawlq_local.target import ThreadedTargetSite
 from producer.client import Client
 from producer.cluster import configured_host_limits
+from tests.api.conftest import READ_TOKEN
 from tests.helpers import wait_until, workers
 
 
@@ -96,3 +98,46 @@ def test_dashboard_page_and_assets_need_no_token(api: httpx.Client) -> None:
         assert anonymous.get("/ui/secret").status_code == 404
         assert anonymous.get("/hosts").status_code == 401
         assert anonymous.get("/totals").status_code == 401
+
+
+def test_host_rules_set_over_http_reach_a_running_worker(
+    api_factory: Callable[..., httpx.Client],
+    env: dict[str, str],
+    site: ThreadedTargetSite,
+    tmp_path: Path,
+) -> None:
+    """PUT /hosts/rules/{pattern} lowers a running worker's per-host limit, GET lists it, DELETE removes it;
+    a rule without values, a bad pattern and an unknown pattern get a clear answer."""
+    api = api_factory()
+    env = {**env, "CRAWLQ_PER_HOST_CONCURRENCY": "4"}
+    urls = [site.url(f"/delay?ms=300&n={i}") for i in range(300)]
+    batch = api.post("/batches", json={"urls": urls}).json()["batch"]
+    with workers(env, 1, tmp_path, "--concurrency", "8"):
+        assert wait_until(lambda: site.stats.max_in_flight >= 4, 30, interval=0.05), site.stats.max_in_flight
+        put = api.put("/hosts/rules/127.0.0.1*", json={"concurrency": 1})
+        assert put.status_code == 200, put.text
+        assert put.json() == {"pattern": "127.0.0.1*", "concurrency": 1, "delay_s": None}
+        assert api.get("/hosts/rules").json() == {"rules": [put.json()]}
+        time.sleep(1.5)  # the fetches under way end; the worker reads the rule
+        site.stats.reset()
+        time.sleep(3.0)
+        assert site.stats.max_in_flight == 1, site.stats.max_in_flight
+        limits = {entry["host"]: entry["limit"] for entry in api.get("/hosts").json()["hosts"]}
+        assert limits.get(urlsplit(site.url("/")).netloc) == 1, limits
+
+        deleted = api.delete("/hosts/rules/127.0.0.1*")
+        assert deleted.status_code == 200 and deleted.json()["concurrency"] == 1
+        site.stats.reset()
+        assert wait_until(lambda: site.stats.max_in_flight >= 2, 10, interval=0.05)  # back to the env's 4
+        api.post(f"/batches/{batch}/cancel")
+    assert api.get("/hosts/rules").json() == {"rules": []}
+    missing = api.delete("/hosts/rules/127.0.0.1*")
+    assert missing.status_code == 404 and "no run-time host rule" in missing.text
+    empty = api.put("/hosts/rules/x", json={})
+    assert empty.status_code == 422 and "concurrency" in empty.text
+    assert api.put("/hosts/rules/x", json={"concurrency": 0}).status_code == 422
+    assert api.put("/hosts/rules/x", json={"delay_s": 1, "extra": 1}).status_code == 422
+    assert api.put("/hosts/rules/a%20b", json={"delay_s": 1}).status_code == 422
+    reader = {"Authorization": f"Bearer {READ_TOKEN}"}
+    assert api.get("/hosts/rules", headers=reader).status_code == 200
+    assert api.put("/hosts/rules/x", json={"delay_s": 1}, headers=reader).status_code == 401  # needs the full token
