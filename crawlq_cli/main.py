@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import csv
 import os
 import signal
 import sys
+import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from functools import wraps
@@ -36,6 +38,7 @@ from crawlq.settings import HostRule, Settings
 from crawlq_cli.render import ProgressView, hosts_table, report_lines, status_table
 
 if TYPE_CHECKING:  # imported when a command runs, so that `crawlq --help` stays fast
+    from crawlq_local.cluster import LocalCluster
     from producer.client import Client
     from producer.submit import InputFile, InvalidLine
 
@@ -333,6 +336,7 @@ def _say(line: str) -> None:
 
 
 NO_WORKER_CHECK_S = 5.0  #: how often `wait` looks for live workers (heartbeats)
+WORKER_EXIT_CHECK_S = 0.5  #: how often `crawl` and `demo` look for their own workers' exits
 
 
 async def _wait(client: Client, batch: str, timeout: float | None, poll_s: float = 0.2) -> BatchStats:
@@ -650,36 +654,61 @@ async def _crawl_local(
     from crawlq_local.cluster import LocalCluster
 
     _cancel_on_sigterm()
-    async with LocalCluster(settings, workers=workers, redis_url=redis_url) as cluster:
-        if isinstance(source, list):
-            report = await cluster.client.submit(source, on_invalid=_report_invalid, options=options)
-        else:
-            report = await cluster.client.submit(
-                source.read(),
-                token=source.token,
-                expected_count=source.lines,
-                on_invalid=_report_invalid,
-                options=options,
-            )
-        click.echo(f"batch {report.batch}: queued {report.queued}, duplicates {report.duplicates}, "
-                   f"invalid {report.invalid}", err=True)  # fmt: skip
-        final = await _wait(cluster.client, report.batch, None, poll_s=0.1)
-        hosts: collections.Counter[str] = collections.Counter()
-        records = _counting_hosts(cluster.client.results(report.batch), hosts)
-        path = f"{report.batch}.jsonl" if out is None else out
-        if path:
-            fmt = "csv" if path.endswith(".csv") else "jsonl"
-            with open(path, "w", newline="", encoding="utf-8") as handle:
-                count = await _write_results(records, handle, fmt)
-            click.echo(f"wrote {count} results to {os.path.abspath(path)}", err=True)
-        else:
-            async for _ in records:
-                pass
-            click.echo("results not kept: they go with the embedded Redis", err=True)
-        note = host_bound_note(settings, hosts, workers)
-        if note:
-            click.echo(note, err=True)
-        return final
+    with tempfile.TemporaryDirectory(prefix="crawlq-crawl-") as logs:
+        async with LocalCluster(settings, workers=workers, redis_url=redis_url, log_dir=logs) as cluster:
+            if isinstance(source, list):
+                report = await cluster.client.submit(source, on_invalid=_report_invalid, options=options)
+            else:
+                report = await cluster.client.submit(
+                    source.read(),
+                    token=source.token,
+                    expected_count=source.lines,
+                    on_invalid=_report_invalid,
+                    options=options,
+                )
+            click.echo(f"batch {report.batch}: queued {report.queued}, duplicates {report.duplicates}, "
+                       f"invalid {report.invalid}", err=True)  # fmt: skip
+            final = await _wait_local(cluster, report.batch)
+            hosts: collections.Counter[str] = collections.Counter()
+            records = _counting_hosts(cluster.client.results(report.batch), hosts)
+            path = f"{report.batch}.jsonl" if out is None else out
+            if path:
+                fmt = "csv" if path.endswith(".csv") else "jsonl"
+                with open(path, "w", newline="", encoding="utf-8") as handle:
+                    count = await _write_results(records, handle, fmt)
+                click.echo(f"wrote {count} results to {os.path.abspath(path)}", err=True)
+            else:
+                async for _ in records:
+                    pass
+                click.echo("results not kept: they go with the embedded Redis", err=True)
+            note = host_bound_note(settings, hosts, workers)
+            if note:
+                click.echo(note, err=True)
+            return final
+
+
+async def _wait_local(cluster: LocalCluster, batch: str) -> BatchStats:
+    """`_wait`, watching the cluster's own worker processes: one that exits is reported with its log's last
+    line; when none is left, the crawl stops with a sentence instead of waiting for ever."""
+    from crawlq_local.cluster import WorkersExited
+
+    waiting = asyncio.create_task(_wait(cluster.client, batch, None, poll_s=0.1))
+    reported: set[int] = set()
+    try:
+        while not waiting.done():
+            await asyncio.wait({waiting}, timeout=WORKER_EXIT_CHECK_S)
+            for index, code in cluster.exited():
+                if index not in reported:
+                    reported.add(index)
+                    why = cluster.log_tail(index) or "it left no log line"
+                    _say(f"worker {index + 1} of {len(cluster.processes)} exited with code {code}: {why}")
+            if len(reported) == len(cluster.processes) and not waiting.done():
+                raise WorkersExited(f"every worker exited, so batch {batch} cannot go on (see above)")
+        return waiting.result()
+    finally:
+        waiting.cancel()
+        with contextlib.suppress(BaseException):
+            await waiting
 
 
 async def _counting_hosts(

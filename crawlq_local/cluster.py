@@ -10,12 +10,19 @@ import subprocess
 from pathlib import Path
 from types import TracebackType
 
+from crawlq.errors import CrawlqError
 from crawlq.settings import Settings
 from crawlq_local.processes import WORKER_COMMAND, spawn, stop
 from crawlq_local.server import EmbeddedServer
 from producer.client import Client
 
-__all__ = ["LocalCluster"]
+__all__ = ["LocalCluster", "WorkersExited"]
+
+TAIL_BYTES = 4096  #: how much of a worker's log end `log_tail` reads
+
+
+class WorkersExited(CrawlqError):
+    """Every worker of a local cluster exited before its batch was complete."""
 
 
 class LocalCluster:
@@ -54,6 +61,27 @@ class LocalCluster:
         process = spawn(WORKER_COMMAND, self.settings.child_env(), log)
         self.processes.append(process)
         return process
+
+    def exited(self) -> list[tuple[int, int]]:
+        """(index, exit code) of every worker process that has exited."""
+        return [
+            (index, process.returncode) for index, process in enumerate(self.processes) if process.poll() is not None
+        ]
+
+    def log_tail(self, index: int) -> str:
+        """The last line of worker `index`'s log, escaped for a terminal ("" without a log)."""
+        if not self.log_dir:
+            return ""
+        try:
+            with open(Path(self.log_dir) / f"worker-{index}.log", "rb") as log:
+                log.seek(0, 2)
+                log.seek(max(0, log.tell() - TAIL_BYTES))
+                lines = log.read().decode(errors="replace").strip().splitlines()
+        except OSError:
+            return ""
+        last = lines[-1] if lines else ""
+        last = last[:300]
+        return last if last.isprintable() else repr(last)[1:-1]
 
     async def stop(self) -> None:
         await asyncio.to_thread(stop, self.processes, self.settings.shutdown_grace_s + 5)

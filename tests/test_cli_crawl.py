@@ -124,3 +124,38 @@ async def test_csv_cells_that_look_like_formulas_are_written_as_text() -> None:
     assert await _write_results(records(), out, "csv") == 5
     titles = [row["title"] for row in csv.DictReader(io.StringIO(out.getvalue()))]
     assert titles == ['\'=HYPERLINK("http://x")', "'+1", "'@SUM(A1)", "plain", "'-x"]
+
+
+@pytest.mark.timeout(90)
+def test_crawl_says_why_its_workers_exited_and_stops_when_none_is_left(tmp_path: Path) -> None:
+    """A worker that cannot start (its metrics port is taken) is reported with its own sentence; with one
+    worker left the crawl completes, with none it stops with exit 1 instead of waiting for ever."""
+    import socket
+
+    with socket.socket() as taken, ThreadedTargetSite() as site:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        source = tmp_path / "urls.txt"
+        source.write_text("\n".join(site.url(f"/page/{i}") for i in range(20)) + "\n")
+        env = {**crawl_env(), "CRAWLQ_METRICS_PORT": str(taken.getsockname()[1])}
+        stopped = subprocess.run(
+            [*CRAWLQ, "crawl", str(source), "--workers", "2", "--no-out"],
+            env=env, capture_output=True, text=True, timeout=60, cwd=tmp_path,
+        )  # fmt: skip
+        assert stopped.returncode == 1, stopped.stderr
+        assert "worker 1 of 2 exited with code 2" in stopped.stderr and "worker 2 of 2 exited" in stopped.stderr
+        assert "CRAWLQ_METRICS_PORT" in stopped.stderr and "Traceback" not in stopped.stderr
+        assert "every worker exited, so batch" in stopped.stderr
+    with ThreadedTargetSite() as site:
+        source.write_text("\n".join(site.url(f"/delay/1?n={i}") for i in range(12)) + "\n")  # 6 s at 2 per host
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        env = {**crawl_env(), "CRAWLQ_METRICS_PORT": str(port)}  # free: the first worker binds it, the second cannot
+        done = subprocess.run(
+            [*CRAWLQ, "crawl", str(source), "--workers", "2", "--no-out"],
+            env=env, capture_output=True, text=True, timeout=60, cwd=tmp_path,
+        )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.count("exited with code 2") == 1 and "CRAWLQ_METRICS_PORT" in done.stderr
+    assert "succeeded    12/12" in done.stdout
