@@ -74,3 +74,39 @@ def test_a_taken_metrics_port_is_one_sentence(redis_server: EmbeddedServer, tmp_
         log = (tmp_path / "worker.log").read_text()
     assert proc.returncode == 2, log
     assert f"cannot serve metrics on 127.0.0.1:{port} (CRAWLQ_METRICS_PORT)" in log and "Traceback" not in log
+
+
+def test_fetch_counts_expose_what_prometheus_clients_own_counter_and_histogram_would() -> None:
+    """The plain-integer counts give the same samples (bar `_created`) as a labelled Counter and a Histogram
+    fed the same attempts, bucket edges included."""
+    from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+    from workers.metrics import DURATION_BUCKETS_S, FetchCounts
+
+    attempts = [("ok", "2xx", 0.005), ("ok", "2xx", 0.0051), ("http_status", "4xx", 30.0), ("timeout", "none", None)]
+    attempts += [("ok", "2xx", 31.0), ("ok", "2xx", 0.0), ("connect", "none", 1.0)]
+    counts, registry = FetchCounts(), CollectorRegistry()
+    registry.register(counts)
+    reference = CollectorRegistry()
+    fetches = Counter(
+        "crawlq_worker_fetches", counts.collect.__doc__ or "", ["outcome", "status_class"], registry=reference
+    )
+    duration = Histogram("crawlq_worker_fetch_duration_seconds", "", buckets=DURATION_BUCKETS_S, registry=reference)
+    for outcome, status, seconds in attempts:
+        counts.add(outcome, status, seconds)
+        fetches.labels(outcome, status).inc()
+        if seconds is not None:
+            duration.observe(seconds)
+
+    def samples(text: bytes) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        return {
+            (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(text.decode())
+            for sample in family.samples
+            if not sample.name.endswith("_created")
+        }
+
+    ours = samples(generate_latest(registry))
+    assert ours == samples(generate_latest(reference))
+    assert ours[("crawlq_worker_fetch_duration_seconds_bucket", (("le", "0.005"),))] == 2  # 0.0 and 0.005 (le)
+    assert ours[("crawlq_worker_fetches_total", (("outcome", "ok"), ("status_class", "2xx")))] == 4
