@@ -74,14 +74,14 @@ def test_a_big_hosts_stripes_stay_spread_as_in_the_input() -> None:
 
 async def test_chunks_hold_few_hosts(redis: ArqRedis, settings: Settings) -> None:
     store = Store(redis, settings)
-    lines = [f"http://h{i % 10}.test/{i}" for i in range(4000)]  # round-robin over 10 hosts, chunks of 20
+    lines = [f"http://h{i % 10}.test/{i}" for i in range(1280)]  # round-robin over 10 hosts, chunks of 20
     await submit_lines(store, "grouped", lines)
     hosts_per_job = []
     for job_id in await redis.hkeys(keys.batch_jobs("grouped")):
         payload = msgpack.unpackb(await redis.get(keys.arq_job(job_id.decode())), raw=False)
         urls = [raw[1] for raw in payload["a"][1]]
         hosts_per_job.append(len({url.split("/")[2] for url in urls}))
-    assert len(hosts_per_job) == 200
+    assert chunk_size_for(len(lines), settings) == 20 and len(hosts_per_job) == 64
     few = sum(1 for count in hosts_per_job if count <= HOSTS_PER_CHUNK)  # stripes of 4: 5 hosts a chunk
     assert few >= 0.9 * len(hosts_per_job), sorted(hosts_per_job)  # ungrouped: 10 hosts in every job
 
