@@ -21,6 +21,7 @@ from crawlq_api.guard import SubmitGuard
 from crawlq_api.reads import gather_within
 from crawlq_local.target import ThreadedTargetSite
 from producer.client import Client
+from producer.submit import chunk_size_for
 from tests import factories
 from tests.api.conftest import READ_TOKEN
 from tests.helpers import workers
@@ -197,7 +198,8 @@ def test_queue_counts_urls_not_jobs(api: httpx.Client, site: ThreadedTargetSite,
     asyncio.run(defer())
     depth = api.get("/queue").json()
     assert depth["urls"] == {"ready": 250, "deferred": 7, "in_flight": 0}
-    assert depth["jobs"] == {"ready": 125, "deferred": 1, "in_flight": 0}  # 2 URLs a job for 250 URLs
+    assert chunk_size_for(250, settings) == 4
+    assert depth["jobs"] == {"ready": 63, "deferred": 1, "in_flight": 0}  # 4 URLs a job for 250 URLs
     assert depth["workers_alive"] == 0 and depth["partial_failure"] is False
 
 
