@@ -352,3 +352,41 @@ async def test_a_full_redis_refusing_a_gate_call_is_one_line_and_the_call_is_ret
             "host gate: Redis is out of memory; leases are asked for again until it has room"
         ]
         assert all(record.exc_info is None for record in records)
+
+
+async def test_workers_at_their_share_of_a_host_keep_reusing_their_leases(redis: ArqRedis, settings: Settings) -> None:
+    """Two workers with one lease each of a limit-2 host, both with more URLs waiting: neither tells the other to
+    share, so each freed lease goes to the next local URL without Redis, instead of both being handed back
+    and forth through Redis with every request."""
+    async with gates(redis, settings, 2) as (first, second):
+        leases = [await take(first, "shared.test", 2), await take(second, "shared.test", 2)]
+        waiting = [asyncio.create_task(gate.acquire("shared.test", 2, 0.0)) for gate in (first, second)]
+        await asyncio.sleep(0.3)  # both asked, found the host full, and registered as waiters
+        assert not any(task.done() for task in waiting)
+        calls = first.calls, second.calls
+        first.release("shared.test", leases[0], GateOutcome.OK)
+        second.release("shared.test", leases[1], GateOutcome.OK)
+        grants = await asyncio.wait_for(asyncio.gather(*waiting), timeout=2)
+        assert [grant.lease for grant in grants] == leases  # each worker's own lease, reused here
+        assert (first.calls, second.calls) == calls
+        first.release("shared.test", leases[0], GateOutcome.OK)
+        second.release("shared.test", leases[1], GateOutcome.OK)
+
+
+async def test_a_worker_without_a_lease_of_a_host_gets_one_from_a_worker_holding_all(
+    redis: ArqRedis, settings: Settings
+) -> None:
+    """One worker holds both leases of a limit-2 host and has more URLs waiting; another worker's URL asks
+    and holds none: the holder is told to share, so its next freed lease goes back to Redis and to the other."""
+    async with gates(redis, settings, 2) as (holder, other):
+        held = [await take(holder, "hogged.test", 2) for _ in range(2)]
+        more = asyncio.create_task(holder.acquire("hogged.test", 2, 0.0))
+        starved = asyncio.create_task(other.acquire("hogged.test", 2, 0.0))
+        await asyncio.sleep(0.3)
+        holder.release("hogged.test", held[0], GateOutcome.OK)
+        grant = await asyncio.wait_for(starved, timeout=2)
+        assert grant.lease is not None and not more.done()
+        holder.release("hogged.test", held[1], GateOutcome.OK)
+        other.release("hogged.test", grant.lease, GateOutcome.OK)
+        granted = await asyncio.wait_for(more, timeout=3)
+        holder.release("hogged.test", granted.lease or "", GateOutcome.OK)

@@ -17,6 +17,11 @@ How a URL gets a slot without asking Redis each time:
   died, until its earliest lease expires). Cooldowns and delays wait on a timer. No waiting URL polls.
 - A worker holds at most `concurrency` leases (in use, free or asked for), so it never takes slots of a
   host that it has no fetch slot to use.
+- Sharing a host between workers: a worker that finds the host full while it holds less than its share
+  (the limit divided among the workers holding leases of it, and at least one) tells the holders; each gives
+  back one lease and asks again only `SHARE_YIELD_S` later, so the asker gets it. A worker at its share only
+  waits, so two workers with a lease each of a limit-2 host keep reusing them instead of handing them back
+  and forth through Redis with every request.
 Priority between batches: a host's waiters are queued by their batch's priority (first come, first served
 within one), hosts with waiters are asked for in the order of their best waiter's priority, and while the
 worker's room is full a freed lease goes back (rather than to a local waiter of lower priority) when a URL of
@@ -53,6 +58,7 @@ RETRY_S = 0.2  #: after a failed gate call, ask again this soon
 RECOVERY_RELEASES = 8  #: successes after a cooldown that are reported to Redis one by one
 SWEEP_S = 0.5  #: how often waiters past their deadline are let go
 STALLED_CACHE_S = 0.01  #: `stalled()` is recomputed at most this often
+SHARE_YIELD_S = 0.05  #: a worker told to share a host asks for it again only this long after giving a lease back
 
 
 class GateOutcome(StrEnum):
@@ -275,6 +281,12 @@ class HostGate:
                 state.idle.append(lease)  # kept for the next URL of the host, until HOLD_S or asked for
                 return
             # no URL here wants it, and other hosts' URLs wait for this worker's room: it goes back now
+        if state.contended and state.live_waiters():
+            # told to share: this lease is for the worker that asked (one lease: if it still has none, it
+            # says so again). Asking again in the same call would take it back at once, so this host's URLs
+            # here wait a moment (they are not handed back)
+            state.contended = False
+            self._block(state, SHARE_YIELD_S, parked=False)
         # a success matters to Redis only while the host recovers from a cooldown (reported above: it eases
         # the penalty); otherwise gate.lua need not read the host's penalty for it
         self._give_back(state, lease, GateOutcome.OTHER if outcome is GateOutcome.OK else outcome, 0)

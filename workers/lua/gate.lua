@@ -5,7 +5,8 @@
 --       9 this worker's wake channel, 10 the cooldown channel (every worker listens),
 --       11 the prefix of wake channels (a lease id is '<worker id>:<n>:<n>'; its holder's channel is prefix..id)
 -- Wake messages: 'f:<host>' a lease of a host you wait for was released; 'w:<host>' another worker waits
--- for a host you hold leases of (give back those you keep unused). Host names come from the state key.
+-- for a host you hold leases of and holds less than its share (give back those you keep unused). Host names
+-- come from the state key.
 --   releases: host index, lease id, outcome ('ok' | 'throttle' | 'other'), retry_after_ms   (4 each)
 --   acquires: host index, want, limit, delay_ms, lease prefix                               (5 each)
 -- Returns per acquire: granted, wait_ms, full. full = 1: the host is at its limit cluster-wide; this
@@ -115,17 +116,30 @@ for _ = 1, nacq do
         full = 1
         redis.call('SADD', waiters, channel)
         redis.call('PEXPIRE', waiters, ttl)
-        -- tell the holders (they may keep leases unused for a while) and time the fallback by the
-        -- earliest expiry
+        -- time the fallback by the earliest expiry; if this worker holds less than its fair share of the
+        -- host (limit / workers holding or asking, and at least one lease), tell the other holders to share
+        -- (they stop reusing leases here and give back those they keep unused). A worker at its share only
+        -- waits: two workers with one lease each of a limit-2 host keep reusing them, rather than handing
+        -- them back and forth through Redis with every request.
         local holders = redis.call('ZRANGE', leases, 0, -1, 'WITHSCORES')
-        local told = {}
+        local others, mine, count = {}, 0, 1
         wait = ttl
         for i = 1, #holders, 2 do
           wait = math.min(wait, math.max(1, tonumber(holders[i + 1]) - now + 1))
           local holder = string.match(holders[i], '^(.*):%d+:%d+$')
-          if holder ~= nil and not told[holder] and channel_prefix .. holder ~= channel then
-            told[holder] = true
-            redis.call('PUBLISH', channel_prefix .. holder, 'w:' .. string.sub(state, key_prefix + 1))
+          if holder ~= nil then
+            if channel_prefix .. holder == channel then
+              mine = mine + 1
+            elseif others[holder] == nil then
+              others[holder] = true
+              count = count + 1
+            end
+          end
+        end
+        if mine == 0 or mine < math.floor(limit / count) then
+          local host = 'w:' .. string.sub(state, key_prefix + 1)
+          for holder in pairs(others) do
+            redis.call('PUBLISH', channel_prefix .. holder, host)
           end
         end
       end
