@@ -15,6 +15,7 @@ from crawlq.settings import Settings
 from crawlq_local.processes import WORKER_COMMAND, spawn, stop
 from crawlq_local.server import EmbeddedServer
 from producer.client import Client
+from producer.submit import printable
 
 __all__ = ["LocalCluster", "WorkersExited"]
 
@@ -79,9 +80,7 @@ class LocalCluster:
                 lines = log.read().decode(errors="replace").strip().splitlines()
         except OSError:
             return ""
-        last = lines[-1] if lines else ""
-        last = last[:300]
-        return last if last.isprintable() else repr(last)[1:-1]
+        return printable(lines[-1]) if lines else ""
 
     async def stop(self) -> None:
         await asyncio.to_thread(stop, self.processes, self.settings.shutdown_grace_s + 5)

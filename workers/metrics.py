@@ -38,10 +38,9 @@ def status_class(status: int | None) -> str:
 
 class FetchCounts(Collector):
     """Fetch attempts by outcome and status class, and their durations, counted in plain integers on the
-    event loop (a labelled prometheus-client Counter and Histogram take a lock and a few dict lookups per
-    attempt: 3-4 us a page) and turned into the two metric families at each scrape, from the server's
-    thread. A scrape may see one attempt in the counter but not yet in the histogram; never a bucket ahead
-    of the count."""
+    event loop and turned into the two metric families at each scrape, from the server's thread (a labelled
+    prometheus-client Counter and Histogram take a lock and a few dict lookups per attempt: 2.3 us a page,
+    against 1.0 us here). A scrape may see one attempt in the counter but not yet in the histogram."""
 
     def __init__(self) -> None:
         self.outcomes: Tally[tuple[str, str]] = Tally()
