@@ -75,6 +75,8 @@ __all__ = [
     "batch_submitters",
     "gate_wake",
     "host_waiters",
+    "host_of_key",
+    "HOST_KEYS",
     "batch_urls",
     "host_leases",
     "host_state",
@@ -155,6 +157,24 @@ def host_leases(host: str) -> str:
 
 def host_waiters(host: str) -> str:
     return f"crawlq:host:{host}:waiters"
+
+
+HOST_KEYS = host_state("*")  #: SCAN pattern of every per-host key (state, leases, waiters)
+_HOST_PREFIX = host_state("").encode()
+_HOST_SUFFIXES = (
+    host_leases("").encode().removeprefix(_HOST_PREFIX),
+    host_waiters("").encode().removeprefix(_HOST_PREFIX),
+)
+
+
+def host_of_key(key: bytes) -> tuple[str, bool]:
+    """(host, is_state) for a key `HOST_KEYS` matched: the host it belongs to, and whether it is the host's
+    state hash (`host_state`) rather than its leases or waiters. A host holds ':' (its port), so the kind is
+    told by the known suffixes, not by splitting."""
+    for suffix in _HOST_SUFFIXES:
+        if key.endswith(suffix):
+            return key[len(_HOST_PREFIX) : -len(suffix)].decode(), False
+    return key[len(_HOST_PREFIX) :].decode(), True
 
 
 def gate_wake(worker_id: str) -> str:

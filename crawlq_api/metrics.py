@@ -38,8 +38,8 @@ async def read_totals(redis: Redis) -> dict[str, str]:
 async def _hosts_in_cooldown(redis: Redis) -> int:
     now = now_ms()
     count = 0
-    async for key in redis.scan_iter(match=keys.host_state("*"), count=1000):
-        if key.endswith(b":leases"):
+    async for key in redis.scan_iter(match=keys.HOST_KEYS, count=1000):
+        if not keys.host_of_key(key)[1]:
             continue
         until = await result_of(redis.hget(key, "cooldown_until"))
         if until is not None and float(until) > now:

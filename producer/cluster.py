@@ -6,9 +6,10 @@ Queue depth: a job id is `{batch}:{random}` (crawlq.jobs.new_job_id) and `crawlq
 the comma-separated ids of the URLs it still owns, so counting URLs costs one HGET per queued job.
 
 Hosts: the workers' gate keeps `crawlq:host:{host}` (cooldown_until, next_at, penalty_ms) and
-`crawlq:host:{host}:leases` (one member per request in flight, scored by its expiry). The limit shown is the
-one this process's settings give the host (CRAWLQ_PER_HOST_CONCURRENCY, CRAWLQ_HOST_RULES): the workers'
-settings, when they share the configuration, as in the compose and Kubernetes files.
+`crawlq:host:{host}:leases` (one member per request in flight, scored by its expiry), and while URLs wait for a
+full host, `crawlq:host:{host}:waiters` (a set of wake channels); `keys.host_of_key` tells them apart. The limit
+shown is the one this process's settings give the host (CRAWLQ_PER_HOST_CONCURRENCY, CRAWLQ_HOST_RULES): the
+workers' settings, when they share the configuration, as in the compose and Kubernetes files.
 """
 
 from __future__ import annotations
@@ -43,7 +44,6 @@ __all__ = [
 
 _PAGE = 1000
 _SAMPLE_JOBS = 100  #: open jobs of a batch read to learn which hosts it still waits for
-_LEASES_SUFFIX = b":leases"
 
 
 @dataclass(slots=True)
@@ -154,11 +154,9 @@ def configured_host_limits(settings: Settings, host: str, runtime_rules: Sequenc
 
 
 async def _host_names(redis: Redis) -> set[str]:
-    prefix = keys.host_state("")
     names: set[str] = set()
-    async for raw in redis.scan_iter(match=keys.host_state("*"), count=1000):
-        key = raw.decode()
-        names.add(key.removeprefix(prefix).removesuffix(_LEASES_SUFFIX.decode()))
+    async for raw in redis.scan_iter(match=keys.HOST_KEYS, count=1000):
+        names.add(keys.host_of_key(raw)[0])
     return names
 
 

@@ -3,6 +3,8 @@ the Lua scripts and arq read), so it must be deliberate: these strings pin it.""
 
 from __future__ import annotations
 
+import fnmatch
+
 import pytest
 
 from crawlq import keys
@@ -56,7 +58,7 @@ def test_each_builder_spells_its_key(build: object, arg: str, expected: str) -> 
 
 
 def test_every_public_builder_is_pinned() -> None:
-    builders = {name for name in keys.__all__ if callable(getattr(keys, name))}
+    builders = {name for name in keys.__all__ if callable(getattr(keys, name))} - {"host_of_key"}
     assert builders == {build.__name__ for build, _, _ in BUILT}
 
 
@@ -68,3 +70,12 @@ def test_each_constant_key(name: str, expected: str) -> None:
 def test_every_key_lives_under_crawlq_or_arq() -> None:
     for build, arg, _ in BUILT:
         assert build(arg).startswith(("crawlq:", "arq:"))
+
+
+@pytest.mark.parametrize("host", ["a.test:80", "[::1]:8080", "x.test:8443"])
+def test_a_scanned_host_key_names_its_host_and_kind(host: str) -> None:
+    assert keys.host_of_key(keys.host_state(host).encode()) == (host, True)
+    assert keys.host_of_key(keys.host_leases(host).encode()) == (host, False)
+    assert keys.host_of_key(keys.host_waiters(host).encode()) == (host, False)
+    for build in (keys.host_state, keys.host_leases, keys.host_waiters):
+        assert fnmatch.fnmatchcase(build(host), keys.HOST_KEYS)

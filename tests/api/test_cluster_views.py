@@ -10,11 +10,13 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from crawlq import keys
 from crawlq.settings import HostRule, Settings
 from crawlq_local.target import ThreadedTargetSite
 from producer.client import Client
 from producer.cluster import configured_host_limits
 from tests.api.conftest import READ_TOKEN
+from tests.api.test_metrics import samples
 from tests.helpers import wait_until, workers
 
 
@@ -58,16 +60,24 @@ def test_configured_limits_follow_host_rules(settings: Settings) -> None:
 
 
 async def test_hosts_report_cooldown_left_from_the_gate_state(api: httpx.Client, settings: Settings) -> None:
+    """A host has the three keys the gate keeps (state hash, leases zset, waiters set) while URLs wait for it:
+    each view lists the host once and reads each key as what it is."""
     async with await Client.connect(settings) as client:
         seconds, _ = await client.redis.time()
         await client.redis.hset(
-            "crawlq:host:slow.test", mapping={"cooldown_until": (seconds + 30) * 1000, "penalty_ms": 4000}
+            keys.host_state("slow.test:80"), mapping={"cooldown_until": (seconds + 30) * 1000, "penalty_ms": 4000}
         )
+        await client.redis.zadd(keys.host_leases("slow.test:80"), {"w1:1": (seconds + 60) * 1000})
+        await client.redis.sadd(keys.host_waiters("slow.test:80"), keys.gate_wake("w2"))
+        await client.redis.zadd(keys.host_leases("busy.test:80"), {"w1:2": (seconds + 60) * 1000})
+        await client.redis.sadd(keys.host_waiters("busy.test:80"), keys.gate_wake("w2"))
         hosts = await client.hosts()
-    assert [(h.host, h.in_flight) for h in hosts] == [("slow.test", 0)]
+    assert [(h.host, h.in_flight) for h in hosts] == [("slow.test:80", 1), ("busy.test:80", 1)]
     assert 25 < hosts[0].cooldown_s <= 30 and hosts[0].penalty_ms == 4000
-    listed = api.get("/hosts").json()
-    assert listed["in_cooldown"] == 1 and listed["hosts"][0]["host"] == "slow.test"
+    listed = api.get("/hosts")
+    assert listed.status_code == 200, listed.text
+    assert listed.json()["in_cooldown"] == 1 and listed.json()["total"] == 2
+    assert samples(api)[("crawlq_hosts_in_cooldown", ())] == 1
 
 
 def test_totals_histogram_counts_every_result(
