@@ -6,13 +6,16 @@ prints the port on stdout once every address listens. GET /__stats on any host r
 number of requests in flight seen per host since start. With `--record-starts`, the site also notes when each
 request reached its handler (monotonic seconds, per host), and GET /__starts returns `{host: [t, ...]}` and
 forgets them (issue 11, target 5: the gap between request starts on one host); without it the handler is
-the plain one, so recording costs nothing when off.
+the plain one, so recording costs nothing when off. A delayed request (`?ms=N`) is always noted as
+[host, its `i` parameter, handler start, handler end] (epoch seconds; the last `SERVED_KEPT`), and
+GET /__served returns and forgets them (issue 11, target 6: where a slow host's fetch time goes).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import json
 import sys
 import time
@@ -22,6 +25,7 @@ from aiohttp import web
 __all__ = ["host_address", "main", "urls_round_robin"]
 
 BODY = b"<html><body>ok</body></html>"
+SERVED_KEPT = 100_000
 
 
 def host_address(index: int) -> str:
@@ -42,6 +46,7 @@ class _Site:
         self.in_flight: dict[str, int] = {}
         self.peak: dict[str, int] = {}
         self.starts: dict[str, list[float]] = {}  #: host -> handler start times, with --record-starts only
+        self.served: collections.deque[tuple[str, str, float, float]] = collections.deque(maxlen=SERVED_KEPT)
 
     async def recorded_page(self, request: web.Request) -> web.Response:
         self.starts.setdefault(request.host, []).append(time.monotonic())
@@ -56,6 +61,9 @@ class _Site:
             return web.Response(status=404)
         if request.path == "/__stats":
             return web.json_response({"peak_in_flight": self.peak})
+        if request.path == "/__served":
+            served, self.served = list(self.served), collections.deque(maxlen=SERVED_KEPT)
+            return web.json_response(served)
         host = request.host
         now = self.in_flight[host] = self.in_flight.get(host, 0) + 1
         if now > self.peak.get(host, 0):
@@ -63,7 +71,9 @@ class _Site:
         try:
             delay_ms = int(request.query.get("ms", "0"))
             if delay_ms:
+                start = time.time()
                 await asyncio.sleep(delay_ms / 1000)
+                self.served.append((host, request.query.get("i", ""), start, time.time()))
             return web.Response(body=BODY, content_type="text/html")
         finally:
             self.in_flight[host] -= 1

@@ -146,6 +146,23 @@ def test_interleave_spreads_the_few_through_the_many() -> None:
     assert mixed.index("f0") == 1 and mixed.index("f1") == 5  # after m0 and after m3: halfway
 
 
+def test_a_slow_hosts_rate_splits_into_slot_use_and_fetch_time() -> None:
+    from bench.cluster import FetchSpan
+    from bench.parts.headofline import BIG_DELAY_MS, PER_HOST, fetch_split, slot_use
+
+    url = "http://127.0.0.9:80/page?ms=50&r=t&i={}"
+    # two slots over [0, 1]: one busy 0-0.1 and 0.2-0.3, the other 0-0.5; a fetch ending after 1 s is cut
+    spans = [FetchSpan(url.format(0), 0.0, 0.1), FetchSpan(url.format(1), 0.2, 0.3)]
+    spans += [FetchSpan(url.format(2), 0.0, 0.5), FetchSpan(url.format(3), 0.9, 1.3)]
+    busy, mean_ms = slot_use(spans, 0.0, 1.0)
+    assert round(busy, 4) == round((0.1 + 0.1 + 0.5 + 0.1) / (PER_HOST * 1.0), 4)
+    assert round(mean_ms, 1) == round(1000 * (0.1 + 0.1 + 0.5) / 3, 1)  # fetches that ended inside
+    assert BIG_DELAY_MS == 50
+    served = [("127.0.0.9:80", "0", 0.02, 0.07), ("127.0.0.9:80", "1", 0.21, 0.27), ("127.0.0.8:80", "2", 0, 0)]
+    split = fetch_split(spans, served, "127.0.0.9", 0.0, 1.0)
+    assert split == {"to_server_ms": 15.0, "at_server_ms": 55.0, "back_ms": 30.0}  # fetches 0 and 1 matched
+
+
 def test_two_gap_means_absorb_one_late_start() -> None:
     from bench.parts.hostdelay import gaps_s
 

@@ -76,6 +76,14 @@ async def take_starts(port: int) -> dict[str, list[float]]:
     return starts
 
 
+async def take_served(port: int) -> list[tuple[str, str, float, float]]:
+    """The delayed requests the target served since the last call: (host, `i`, handler start, handler end),
+    epoch s, then forgotten."""
+    async with aiohttp.ClientSession() as session, session.get(f"http://{host_address(0)}:{port}/__served") as reply:
+        reply.raise_for_status()
+        return [(host, i, start, end) for host, i, start, end in await reply.json()]
+
+
 async def _bare(bench: Bench, urls: list[str], mode: str, target_pid: int) -> Measured:
     extra = ["--concurrency", str(CONCURRENCY), "--limit", str(CONCURRENCY), "--limit-per-host", str(PER_HOST)]
     meter = CpuMeter({"target": [target_pid]}).start()
