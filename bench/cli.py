@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import chart, machine, report
+from bench.cluster import EXTRACT_CONTENT
 from bench.context import Bench, PartRound
 from bench.procs import ROOT, Contention, TargetProcess, ensure_package, wait_quiet
 from bench.profiles import FULL, PARTS, SMOKE, Profile
@@ -35,6 +36,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-install", action="store_true", help="never pip-install missing optional peers")
     parser.add_argument(
         "--profile-worker", action="store_true", help="after the rounds, py-spy one crawlq worker in a throughput run"
+    )
+    parser.add_argument(
+        "--content", choices=["on", "off"], default="on", help="content extraction in every crawlq run (default on)"
     )
     args = parser.parse_args(argv)
     args.parts = [name.strip() for name in args.only.split(",") if name.strip()] or list(PARTS)
@@ -125,6 +129,7 @@ def main(argv: list[str] | None = None) -> None:
     for name in [name for name in os.environ if name.startswith("CRAWLQ_")]:
         del os.environ[name]  # the bench sets every crawlq setting itself
     profile = _profile(args)
+    EXTRACT_CONTENT["on"] = args.content == "on"
     args.out.mkdir(parents=True, exist_ok=True)
     peers = _prepare(profile, args.parts)
     started = time.time()

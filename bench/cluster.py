@@ -37,6 +37,11 @@ __all__ = [
 HOST_PATTERN = "127.0.0.1*"
 
 
+#: `python -m bench --content off`: every crawlq cluster of the run without content extraction (issue 13:
+#: the one-host and many-host figures with content on against off)
+EXTRACT_CONTENT = {"on": True}
+
+
 def crawlq_settings(concurrency: int, workers: int, **overrides: Any) -> Settings:
     """Settings for a bench cluster: politeness on (robots.txt, per-host gate), loopback allowed,
     and the per-host limit of the local target raised to twice the cluster's total concurrency."""
@@ -46,6 +51,7 @@ def crawlq_settings(concurrency: int, workers: int, **overrides: Any) -> Setting
         "host_rules": [rule],
         "allowed_networks": ["127.0.0.0/8", "::1/128"],  # the loopback target, not all private ranges
         "robots_enabled": True,
+        "extract_content": EXTRACT_CONTENT["on"],
         **overrides,
     }
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]

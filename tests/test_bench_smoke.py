@@ -169,3 +169,16 @@ def test_two_gap_means_absorb_one_late_start() -> None:
     starts = {"h": [0.0, 0.28, 0.4, 0.6]}  # the second start seen 80 ms late
     assert [round(gap, 3) for gap in gaps_s(starts)] == [0.28, 0.12, 0.2]
     assert [round(gap, 3) for gap in gaps_s(starts, 2)] == [0.2, 0.16]
+
+
+def test_content_off_reaches_every_bench_cluster(monkeypatch: pytest.MonkeyPatch) -> None:
+    from bench import cluster
+    from bench.cli import _parse
+    from bench.parts.manyhosts import manyhosts_settings
+
+    assert _parse(["--content", "off"]).content == "off" and _parse([]).content == "on"
+    monkeypatch.setitem(cluster.EXTRACT_CONTENT, "on", False)
+    assert not cluster.crawlq_settings(10, 1).extract_content and not manyhosts_settings().extract_content
+    assert cluster.crawlq_settings(10, 1, extract_content=True).extract_content  # a part's own choice wins
+    monkeypatch.setitem(cluster.EXTRACT_CONTENT, "on", True)
+    assert cluster.crawlq_settings(10, 1).extract_content and manyhosts_settings().extract_content

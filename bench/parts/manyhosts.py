@@ -21,7 +21,7 @@ from typing import Any
 
 import aiohttp
 
-from bench.cluster import commandstats, own_server, running_cluster, timed_batch
+from bench.cluster import EXTRACT_CONTENT, commandstats, own_server, running_cluster, timed_batch
 from bench.context import Bench, PartRound
 from bench.hosts_target import host_address, urls_round_robin
 from bench.parts.throughput import Measured, bracketed, own_calls_removed
@@ -44,7 +44,12 @@ SETTINGS_NOTE = (
 
 
 def manyhosts_settings(**overrides: Any) -> Settings:
-    values: dict[str, Any] = {"concurrency": CONCURRENCY, "allowed_networks": LOOPBACK_NETWORKS, **overrides}
+    values: dict[str, Any] = {
+        "concurrency": CONCURRENCY,
+        "allowed_networks": LOOPBACK_NETWORKS,
+        "extract_content": EXTRACT_CONTENT["on"],
+        **overrides,
+    }
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
 
 
