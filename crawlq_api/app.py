@@ -12,14 +12,15 @@ from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Req
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from crawlq import __version__, keys
 from crawlq.connection import describe, result_of
 from crawlq.control import BatchRunning, ControlOutcome
-from crawlq.errors import ConfigError, RedisUnavailable, UnknownBatch
+from crawlq.errors import ConfigError, RedisOutOfMemory, RedisUnavailable, UnknownBatch
 from crawlq.heartbeats import Heartbeat, live_workers
 from crawlq.hostrules import read_rules, set_rule, unset_rule
+from crawlq.memory import is_out_of_memory
 from crawlq.models import BatchStats
 from crawlq.options import BatchOptions
 from crawlq.settings import HostRule, Settings
@@ -437,9 +438,19 @@ async def _redis_unavailable(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": str(exc)}, status_code=503)
 
 
-def _redis_lost(settings: Settings) -> Any:
+def _redis_failed(settings: Settings) -> Any:
+    """A Redis error as what it is: out of memory (503), a command Redis refused (500, its reply's first
+    line), or the connection lost (503)."""
+
     async def handler(request: Request, exc: Exception) -> JSONResponse:
-        message = f"lost Redis at {describe(settings.redis_url)} ({type(exc).__name__})"
+        where = describe(settings.redis_url)
+        if is_out_of_memory(exc):
+            message = f"Redis at {where} is out of memory: writes fail until memory is freed or raised"
+            return JSONResponse({"detail": message}, status_code=503)
+        if isinstance(exc, ResponseError):
+            reply = (str(exc).splitlines() or [""])[0][:200]
+            return JSONResponse({"detail": f"Redis at {where} refused a command: {reply}"}, status_code=500)
+        message = f"lost Redis at {where} ({type(exc).__name__})"
         return JSONResponse({"detail": message}, status_code=503)
 
     return handler
@@ -487,7 +498,8 @@ def create_app(settings: Settings, api: ApiSettings) -> FastAPI:
     app.state.crawlq = Context(backend, api, SubmitGuard(api.allowed_networks, api.resolve_timeout_s))
     app.add_middleware(BodyLimit, max_bytes=api.max_body_bytes)
     app.add_exception_handler(RedisUnavailable, _redis_unavailable)
-    app.add_exception_handler(RedisError, _redis_lost(settings))
+    app.add_exception_handler(RedisOutOfMemory, _redis_unavailable)
+    app.add_exception_handler(RedisError, _redis_failed(settings))
     app.add_exception_handler(UnknownBatch, _unknown_batch)
     app.add_exception_handler(OptionsConflict, _options_conflict)
     app.add_exception_handler(BatchRunning, _options_conflict)

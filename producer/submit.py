@@ -374,6 +374,11 @@ async def _save_options(store: Store, batch: str, options: BatchOptions | None) 
         await store.save_options(batch, options)
     except (RedisError, OSError) as exc:
         where = describe(store.settings.redis_url)
+        if is_out_of_memory(exc):
+            raise RedisOutOfMemory(
+                f"{await out_of_memory_message(store.redis, where)}; it refused the options of batch {batch}, so "
+                "nothing was queued; raise maxmemory or free memory, then submit again"
+            ) from exc
         raise RedisUnavailable(f"cannot reach Redis at {where} to submit batch {batch} ({type(exc).__name__})") from exc
 
 

@@ -9,6 +9,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+import redis as redis_sync
 
 from crawlq import keys
 from crawlq.settings import HostRule, Settings
@@ -17,7 +18,7 @@ from producer.client import Client
 from producer.cluster import configured_host_limits
 from tests.api.conftest import READ_TOKEN
 from tests.api.test_metrics import samples
-from tests.helpers import wait_until, workers
+from tests.helpers import run_cli, wait_until, workers
 
 
 def test_hosts_show_requests_in_flight_against_the_limit(
@@ -151,3 +152,44 @@ def test_host_rules_set_over_http_reach_a_running_worker(
     reader = {"Authorization": f"Bearer {READ_TOKEN}"}
     assert api.get("/hosts/rules", headers=reader).status_code == 200
     assert api.put("/hosts/rules/x", json={"delay_s": 1}, headers=reader).status_code == 401  # needs the full token
+
+
+def test_every_read_view_answers_while_urls_wait_for_a_full_host(
+    api_factory: Callable[..., httpx.Client],
+    settings: Settings,
+    env: dict[str, str],
+    site: ThreadedTargetSite,
+    tmp_path: Path,
+) -> None:
+    """The shape of most real crawls: two workers, one slot per host, slow pages, URLs waiting for a full
+    host. The gate's waiters set comes and goes with each hand-over of the slot, so one is also written for
+    a parked host (as gate.lua writes it, with a lease held). Every read view of the API and the CLI
+    answers, each of its sources up, and lists the parked host once."""
+    api = api_factory()
+    env = {**env, "CRAWLQ_PER_HOST_CONCURRENCY": "1"}
+    urls = [site.url(f"/delay?ms=400&n={i}") for i in range(12)]
+    batch = api.post("/batches", json={"urls": urls}).json()["batch"]
+    redis = redis_sync.Redis.from_url(settings.redis_url)
+    try:
+        with workers(env, 2, tmp_path, "--concurrency", "4"):
+            assert wait_until(lambda: api.get(f"/batches/{batch}").json()["stats"]["done"] >= 1, 30, interval=0.1)
+            seconds, _ = redis.time()
+            redis.zadd(keys.host_leases("parked.test:80"), {"w9:1": (seconds + 60) * 1000})
+            redis.sadd(keys.host_waiters("parked.test:80"), keys.gate_wake("w8"))
+            redis.pexpire(keys.host_waiters("parked.test:80"), 60_000)
+            paths = ["/queue", "/workers", "/batches", f"/batches/{batch}", "/hosts", "/hosts/rules", "/totals"]
+            for path in [*paths, f"/batches/{batch}/results", "/metrics"]:
+                reply = api.get(path)
+                assert reply.status_code == 200, (path, reply.text[:300])
+            up = {labels: value for (name, labels), value in samples(api).items() if name == "crawlq_scrape_source_up"}
+            assert up and all(value == 1 for value in up.values()), up
+            hosts = [entry["host"] for entry in api.get("/hosts").json()["hosts"]]
+            assert hosts.count("parked.test:80") == 1 and not any(host.endswith(":waiters") for host in hosts), hosts
+            for args in (["hosts"], ["status", "--json"]):
+                done = run_cli(args, env)
+                assert done.returncode == 0 and "Traceback" not in done.stderr, (args, done.stderr[-500:])
+                assert "parked.test:80" in done.stdout and "waiters" not in done.stdout, done.stdout[-500:]
+            assert not api.get(f"/batches/{batch}").json()["stats"]["complete"]  # seen while the crawl ran
+            assert wait_until(lambda: api.get(f"/batches/{batch}").json()["stats"]["complete"], 60, interval=0.2)
+    finally:
+        redis.close()
