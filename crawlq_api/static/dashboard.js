@@ -46,7 +46,10 @@ async function api(path, init = {}) {
     err.unauthorized = true;
     throw err;
   }
-  if (!response.ok) throw new Error(`${path}: HTTP ${response.status}`);
+  if (!response.ok) {
+    const detail = await response.json().then((body) => body.detail, () => null);
+    throw new Error(typeof detail === "string" ? `HTTP ${response.status}: ${detail}` : `HTTP ${response.status}`);
+  }
   return response.json();
 }
 
@@ -248,7 +251,7 @@ async function tick() {
   }
   settled.forEach((outcome, i) => {
     if (outcome.status === "fulfilled") got[names[i]] = outcome.value;
-    else failed.push(names[i]);
+    else failed.push(`${names[i]} (${outcome.reason.message})`);
   });
   if (got.queue && got.queue.partial_failure) failed.push("queue (partial)");
   drawTiles(got.queue, got.workers, got.totals);

@@ -15,7 +15,9 @@ from typing import Any
 
 import httpx
 import pytest
+import redis as redis_sync
 
+from crawlq import keys
 from crawlq.settings import Settings
 from crawlq_api.app import create_app
 from crawlq_api.settings import ApiSettings
@@ -207,3 +209,25 @@ def test_a_wrong_token_brings_back_the_form(browser_page: Any, settings: Setting
         page.wait_for_selector("#login", state="visible")
         assert "refused" in page.locator("#problem").inner_text()
         assert page.evaluate("() => sessionStorage.getItem('crawlq.token')") is None
+
+
+def test_a_view_that_fails_is_named_with_the_reason(browser_page: Any, settings: Settings) -> None:
+    """A source the API cannot read is named on the page with the API's sentence, and the others still show."""
+    page = browser_page
+    api_settings = ApiSettings(_env_file=None, token=TOKEN, read_token=READ_TOKEN, allowed_networks=["127.0.0.0/8"])
+    redis = redis_sync.Redis.from_url(settings.redis_url)
+    redis.set(keys.STATS_ALL, "not a hash")  # GET /totals: Redis answers WRONGTYPE
+    try:
+        with running(create_app(settings, api_settings)) as base:
+            page.goto(f"{base}/?interval_ms=500")
+            page.fill("#token", READ_TOKEN)
+            page.click("#login button[type=submit]")
+            page.wait_for_selector("#problem:not([hidden])")
+            problem = page.locator("#problem").inner_text()
+            assert "could not read: totals (HTTP 500: Redis at" in problem and "WRONGTYPE" in problem, problem
+            assert "queue" not in problem and "hosts" not in problem, problem
+            redis.delete(keys.STATS_ALL)
+            page.wait_for_selector("#problem", state="hidden", timeout=10_000)  # the next tick reads it again
+    finally:
+        redis.delete(keys.STATS_ALL)
+        redis.close()
