@@ -24,7 +24,8 @@ from crawlq_local.server import EmbeddedServer
 from tests import factories
 from tests.conftest import make_settings
 from tests.helpers import cli_env, run_cli, workers
-from workers.content import OFF_LOOP_BYTES, describe
+from workers import content as content_module
+from workers.content import OFF_LOOP_BYTES, Extractor, describe
 from workers.fetcher import Fetcher
 
 pytestmark = pytest.mark.timeout(60)
@@ -296,3 +297,46 @@ def test_a_long_page_is_parsed_only_to_its_start_when_that_is_enough(monkeypatch
     parsed.clear()
     describe(_prefix_cases()[5], HTML, "utf-8", 100)  # no visible text in the start: the whole page
     assert parsed == [content.PREFIX_BYTES, len(_prefix_cases()[5])]
+
+
+async def test_bodies_that_arrive_in_one_turn_of_the_loop_are_described_in_one_batch() -> None:
+    """Twenty pages handed over together are described in one batch, each as `describe` alone describes
+    it; a fetch cancelled while it waits is skipped, and the others still get their descriptions."""
+    extractor = Extractor(40)
+    bodies = [page(f"Page {number}", f"text of page {number} " * 5) for number in range(20)]
+    tasks = [asyncio.create_task(extractor.describe(body, HTML, "utf-8")) for body in bodies]
+    await asyncio.sleep(0)  # every task waits for its description now
+    tasks[3].cancel()
+    described = await asyncio.gather(*tasks, return_exceptions=True)
+    assert extractor.batches == 1
+    assert isinstance(described[3], asyncio.CancelledError)
+    for number, body in enumerate(bodies):
+        if number != 3:
+            assert described[number] == describe(body, HTML, "utf-8", 40)
+
+
+async def test_a_batch_lets_the_loop_run_after_batch_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bodies beyond `BATCH_BYTES` wait for the next turn of the loop, so a burst of pages never holds
+    the loop for longer than one batch; a close hands back the descriptions not made."""
+    body = page("Batch", "words " * 300)
+    monkeypatch.setattr(content_module, "BATCH_BYTES", 3 * len(body))
+    extractor = Extractor(20)
+    turns: list[int] = []
+
+    async def count_turns() -> None:
+        while True:
+            turns.append(extractor.batches)
+            await asyncio.sleep(0)
+
+    counter = asyncio.create_task(count_turns())
+    await asyncio.sleep(0)
+    described = await asyncio.gather(*(extractor.describe(body, HTML, "utf-8") for _ in range(9)))
+    counter.cancel()
+    assert extractor.batches == 3  # three bodies a batch
+    assert turns[: turns.index(3)].count(1) >= 1 and 2 in turns  # the loop ran between the batches
+    assert all(one == described[0] for one in described)
+    waiting = asyncio.ensure_future(extractor.describe(body, HTML, "utf-8"))
+    await asyncio.sleep(0)
+    extractor.close()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting

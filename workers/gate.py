@@ -108,9 +108,16 @@ class _Host:
     recovering: int = 0  #: after a cooldown, this many successes go to Redis one by one (they ease the penalty)
 
     def live_waiters(self) -> int:
+        """How many URLs wait here (a scan of the queue: for `stalled()`, `_asks`)."""
+        self.has_waiters()
+        return sum(1 for waiter in self.waiters if not waiter.future.done())
+
+    def has_waiters(self) -> bool:
+        """Whether a URL waits here: the first live waiter is at the head once the done ones are dropped
+        (cheap: called for every released lease, with up to a worker's backlog in the queue)."""
         while self.waiters and self.waiters[0].future.done():
             self.waiters.popleft()
-        return sum(1 for waiter in self.waiters if not waiter.future.done())
+        return bool(self.waiters)
 
     def top_priority(self) -> float:
         """The priority of the first live waiter (the queue is in priority order), or -inf if none waits."""
@@ -129,7 +136,7 @@ class _Host:
 
 
 def _forgettable(state: _Host, now: float) -> bool:
-    busy = state.held or state.asking or state.parked or state.recovering or state.live_waiters()
+    busy = state.held or state.asking or state.parked or state.recovering or state.has_waiters()
     return not busy and state.blocked_until <= now
 
 
@@ -281,7 +288,7 @@ class HostGate:
                 state.idle.append(lease)  # kept for the next URL of the host, until HOLD_S or asked for
                 return
             # no URL here wants it, and other hosts' URLs wait for this worker's room: it goes back now
-        if state.contended and state.live_waiters():
+        if state.contended and state.has_waiters():
             # told to share: this lease is for the worker that asked (one lease: if it still has none, it
             # says so again). Asking again in the same call would take it back at once, so this host's URLs
             # here wait a moment (they are not handed back)
@@ -298,7 +305,7 @@ class HostGate:
         self._held -= 1
         self._releases.append((state.name, lease, outcome, after_ms))
         self._wake.set()
-        if state.live_waiters():
+        if state.has_waiters():
             self._want(state)
         elif self._hungry:
             self._wake.set()
@@ -330,7 +337,7 @@ class HostGate:
             state.timer = None
         state.parked = False
         state.blocked_until = 0.0
-        if state.live_waiters():
+        if state.has_waiters():
             self._want(state)
 
     def _block(self, state: _Host, wait_s: float, parked: bool) -> None:
@@ -512,7 +519,7 @@ class HostGate:
             self._reuse_until[lease] = reuse_until
             if not state.hand(Grant(lease)):
                 self._give_back(state, lease, GateOutcome.OTHER, 0)
-        if not state.live_waiters():
+        if not state.has_waiters():
             return
         if (full and not woken) or wait_s > 0 and not full:
             self._block(state, wait_s, full)
