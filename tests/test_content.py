@@ -184,7 +184,7 @@ async def test_a_2_mb_page_is_parsed_off_the_event_loop(content_site: str) -> No
     await fetcher.start()
     try:
         small = await fetcher.fetch(f"{content_site}/validators")
-        assert fetcher._extractor is not None and fetcher._extractor._pool is None  # small: parsed inline
+        assert fetcher._extractor is not None and fetcher._extractor._pool is None  # small: parsed on the loop
         attempt = await fetcher.fetch(f"{content_site}/big")
         assert fetcher._extractor._pool is not None  # large: parsed in the pool
     finally:
@@ -193,6 +193,24 @@ async def test_a_2_mb_page_is_parsed_off_the_event_loop(content_site: str) -> No
     assert attempt.content.title == "Big page"
     assert attempt.content.snippet == ("Big page start of the big page " + "filler words " * 6)[:100]
     assert attempt.content.content_sha256 == hashlib.sha256(BIG).hexdigest()
+
+
+async def test_a_deferred_fetch_is_described_by_finish_as_an_immediate_one(content_site: str) -> None:
+    """`fetch(defer=True)` returns the success undescribed (the engine gives its slot and lease back
+    first); `finish` then describes it exactly as a fetch without `defer` does; a failure has nothing left."""
+    fetcher = Fetcher(make_settings(allow_private=True))
+    await fetcher.start()
+    try:
+        deferred = await fetcher.fetch(f"{content_site}/validators", defer=True)
+        assert deferred.ok and deferred.content is None and deferred.undescribed is not None
+        finished = await fetcher.finish(deferred)
+        immediate = await fetcher.fetch(f"{content_site}/validators")
+        missing = await fetcher.fetch(f"{content_site}/nowhere", defer=True)
+    finally:
+        await fetcher.close()
+    assert finished.undescribed is None and finished.content is not None
+    assert finished.content == immediate.content and finished.content.title == "Validators"
+    assert not missing.ok and missing.undescribed is None
 
 
 async def test_content_extraction_can_be_turned_off(content_site: str) -> None:

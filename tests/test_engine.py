@@ -4,6 +4,7 @@ gives back to the host gate."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -17,7 +18,7 @@ from crawlq.settings import Settings
 from crawlq_local.target import ThreadedTargetSite
 from tests import factories
 from workers.engine import Engine
-from workers.fetcher import Fetcher
+from workers.fetcher import Attempt, Fetcher
 from workers.gate import GateOutcome, HostGate
 from workers.robots import RobotsCache
 
@@ -144,3 +145,31 @@ async def test_a_throttle_goes_back_to_the_gate_with_its_retry_after(
     outcome = await run.process(factories.entry(site.url("/retry-after/k?after=1")), deadline())
     assert isinstance(outcome, Deferral) and outcome.entries[0].attempts == 1
     assert gate.released == [(f"{site.host}:{site.port}", GateOutcome.THROTTLE, 1.0)]
+
+
+async def test_a_page_is_described_after_its_fetch_slot_and_lease_went_back(
+    engine: tuple[Engine, RecordingGate], site: ThreadedTargetSite, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Describing a page is not fetching it: while a fetched page waits to be described (in a batch, or
+    in the thread that parses a large page), its fetch slot and its host lease are free for the next URL,
+    and the claim loop counts it among the URLs no fetch slot could serve. Its `fetched_at` is when its
+    fetch ended, not when its description did."""
+    run, gate = engine
+    seen: list[tuple[int, int, int, bool]] = []
+    finish = run.fetcher.finish
+    waited_from: list[int] = []
+
+    async def watched(attempt: Attempt) -> Attempt:
+        described = attempt.undescribed is not None and attempt.content is None
+        seen.append((len(gate.released), run.slots._value, run.describing, described))
+        waited_from.append(now_ms())
+        await asyncio.sleep(0.05)  # a long wait for its batch
+        return await finish(attempt)
+
+    monkeypatch.setattr(run.fetcher, "finish", watched)
+    outcome = await run.process(factories.entry(site.url("/page/1")), deadline())
+    assert isinstance(outcome, UrlResult) and outcome.ok
+    assert outcome.content is not None and outcome.content.title  # described after all
+    assert seen == [(1, run.settings.concurrency, 1, True)]
+    assert run.describing == 0
+    assert outcome.fetched_at <= waited_from[0]

@@ -4,13 +4,14 @@ HTML is parsed with selectolax (Lexbor). The text encoding is chosen as a browse
 then the Content-Type charset, then a `<meta charset>` in the first 4 KiB, then UTF-8. A body above
 `OFF_LOOP_BYTES` is described in a thread of the `Extractor`'s own small pool: Lexbor parses with the GIL
 released and hashlib hashes large bodies without it, so a 2 MB page does not stall the other fetches of
-the event loop. Smaller bodies are described on the loop, in batches: the bodies that arrive during one
-turn of the event loop are described one after the other at the start of the next turn (`Extractor`), so
-that Lexbor's code and tables are in the CPU's caches for all but the first. A Lexbor document allocates
-about 1 MB of pools, and a worker runs much other code between two pages. Measured with thread CPU time
-around each describe in the one-host throughput shape (2 KiB pages): one at a time, 58 us per page; in
-batches, 40 us (the first of a batch ~95 us, the fourth and later ~29 us), against 18 us in a loop of
-describes alone (`python -m bench.describe_heap`).
+the event loop. Smaller bodies are described on the loop, in batches (`Extractor`): a batch starts when
+`BATCH_PAGES` bodies wait or the first has waited `BATCH_WAIT_S`, and the engine gives a page's fetch
+slot and host lease back before it waits, so the wait delays only its result. A Lexbor document allocates
+about 1 MB of pools and a worker runs much other code between two pages, so the first page of a batch
+finds the CPU's caches cold and the next ones warm. Measured with thread CPU time around each describe
+in the one-host throughput shape (2 KiB pages): one page at a time, 58 us each; in batches, 40 us (the
+first of a batch ~95 us, the fourth and later ~29 us), against 18 us in a loop of describes alone
+(`python -m bench.describe_heap`).
 
 For a batch that follows links, the same parse also yields the page's links (`page_links`): `<a href>`
 and `<link rel=next href>`, resolved against `<base href>` (else the page's URL), http and https only,
@@ -55,6 +56,8 @@ TITLE_CHARS = 300  #: a title is cut to this many characters
 MAX_LINKS = 2000  #: links kept per page (the first ones in document order)
 PARSE_THREADS = 2  #: threads describing large bodies (each holds at most one parsed page)
 BATCH_BYTES = 512 * 1024  #: a batch describes bodies of at most this many bytes before it lets the loop run
+BATCH_PAGES = 32  #: a batch starts as soon as this many bodies wait...
+BATCH_WAIT_S = 0.01  #: ...or when the first of them has waited this long
 _HIDDEN_TAGS = ["script", "style", "template", "noscript", "title"]  #: their text is not visible
 HEAP_PAD_BYTES = 1 << 20  #: free heap glibc keeps at its top (see `keep_heap_pad`)
 _M_TOP_PAD = -2  #: glibc's mallopt parameter
@@ -271,13 +274,17 @@ class _Pending:
 
 
 class Extractor:
-    """Describes bodies for one worker process: small ones on the event loop, in batches (one per turn of
-    the loop, at most `BATCH_BYTES` each), large ones in a small thread pool."""
+    """Describes bodies for one worker process: small ones on the event loop, in batches, large ones in a
+    small thread pool. A batch starts when `BATCH_PAGES` bodies wait or the first has waited `BATCH_WAIT_S`,
+    and describes at most `BATCH_BYTES` before the loop runs again. The wait costs a page nothing of its
+    fetch: the engine gives the fetch slot and the host lease back before the page is described."""
 
     def __init__(self, snippet_chars: int) -> None:
         self.snippet_chars = snippet_chars
         self._pool: ThreadPoolExecutor | None = None
         self._pending: deque[_Pending] = deque()
+        self._timer: asyncio.TimerHandle | None = None  #: the batch's start, `BATCH_WAIT_S` after its first body
+        self._now: asyncio.Handle | None = None  #: the batch's start at the next turn of the loop
         self.batches = 0  #: batches described (for tests and benchmarks)
 
     async def describe(self, body: bytes, headers: Mapping[str, str], charset: str | None) -> Content:
@@ -290,17 +297,30 @@ class Extractor:
         loop = asyncio.get_running_loop()
         if len(body) <= OFF_LOOP_BYTES:
             future: asyncio.Future[tuple[Content, list[str]]] = loop.create_future()
-            if not self._pending:
-                loop.call_soon(self._describe_pending)
             self._pending.append(_Pending(body, headers, charset, page_url, future))
+            if len(self._pending) >= BATCH_PAGES:
+                self._start_now(loop)
+            elif self._timer is None and self._now is None:
+                self._timer = loop.call_later(BATCH_WAIT_S, self._describe_pending)
             return await future
         if self._pool is None:
             self._pool = ThreadPoolExecutor(PARSE_THREADS, thread_name_prefix="crawlq-parse")
         chars = self.snippet_chars
         return await loop.run_in_executor(self._pool, describe_page, body, headers, charset, chars, page_url)
 
+    def _start_now(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._now is None:
+            self._now = loop.call_soon(self._describe_pending)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
     def _describe_pending(self) -> None:
         """Describe the waiting bodies in order, up to `BATCH_BYTES`; the rest in the next turn of the loop."""
+        self._now = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         self.batches += 1
         pending, budget = self._pending, BATCH_BYTES
         while pending and budget > 0:
@@ -315,9 +335,13 @@ class Extractor:
             else:
                 item.future.set_result(described)
         if pending:
-            asyncio.get_running_loop().call_soon(self._describe_pending)
+            self._start_now(asyncio.get_running_loop())
 
     def close(self) -> None:
+        for handle in (self._timer, self._now):
+            if handle is not None:
+                handle.cancel()
+        self._timer = self._now = None
         for item in self._pending:
             item.future.cancel()
         self._pending.clear()

@@ -43,6 +43,7 @@ class Engine:
         self.pending = 0  #: URLs accepted by running jobs and not finished
         self.fetches = 0
         self.resting = 0  #: URLs of hosts with a delay waiting it out (no fetch slot could serve them now)
+        self.describing = 0  #: fetched pages waiting to be described (see `Extractor`): they need no fetch slot
         self._limit_cache: dict[tuple[str, float | None], tuple[int, float]] = {}
         self.runtime_rules: tuple[HostRule, ...] = ()  #: host rules set at run time (crawlq.hostrules), first
         self.metrics = WorkerMetrics()
@@ -77,7 +78,7 @@ class Engine:
             return Deferral([entry], now_ms())
         async with self.slots:
             attempt = await self._fetch(entry.url, host, grant.lease, request)
-        return self._after(entry, attempt)
+        return self._after(entry, await self._finish(attempt))
 
     async def _process_delayed(
         self,
@@ -104,18 +105,31 @@ class Engine:
                     self.resting -= 1
             if self.draining.is_set() or self.halted(batch):
                 return Deferral([entry], now_ms())
+            attempt = None
             async with self.slots:
                 asked_until = min(deadline, time.monotonic() + ASK_S)
                 grant = await self.gate.acquire(host, limit, delay_s, asked_until)
                 if grant.lease is not None:
                     attempt = await self._fetch(entry.url, host, grant.lease, request)
-                    return self._after(entry, attempt)
+            if attempt is not None:
+                return self._after(entry, await self._finish(attempt))
             if time.monotonic() >= deadline:
                 return Deferral([entry], now_ms() + int(grant.wait_s * 1000))
 
     def stalled(self) -> int:
-        """URLs held here that a free fetch slot could not serve now (see `HostGate.stalled`)."""
-        return self.gate.stalled() + self.resting
+        """URLs held here that a free fetch slot could not serve now (see `HostGate.stalled`): those of
+        hosts that are full, cooling or delayed, and fetched pages waiting to be described."""
+        return self.gate.stalled() + self.resting + self.describing
+
+    async def _finish(self, attempt: Attempt) -> Attempt:
+        """Describe and store a fetched success, its fetch slot and host lease already given back."""
+        if attempt.undescribed is None:
+            return attempt
+        self.describing += 1
+        try:
+            return await self.fetcher.finish(attempt)
+        finally:
+            self.describing -= 1
 
     def _limits(self, host: str, crawl_delay: float | None) -> tuple[int, float]:
         key = (host, crawl_delay)
@@ -136,7 +150,7 @@ class Engine:
         self.in_flight += 1
         attempt: Attempt | None = None
         try:
-            attempt = await self.fetcher.fetch(url, request=request)
+            attempt = await self.fetcher.fetch(url, request=request, defer=True)
             return attempt
         finally:
             self.in_flight -= 1
@@ -155,7 +169,7 @@ class Engine:
         if attempt.error is None:  # the common case, kept short
             return UrlResult(
                 entry.url, True, attempt.status, attempt.latency_ms, attempts, attempt.size, None, None,
-                attempt.final_url, now_ms(), attempt.content, False, attempt.links or None,
+                attempt.final_url, attempt.ended_at_ms or now_ms(), attempt.content, False, attempt.links or None,
             )  # fmt: skip
         decision = decide(
             status=attempt.status,
@@ -179,7 +193,7 @@ class Engine:
             error=attempt.error,
             message=attempt.message,
             final_url=attempt.final_url,
-            fetched_at=now_ms(),
+            fetched_at=attempt.ended_at_ms or now_ms(),
         )
 
 

@@ -27,7 +27,7 @@ from yarl import URL
 from crawlq.addresses import AddressPolicy, AddressRules, BlockedAddress, GuardedResolver, literal_address
 from crawlq.bodies import BodyStore, StorageFailed
 from crawlq.errors import InvalidURL
-from crawlq.models import Content, ErrorClass
+from crawlq.models import Content, ErrorClass, now_ms
 from crawlq.settings import Settings
 from crawlq.urls import canonical, host_of
 from workers.content import Extractor
@@ -83,10 +83,23 @@ class Attempt:
     charset: str | None = None
     content: Content | None = None  #: a success's page description, when content extraction is on
     links: list[str] = field(default_factory=list)  #: a success's links (absolute), when the batch follows links
+    undescribed: Undescribed | None = None  #: a success fetched with `defer`: `Fetcher.finish` describes it
+    ended_at_ms: int = 0  #: epoch ms when the attempt ended (its body read), before any description
 
     @property
     def ok(self) -> bool:
         return self.error is None
+
+
+@dataclass(slots=True, frozen=True)
+class Undescribed:
+    """A successful body still to be described (content extraction, links) and stored (body store)."""
+
+    body: bytes
+    headers: Mapping[str, str]
+    charset: str | None
+    content: bool  #: describe it (and store it) as content
+    links: bool  #: find its links
 
 
 class _Deadlines:
@@ -241,13 +254,44 @@ class Fetcher:
         return found
 
     async def fetch(
-        self, url: str, *, keep_body: bool = False, content: bool = True, request: RequestSpec = NO_REQUEST
+        self,
+        url: str,
+        *,
+        keep_body: bool = False,
+        content: bool = True,
+        request: RequestSpec = NO_REQUEST,
+        defer: bool = False,
     ) -> Attempt:
         """One attempt, redirects included, within `fetch_timeout_s` overall.
 
         :param keep_body: keep the body in the `Attempt` (robots.txt)
         :param content: describe a successful page (`Attempt.content`), when `extract_content` is on
-        :param request: the batch's headers and proxy; a 304 to a conditional request is a success"""
+        :param request: the batch's headers and proxy; a 304 to a conditional request is a success
+        :param defer: leave a success's description and storage to `finish` (`Attempt.undescribed`), so
+            the caller can give its fetch slot and host lease back first: describing is not fetching"""
+        attempt = await self._attempt(url, keep_body, content, request)
+        attempt.ended_at_ms = now_ms()
+        return attempt if defer else await self.finish(attempt)
+
+    async def finish(self, attempt: Attempt) -> Attempt:
+        """A success fetched with `defer`, described and its body stored (a `storage` failure if the body
+        store refuses it); any other attempt as it is."""
+        todo = attempt.undescribed
+        if todo is None:
+            return attempt
+        attempt.undescribed = None
+        attempt.content, attempt.links = await self._describe(todo, attempt.final_url)
+        if todo.content and self.bodies is not None:
+            try:
+                attempt.content = await self._store(todo.body, attempt.content)
+            except StorageFailed as exc:
+                return Attempt(
+                    attempt.status, ErrorClass.STORAGE, str(exc)[:300], attempt.latency_ms, attempt.size,
+                    attempt.final_url, ended_at_ms=attempt.ended_at_ms,
+                )  # fmt: skip
+        return attempt
+
+    async def _attempt(self, url: str, keep_body: bool, content: bool, request: RequestSpec) -> Attempt:
         start = time.perf_counter()
         state = {"url": url}
         task = asyncio.current_task()
@@ -351,14 +395,11 @@ class Fetcher:
             return self._failed(error, message, start, text, status, read=response.content.total_raw_bytes)
         latency_ms = (time.perf_counter() - start) * 1000
         if success:
-            described, found = await self._describe(body, response, text, content, links)
-            if content and self.bodies is not None:
-                try:
-                    described = await self._store(body, described)
-                except StorageFailed as exc:
-                    return self._failed(ErrorClass.STORAGE, str(exc)[:300], start, text, status, read=len(body))
             kept, charset = (body, response.charset) if keep_body else (b"", None)
-            return Attempt(status, None, None, latency_ms, len(body), text, None, kept, charset, described, found)
+            todo = None
+            if self._to_describe(content, links):
+                todo = Undescribed(body, response.headers, response.charset, content, links)
+            return Attempt(status, None, None, latency_ms, len(body), text, None, kept, charset, undescribed=todo)
         return Attempt(
             status=status,
             error=ErrorClass.HTTP_STATUS,
@@ -371,18 +412,21 @@ class Fetcher:
             charset=response.charset if keep_body else None,
         )
 
-    async def _describe(
-        self, body: bytes, response: aiohttp.ClientResponse, url: str, content: bool, links: bool
-    ) -> tuple[Content | None, list[str]]:
+    def _to_describe(self, content: bool, links: bool) -> bool:
+        """Whether a success has work left after its fetch: a description, links, or a body to store."""
+        return links or (content and (self._extractor is not None or self.bodies is not None))
+
+    async def _describe(self, todo: Undescribed, url: str) -> tuple[Content | None, list[str]]:
         """The page's description (content extraction on) and its links (the batch follows links). With
         content extraction off, a followed page is still parsed for its links; its description is dropped."""
         extractor = self._extractor
-        if links and extractor is None:
+        if todo.links and extractor is None:
             extractor = self._link_extractor = self._link_extractor or Extractor(0)
-        if extractor is None or not (content or links):
+        if extractor is None or not (todo.content or todo.links):
             return None, []
-        described, found = await extractor.page(body, response.headers, response.charset, url if links else None)
-        return (described if content and self._extractor is not None else None), found
+        page_url = url if todo.links else None
+        described, found = await extractor.page(todo.body, todo.headers, todo.charset, page_url)
+        return (described if todo.content and self._extractor is not None else None), found
 
     async def _store(self, body: bytes, described: Content | None) -> Content:
         """Put the body in the body store; the returned description names where (`body_ref`)."""
