@@ -358,3 +358,18 @@ async def test_a_batch_lets_the_loop_run_after_batch_bytes(monkeypatch: pytest.M
     extractor.close()
     with pytest.raises(asyncio.CancelledError):
         await waiting
+
+
+async def test_a_batch_waits_for_more_pages_unless_one_is_urgent(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A body waits for the batch's window; an urgent one (the engine: nothing else in flight, so no more
+    pages are coming) starts the batch at once, with the bodies that waited."""
+    monkeypatch.setattr(content_module, "BATCH_WAIT_S", 60.0)
+    extractor = Extractor(20)
+    first = asyncio.create_task(extractor.page(page("One", "first page"), HTML, "utf-8", None))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert not first.done() and extractor.batches == 0  # waits for more pages
+    last, _ = await extractor.page(page("Two", "last page"), HTML, "utf-8", None, urgent=True)
+    described, _ = await first
+    assert extractor.batches == 1
+    assert (described.title, last.title) == ("One", "Two")

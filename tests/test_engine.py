@@ -153,23 +153,23 @@ async def test_a_page_is_described_after_its_fetch_slot_and_lease_went_back(
     """Describing a page is not fetching it: while a fetched page waits to be described (in a batch, or
     in the thread that parses a large page), its fetch slot and its host lease are free for the next URL,
     and the claim loop counts it among the URLs no fetch slot could serve. Its `fetched_at` is when its
-    fetch ended, not when its description did."""
+    fetch ended, not when its description did. With nothing else in flight, its batch starts at once."""
     run, gate = engine
-    seen: list[tuple[int, int, int, bool]] = []
+    seen: list[tuple[int, int, int, bool, bool]] = []
     finish = run.fetcher.finish
     waited_from: list[int] = []
 
-    async def watched(attempt: Attempt) -> Attempt:
+    async def watched(attempt: Attempt, urgent: bool = True) -> Attempt:
         described = attempt.undescribed is not None and attempt.content is None
-        seen.append((len(gate.released), run.slots._value, run.describing, described))
+        seen.append((len(gate.released), run.slots._value, run.describing, described, urgent))
         waited_from.append(now_ms())
         await asyncio.sleep(0.05)  # a long wait for its batch
-        return await finish(attempt)
+        return await finish(attempt, urgent)
 
     monkeypatch.setattr(run.fetcher, "finish", watched)
     outcome = await run.process(factories.entry(site.url("/page/1")), deadline())
     assert isinstance(outcome, UrlResult) and outcome.ok
     assert outcome.content is not None and outcome.content.title  # described after all
-    assert seen == [(1, run.settings.concurrency, 1, True)]
+    assert seen == [(1, run.settings.concurrency, 1, True, True)]  # urgent: nothing else was in flight
     assert run.describing == 0
     assert outcome.fetched_at <= waited_from[0]

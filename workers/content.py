@@ -5,8 +5,9 @@ then the Content-Type charset, then a `<meta charset>` in the first 4 KiB, then 
 `OFF_LOOP_BYTES` is described in a thread of the `Extractor`'s own small pool: Lexbor parses with the GIL
 released and hashlib hashes large bodies without it, so a 2 MB page does not stall the other fetches of
 the event loop. Smaller bodies are described on the loop, in batches (`Extractor`): a batch starts when
-`BATCH_PAGES` bodies wait or the first has waited `BATCH_WAIT_S`, and the engine gives a page's fetch
-slot and host lease back before it waits, so the wait delays only its result. A Lexbor document allocates
+`BATCH_PAGES` bodies wait, the first has waited `BATCH_WAIT_S`, or a body is urgent (the engine has no
+other fetch in flight), and the engine gives a page's fetch slot and host lease back before it waits, so
+the wait delays only its result (which waits up to 0.5 s for its commit anyway). A Lexbor document allocates
 about 1 MB of pools and a worker runs much other code between two pages, so the first page of a batch
 finds the CPU's caches cold and the next ones warm. Measured with thread CPU time around each describe
 in the one-host throughput shape (2 KiB pages): one page at a time, 58 us each; in batches, 40 us (the
@@ -57,7 +58,7 @@ MAX_LINKS = 2000  #: links kept per page (the first ones in document order)
 PARSE_THREADS = 2  #: threads describing large bodies (each holds at most one parsed page)
 BATCH_BYTES = 512 * 1024  #: a batch describes bodies of at most this many bytes before it lets the loop run
 BATCH_PAGES = 32  #: a batch starts as soon as this many bodies wait...
-BATCH_WAIT_S = 0.01  #: ...or when the first of them has waited this long
+BATCH_WAIT_S = 0.05  #: ...or when the first of them has waited this long (or at once: `urgent`)
 _HIDDEN_TAGS = ["script", "style", "template", "noscript", "title"]  #: their text is not visible
 HEAP_PAD_BYTES = 1 << 20  #: free heap glibc keeps at its top (see `keep_heap_pad`)
 _M_TOP_PAD = -2  #: glibc's mallopt parameter
@@ -291,14 +292,20 @@ class Extractor:
         return (await self.page(body, headers, charset, None))[0]
 
     async def page(
-        self, body: bytes, headers: Mapping[str, str], charset: str | None, page_url: str | None
+        self,
+        body: bytes,
+        headers: Mapping[str, str],
+        charset: str | None,
+        page_url: str | None,
+        urgent: bool = False,
     ) -> tuple[Content, list[str]]:
-        """The body's description, and its links when `page_url` is given (see `describe_page`)."""
+        """The body's description, and its links when `page_url` is given (see `describe_page`). `urgent`:
+        no more pages are coming soon (nothing else is in flight), so the batch starts now."""
         loop = asyncio.get_running_loop()
         if len(body) <= OFF_LOOP_BYTES:
             future: asyncio.Future[tuple[Content, list[str]]] = loop.create_future()
             self._pending.append(_Pending(body, headers, charset, page_url, future))
-            if len(self._pending) >= BATCH_PAGES:
+            if urgent or len(self._pending) >= BATCH_PAGES:
                 self._start_now(loop)
             elif self._timer is None and self._now is None:
                 self._timer = loop.call_later(BATCH_WAIT_S, self._describe_pending)

@@ -127,7 +127,7 @@ class Engine:
             return attempt
         self.describing += 1
         try:
-            return await self.fetcher.finish(attempt)
+            return await self.fetcher.finish(attempt, urgent=self.in_flight == 0)
         finally:
             self.describing -= 1
 

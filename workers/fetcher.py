@@ -273,14 +273,15 @@ class Fetcher:
         attempt.ended_at_ms = now_ms()
         return attempt if defer else await self.finish(attempt)
 
-    async def finish(self, attempt: Attempt) -> Attempt:
+    async def finish(self, attempt: Attempt, urgent: bool = True) -> Attempt:
         """A success fetched with `defer`, described and its body stored (a `storage` failure if the body
-        store refuses it); any other attempt as it is."""
+        store refuses it); any other attempt as it is. `urgent`: describe it now rather than in a batch
+        with the pages that come in the next few ms (see `Extractor`)."""
         todo = attempt.undescribed
         if todo is None:
             return attempt
         attempt.undescribed = None
-        attempt.content, attempt.links = await self._describe(todo, attempt.final_url)
+        attempt.content, attempt.links = await self._describe(todo, attempt.final_url, urgent)
         if todo.content and self.bodies is not None:
             try:
                 attempt.content = await self._store(todo.body, attempt.content)
@@ -416,7 +417,7 @@ class Fetcher:
         """Whether a success has work left after its fetch: a description, links, or a body to store."""
         return links or (content and (self._extractor is not None or self.bodies is not None))
 
-    async def _describe(self, todo: Undescribed, url: str) -> tuple[Content | None, list[str]]:
+    async def _describe(self, todo: Undescribed, url: str, urgent: bool) -> tuple[Content | None, list[str]]:
         """The page's description (content extraction on) and its links (the batch follows links). With
         content extraction off, a followed page is still parsed for its links; its description is dropped."""
         extractor = self._extractor
@@ -425,7 +426,7 @@ class Fetcher:
         if extractor is None or not (todo.content or todo.links):
             return None, []
         page_url = url if todo.links else None
-        described, found = await extractor.page(todo.body, todo.headers, todo.charset, page_url)
+        described, found = await extractor.page(todo.body, todo.headers, todo.charset, page_url, urgent)
         return (described if todo.content and self._extractor is not None else None), found
 
     async def _store(self, body: bytes, described: Content | None) -> Content:
