@@ -17,6 +17,7 @@ import brotli
 import orjson
 import pytest
 from aiohttp import web
+from selectolax.lexbor import LexborHTMLParser
 
 from crawlq.codec import pack, unpack
 from crawlq.models import CONTENT_FIELDS, Content, ErrorClass, UrlResult
@@ -25,7 +26,7 @@ from tests import factories
 from tests.conftest import make_settings
 from tests.helpers import cli_env, run_cli, workers
 from workers import content as content_module
-from workers.content import OFF_LOOP_BYTES, Extractor, describe
+from workers.content import OFF_LOOP_BYTES, Extractor, describe, describe_page, page_links
 from workers.fetcher import Fetcher
 
 pytestmark = pytest.mark.timeout(60)
@@ -373,3 +374,45 @@ async def test_a_batch_waits_for_more_pages_unless_one_is_urgent(monkeypatch: py
     described, _ = await first
     assert extractor.batches == 1
     assert (described.title, last.title) == ("One", "Two")
+
+
+def test_links_are_read_once_per_href_in_document_order_within_the_node_bound(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`page_links`: `<base>`, `rel=nofollow` skipped, `<link>` only with rel=next, fragments dropped, each
+    URL once in document order; only the first `MAX_LINK_NODES` elements are read."""
+    body = (
+        b"<html><head><base href='http://h.test/dir/'><link rel='stylesheet' href='s.css'>"
+        b"<link rel='next' href='p2'></head><body>"
+        + b"<a href='a#top'>a</a><a href='a'>again</a><a rel='nofollow' href='secret'>n</a>" * 500
+        + b"<a href='mailto:x@h.test'>m</a><a href='/b'>b</a><a href='c'>c</a></body></html>"
+    )
+    tree = LexborHTMLParser(body)
+    assert page_links(tree, "http://h.test/") == [
+        "http://h.test/dir/p2",
+        "http://h.test/dir/a",
+        "http://h.test/b",
+        "http://h.test/dir/c",
+    ]
+    monkeypatch.setattr(content_module, "MAX_LINK_NODES", 1_000)  # the 1,002nd element is /b
+    assert page_links(LexborHTMLParser(body), "http://h.test/") == ["http://h.test/dir/p2", "http://h.test/dir/a"]
+
+
+def test_a_long_page_with_links_wanted_reads_its_text_from_its_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With links wanted, a long page is parsed whole for its links, while title and snippet come from its
+    start, as they would from the whole page."""
+    body = page("Linked", "start words " + "<a href='/l/%d'>link</a> filler " * 3000 % tuple(range(3000)))
+    monkeypatch.setattr(content_module, "PREFIX_BYTES", 10**9)
+    whole = describe_page(body, HTML, "utf-8", 100, "http://h.test/")
+    monkeypatch.setattr(content_module, "PREFIX_BYTES", 32 * 1024)
+    parsed: list[int] = []
+    real = content_module._parse
+
+    def counting(text: bytes, encoding: str) -> LexborHTMLParser:
+        parsed.append(len(text))
+        return real(text, encoding)
+
+    monkeypatch.setattr(content_module, "_parse", counting)
+    assert describe_page(body, HTML, "utf-8", 100, "http://h.test/") == whole
+    assert parsed == [32 * 1024, len(body)]
+    assert len(whole[1]) == min(3000, content_module.MAX_LINKS) and whole[0].title == "Linked"
