@@ -34,7 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
-from selectolax.lexbor import LexborHTMLParser
+from selectolax.lexbor import LexborHTMLParser, LexborNode
 from w3lib.encoding import html_body_declared_encoding, read_bom
 
 from crawlq.models import Content
@@ -166,6 +166,18 @@ def _absolute(base: str, href: str) -> str | None:
     return url if scheme in ("http", "https") else None
 
 
+def _followable_href(node: LexborNode) -> str | None:
+    """The href of an `<a>` without `rel=nofollow` or a `<link rel=next>`; None for any other element."""
+    attrs = node.attrs
+    rel = attrs.get("rel")
+    if rel is None:
+        return None if node.tag == "link" else attrs.get("href") or ""
+    tokens = _tokens(rel)
+    if "nofollow" in tokens or (node.tag == "link" and "next" not in tokens):
+        return None
+    return attrs.get("href") or ""
+
+
 def page_links(tree: LexborHTMLParser, page_url: str) -> list[str]:
     """The page's followable links, absolute, in document order, each once: at most `MAX_LINKS`, from its
     first `MAX_LINK_NODES` `<a href>` and `<link href>` elements. Each distinct href is resolved once, so
@@ -181,15 +193,9 @@ def page_links(tree: LexborHTMLParser, page_url: str) -> list[str]:
     for examined, node in enumerate(tree.css("a[href], link[href]")):
         if examined >= MAX_LINK_NODES:
             break
-        attrs = node.attrs
-        rel = attrs.get("rel")
-        if rel is not None:
-            tokens = _tokens(rel)
-            if "nofollow" in tokens or (node.tag == "link" and "next" not in tokens):
-                continue
-        elif node.tag == "link":
+        href = _followable_href(node)
+        if href is None:
             continue
-        href = attrs.get("href") or ""
         if href in resolved:
             url = resolved[href]
         else:
