@@ -298,17 +298,23 @@ def test_a_start_cut_at_every_byte_describes_as_the_whole_page(monkeypatch: pyte
         assert describe(body, HTML, "utf-8", 60) == whole, prefix
 
 
-def test_a_long_page_is_parsed_only_to_its_start_when_that_is_enough(monkeypatch: pytest.MonkeyPatch) -> None:
-    import workers.content as content
-
+def count_parses(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The length of every body `workers.content` parses from now on, in order."""
     parsed: list[int] = []
-    real = content._parse
+    real = content_module._parse
 
-    def counting(body: bytes, encoding: str) -> object:
+    def counting(body: bytes, encoding: str) -> LexborHTMLParser:
         parsed.append(len(body))
         return real(body, encoding)
 
-    monkeypatch.setattr(content, "_parse", counting)
+    monkeypatch.setattr(content_module, "_parse", counting)
+    return parsed
+
+
+def test_a_long_page_is_parsed_only_to_its_start_when_that_is_enough(monkeypatch: pytest.MonkeyPatch) -> None:
+    import workers.content as content
+
+    parsed = count_parses(monkeypatch)
     described = describe(BIG, HTML, "utf-8", 100)
     assert parsed == [content.PREFIX_BYTES] and described.snippet is not None
     assert described.snippet.startswith("Big page start of the big page filler words")
@@ -405,14 +411,7 @@ def test_a_long_page_with_links_wanted_reads_its_text_from_its_start(monkeypatch
     monkeypatch.setattr(content_module, "PREFIX_BYTES", 10**9)
     whole = describe_page(body, HTML, "utf-8", 100, "http://h.test/")
     monkeypatch.setattr(content_module, "PREFIX_BYTES", 32 * 1024)
-    parsed: list[int] = []
-    real = content_module._parse
-
-    def counting(text: bytes, encoding: str) -> LexborHTMLParser:
-        parsed.append(len(text))
-        return real(text, encoding)
-
-    monkeypatch.setattr(content_module, "_parse", counting)
+    parsed = count_parses(monkeypatch)
     assert describe_page(body, HTML, "utf-8", 100, "http://h.test/") == whole
     assert parsed == [32 * 1024, len(body)]
     assert len(whole[1]) == min(3000, content_module.MAX_LINKS) and whole[0].title == "Linked"
