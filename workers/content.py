@@ -300,9 +300,9 @@ class _Pending:
 
 class Extractor:
     """Describes bodies for one worker process: small ones on the event loop, in batches, large ones in a
-    small thread pool. A batch starts when `BATCH_PAGES` bodies wait or the first has waited `BATCH_WAIT_S`,
-    and describes at most `BATCH_BYTES` before the loop runs again. The wait costs a page nothing of its
-    fetch: the engine gives the fetch slot and the host lease back before the page is described."""
+    small thread pool. A batch starts when `BATCH_PAGES` bodies wait, the first has waited `BATCH_WAIT_S`, or
+    a body is urgent, and describes at most `BATCH_BYTES` before the loop runs again. The wait costs a page
+    nothing of its fetch: the engine gives the fetch slot and the host lease back before the page is described."""
 
     def __init__(self, snippet_chars: int) -> None:
         self.snippet_chars = snippet_chars

@@ -121,9 +121,7 @@ class _Host:
 
     def top_priority(self) -> float:
         """The priority of the first live waiter (the queue is in priority order), or -inf if none waits."""
-        while self.waiters and self.waiters[0].future.done():
-            self.waiters.popleft()
-        return self.waiters[0].priority if self.waiters else float("-inf")
+        return self.waiters[0].priority if self.has_waiters() else float("-inf")
 
     def hand(self, grant: Grant) -> bool:
         """Resolve the first live waiter with `grant`; False if none waits."""
