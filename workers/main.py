@@ -45,7 +45,7 @@ from crawlq.heartbeats import Heartbeat, RateWindow, publish
 from crawlq.jobs import CRAWL_FUNCTION
 from crawlq.memory import is_out_of_memory, out_of_memory_message
 from crawlq.models import now_ms
-from crawlq.outage import Outage
+from crawlq.outage import REDIS_DOWN, Outage
 from crawlq.reconcile import reconcile_all
 from crawlq.settings import Settings
 from workers.events import wait_event
@@ -55,6 +55,8 @@ from workers.tasks import crawl
 __all__ = ["CrawlWorker", "settings_summary"]
 
 logger = logging.getLogger("crawlq.worker")
+POLL_RETRY_S = 0.2  #: the pause after a poll pass that lost Redis
+LOST_REDIS: tuple[type[BaseException], ...] = (*REDIS_DOWN, OSError)
 POLL_TICK_S = 0.0005  #: arq's own sleep between poll passes; the real waiting is in `_poll_iteration`
 OUT_OF_MEMORY_PAUSE_S = 1.0  #: a full Redis refused a claim: try again after this
 
@@ -166,6 +168,22 @@ class CrawlWorker(Worker):
 
     # ---- polling
     async def _poll_iteration(self) -> None:
+        """One pass of arq's loop (`_poll_once`) that a lost connection does not end.
+
+        Commands retry through `WindowRetry`, but redis-py checks a pooled connection out and greets a new
+        one outside that retry, and a WATCHed transaction of arq's gives up at once, so a connection that
+        Redis closed at the end of an outage can still fail one pass. That pass is abandoned and the next
+        begins after a short pause; the outage loop ends the process once Redis stays away past the window.
+        A job whose task failed this way keeps its lease until it lapses and then runs again (first write
+        wins)."""
+        try:
+            await self._poll_once()
+        except LOST_REDIS as exc:
+            logger.debug("worker %s: a poll pass lost Redis", self.worker_id, exc_info=True)
+            self.outage.start(exc)
+            await asyncio.sleep(POLL_RETRY_S)
+
+    async def _poll_once(self) -> None:
         """One pass of arq's loop, which sleeps only `POLL_TICK_S` between passes (the poll delay in burst
         mode). The waiting is here: while the backlog is full, until a URL finishes or a job ends
         (`WorkerState.room`); when the pass claimed nothing, until a submit wakes us or the poll delay

@@ -27,6 +27,7 @@ from tests.fault.conftest import (
     submit,
     sync_redis,
     tail_logs,
+    wait_complete,
     write_urls,
 )
 from tests.helpers import CRAWLQ, run_cli, wait_until
@@ -174,3 +175,30 @@ def test_worker_check_says_why_and_lifecycle_is_logged(
     assert stopped and "handed back to the queue" in stopped[0], text
     handed = int(stopped[0].split("URLs done, ")[1].split()[0])
     assert handed > 0, stopped
+
+
+@pytest.mark.timeout(150)
+def test_workers_ride_out_connections_the_server_drops(
+    server: EmbeddedServer, site: ThreadedTargetSite, tmp_path: Path
+) -> None:
+    """Redis drops every client connection (`CLIENT KILL TYPE normal`, as a proxy or failover does) every 0.01 s
+    for 6 s mid-batch. No worker exits, and the batch completes exactly once for N = 400."""
+    n, batch = 400, "dropped"
+    env = fault_env(server.url, redis_retry_window_s=20)
+    path = write_urls(tmp_path / "urls.txt", [site.url(f"/delay?ms=40&i={i}") for i in range(n)])
+    r = sync_redis(server.url)
+    with Workers(env, tmp_path, 2, "--concurrency", "10", supervise=True) as pool:
+        assert submit(env, path, batch)["queued"] == n
+        assert wait_until(lambda: counter(r, batch, "done") >= 20, 30), tail_logs(tmp_path)
+        killer = redis.Redis.from_url(server.url, single_connection_client=True)
+        killed, ends = 0, time.monotonic() + 6
+        while time.monotonic() < ends:
+            killed += int(killer.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"))
+            time.sleep(0.01)
+        killer.close()
+        wait_complete(r, batch, 90, tmp_path)
+        exits = list(pool.exits)
+    print(f"\n[dropped] {killed} connections dropped")
+    assert killed > 0
+    assert exits == [], tail_logs(tmp_path)
+    assert_exactly_once(server.url, batch, n)
