@@ -14,13 +14,15 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from redis.asyncio import Redis
+from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError, RedisError, TimeoutError
 
 from crawlq.errors import RedisUnavailable
 
-__all__ = ["REDIS_DOWN", "Outage", "WindowRetry"]
+__all__ = ["REDIS_DOWN", "Outage", "WindowRetry", "retry_checkouts"]
 
 T = TypeVar("T")
 REDIS_DOWN: tuple[type[RedisError], ...] = (ConnectionError, TimeoutError)  #: what counts as "unreachable"
@@ -29,6 +31,10 @@ logger = logging.getLogger("crawlq")
 
 class Outage:
     """When Redis stopped answering (None while it answers), reported through `report` once per outage.
+
+    An outage is reported from its second failure on: one failure that the next try mends is a dropped
+    connection (a proxy, a failover, `CLIENT KILL`), not an outage, and a flaky link would otherwise log
+    two lines per dropped connection. The report still names the time of the first failure.
 
     :param report: takes one line; the start ("Redis at X unreachable since T, retrying") and the end.
     """
@@ -39,6 +45,7 @@ class Outage:
         self.report = report or logger.warning
         self.since: float | None = None  #: monotonic time of the first failure of this outage
         self._since_wall = 0.0
+        self._failures = 0  #: failures in this outage
 
     def failed(self, exc: BaseException) -> None:
         """A command failed for want of Redis: start (and report) an outage, or raise `RedisUnavailable`
@@ -48,9 +55,11 @@ class Outage:
             raise RedisUnavailable(self.give_up_message()) from exc
 
     def start(self, exc: BaseException) -> None:
-        """Note the start of an outage (reported once); nothing if one is already under way."""
+        """Note a failure: the start of an outage, reported (once) at its second failure."""
         if self.since is None:
             self.since, self._since_wall = time.monotonic(), time.time()
+        self._failures += 1
+        if self._failures == 2:
             stamp = time.strftime("%H:%M:%S", time.localtime(self._since_wall))
             self.report(
                 f"Redis at {self.where} unreachable since {stamp} ({type(exc).__name__}), retrying for up to "
@@ -65,8 +74,9 @@ class Outage:
 
     def recovered(self) -> None:
         if self.since is not None:
-            self.report(f"Redis at {self.where} is back after {self.down_s():.1f} s")
-            self.since = None
+            if self._failures >= 2:
+                self.report(f"Redis at {self.where} is back after {self.down_s():.1f} s")
+            self.since, self._failures = None, 0
 
     def give_up_message(self) -> str:
         return (
@@ -105,3 +115,27 @@ class WindowRetry(Retry):
                 continue
             self.outage.recovered()
             return reply
+
+
+async def _nothing(error: RedisError) -> None:
+    """A failed checkout has already put its connection back in the pool, disconnected."""
+
+
+def retry_checkouts(client: Redis) -> None:
+    """Retry taking a connection from `client`'s pool within its `WindowRetry`, as its commands are.
+
+    redis-py checks a pooled connection out, and greets a new one (HELLO, CLIENT SETINFO), before the
+    command's retry begins, so a connection that Redis closed there failed the command at once: with
+    connections dropped by a proxy, a failover or `CLIENT KILL`, a worker's job failed and a commit's
+    closure was lost. A no-op for a client without a `WindowRetry`."""
+    retry = client.get_retry()
+    if not isinstance(retry, WindowRetry):
+        return
+    pool = client.connection_pool
+    checkout = pool.get_connection
+
+    async def get_connection(*args: Any, **options: Any) -> AbstractConnection:
+        connection: AbstractConnection = await retry.call_with_retry(lambda: checkout(*args, **options), _nothing)
+        return connection
+
+    pool.get_connection = get_connection

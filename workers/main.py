@@ -45,7 +45,7 @@ from crawlq.heartbeats import Heartbeat, RateWindow, publish
 from crawlq.jobs import CRAWL_FUNCTION
 from crawlq.memory import is_out_of_memory, out_of_memory_message
 from crawlq.models import now_ms
-from crawlq.outage import REDIS_DOWN, Outage
+from crawlq.outage import REDIS_DOWN, Outage, retry_checkouts
 from crawlq.reconcile import reconcile_all
 from crawlq.settings import Settings
 from workers.events import wait_event
@@ -108,6 +108,7 @@ class CrawlWorker(Worker):
 
     # ---- lifecycle
     async def _startup(self, ctx: dict[str, Any]) -> None:
+        retry_checkouts(ctx["redis"])
         self.state = await WorkerState.start(self.crawl_settings, ctx["redis"], self.worker_id)
         self._claim = self.state.redis.register_script((files("workers") / "lua" / "claim.lua").read_text())
         self._claim_keys = [self.queue_name, keys.SCHED, keys.PAUSED, keys.CLAIMED, keys.ACTIVE, keys.SCHED_TURN]
@@ -170,9 +171,8 @@ class CrawlWorker(Worker):
     async def _poll_iteration(self) -> None:
         """One pass of arq's loop (`_poll_once`) that a lost connection does not end.
 
-        Commands retry through `WindowRetry`, but redis-py checks a pooled connection out and greets a new
-        one outside that retry, and a WATCHed transaction of arq's gives up at once, so a connection that
-        Redis closed at the end of an outage can still fail one pass. That pass is abandoned and the next
+        Commands, and taking a connection from the pool (`retry_checkouts`), retry within the outage
+        window, so this is a safety net: a pass that still loses its connection is abandoned and the next
         begins after a short pause; the outage loop ends the process once Redis stays away past the window.
         A job whose task failed this way keeps its lease until it lapses and then runs again (first write
         wins)."""
