@@ -11,7 +11,7 @@ from redis.exceptions import AuthenticationError, ConnectionError, RedisError, R
 
 from crawlq.codec import pack, unpack
 from crawlq.errors import RedisUnavailable
-from crawlq.outage import Outage, WindowRetry
+from crawlq.outage import Outage, WindowRetry, retry_checkouts
 from crawlq.settings import Settings
 
 __all__ = ["connect", "describe", "redis_hint", "redis_settings", "result_of"]
@@ -46,7 +46,8 @@ def redis_settings(settings: Settings, *, outage: Outage | None = None) -> Redis
 
 
 async def connect(settings: Settings, *, outage: Outage | None = None) -> ArqRedis:
-    """An arq pool (a redis-py client) using msgpack; raises RedisUnavailable with one sentence on failure."""
+    """An arq pool (a redis-py client) using msgpack; raises RedisUnavailable with one sentence on failure.
+    With `outage`, its commands, and taking a connection from its pool, retry within the outage's window."""
     where = describe(settings.redis_url)
     try:
         pool: ArqRedis = await create_pool(
@@ -56,6 +57,7 @@ async def connect(settings: Settings, *, outage: Outage | None = None) -> ArqRed
             default_queue_name=settings.queue_name,
             retry=0,
         )
+        retry_checkouts(pool)
         await pool.ping()
     except AuthenticationError as exc:
         raise RedisUnavailable(f"Redis at {where} refused the credentials: {exc}") from exc

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from crawlq.hostrules import read_rules, set_rule, unset_rule
 from crawlq.memory import is_out_of_memory
 from crawlq.models import BatchStats
 from crawlq.options import BatchOptions
+from crawlq.outage import Outage
 from crawlq.settings import HostRule, Settings
 from crawlq.stats import Family
 from crawlq.store import BatchCancelled, OptionsConflict
@@ -63,22 +65,30 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     503: {"description": "Redis cannot be reached"},
 }
 BatchId = Annotated[str, "batch id"]
+API_RETRY_WINDOW_S = 2.0  #: how long the API's commands retry a dropped connection or an outage
+logger = logging.getLogger("crawlq.api")
 PLACEHOLDER_TOKEN = "REPLACE-ME"  #: the start of the placeholder tokens shipped in deploy/k8s/api-secret.yaml
 
 
 class Backend:
-    """One Client per app, connected on first use (so the API starts, and says so, while Redis is down)."""
+    """One Client per app, connected on first use (so the API starts, and says so, while Redis is down).
+
+    Its commands retry a dropped connection, or an outage, for up to `API_RETRY_WINDOW_S` from the first
+    failure (no longer than CRAWLQ_REDIS_RETRY_WINDOW_S); past that, requests get their 503 at once until
+    Redis answers again."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._client: Client | None = None
         self._lock = asyncio.Lock()
+        window_s = min(API_RETRY_WINDOW_S, settings.redis_retry_window_s)
+        self._outage = Outage(describe(settings.redis_url), window_s, logger.warning)
 
     async def client(self) -> Client:
         if self._client is None:
             async with self._lock:
                 if self._client is None:
-                    self._client = await Client.connect(self.settings)
+                    self._client = await Client.connect(self.settings, outage=self._outage)
         return self._client
 
     async def close(self) -> None:

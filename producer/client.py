@@ -83,10 +83,11 @@ class Client:
         self.control = BatchControl(self.store)
 
     @classmethod
-    async def connect(cls, settings: Settings, *, check_eviction: bool = True) -> Client:
+    async def connect(cls, settings: Settings, *, check_eviction: bool = True, outage: Outage | None = None) -> Client:
         """Raises `crawlq.errors.RedisUnavailable` (one sentence) when Redis cannot be reached, and
-        `crawlq.errors.EvictingRedis` when it evicts keys (`check_eviction`; a reader may skip it)."""
-        redis = await connect(settings)
+        `crawlq.errors.EvictingRedis` when it evicts keys (`check_eviction`; a reader may skip it).
+        With `outage` (a long-lived client such as the API's), commands retry within its window."""
+        redis = await connect(settings, outage=outage)
         if check_eviction:
             try:
                 await check_eviction_policy(redis, settings)
