@@ -22,10 +22,11 @@ from redis.exceptions import ConnectionError, RedisError, TimeoutError
 
 from crawlq.errors import RedisUnavailable
 
-__all__ = ["REDIS_DOWN", "Outage", "WindowRetry", "retry_checkouts"]
+__all__ = ["LOST_CONNECTION", "REDIS_DOWN", "Outage", "WindowRetry", "retry_checkouts"]
 
 T = TypeVar("T")
 REDIS_DOWN: tuple[type[RedisError], ...] = (ConnectionError, TimeoutError)  #: what counts as "unreachable"
+LOST_CONNECTION: tuple[type[BaseException], ...] = (*REDIS_DOWN, OSError)  #: the same, as a socket may say it
 logger = logging.getLogger("crawlq")
 
 
@@ -94,7 +95,7 @@ class WindowRetry(Retry):
     __slots__ = ("outage",)
 
     def __init__(self, outage: Outage) -> None:
-        super().__init__(ExponentialBackoff(cap=0.5, base=0.05), -1, (*REDIS_DOWN, OSError))  # type: ignore[arg-type]
+        super().__init__(ExponentialBackoff(cap=0.5, base=0.05), -1, LOST_CONNECTION)  # type: ignore[arg-type]
         self.outage = outage
 
     def __deepcopy__(self, memo: dict[int, Any]) -> WindowRetry:
@@ -135,6 +136,11 @@ def retry_checkouts(client: Redis) -> None:
     checkout = pool.get_connection
 
     async def get_connection(*args: Any, **options: Any) -> AbstractConnection:
+        try:
+            found: AbstractConnection = await checkout(*args, **options)
+            return found
+        except LOST_CONNECTION as error:
+            retry.outage.start(error)  # the first failure; the retry below counts the rest
         connection: AbstractConnection = await retry.call_with_retry(lambda: checkout(*args, **options), _nothing)
         return connection
 

@@ -45,7 +45,7 @@ from crawlq.heartbeats import Heartbeat, RateWindow, publish
 from crawlq.jobs import CRAWL_FUNCTION
 from crawlq.memory import is_out_of_memory, out_of_memory_message
 from crawlq.models import now_ms
-from crawlq.outage import REDIS_DOWN, Outage, retry_checkouts
+from crawlq.outage import LOST_CONNECTION, Outage, retry_checkouts
 from crawlq.reconcile import reconcile_all
 from crawlq.settings import Settings
 from workers.events import wait_event
@@ -56,7 +56,6 @@ __all__ = ["CrawlWorker", "settings_summary"]
 
 logger = logging.getLogger("crawlq.worker")
 POLL_RETRY_S = 0.2  #: the pause after a poll pass that lost Redis
-LOST_REDIS: tuple[type[BaseException], ...] = (*REDIS_DOWN, OSError)
 POLL_TICK_S = 0.0005  #: arq's own sleep between poll passes; the real waiting is in `_poll_iteration`
 OUT_OF_MEMORY_PAUSE_S = 1.0  #: a full Redis refused a claim: try again after this
 
@@ -178,7 +177,7 @@ class CrawlWorker(Worker):
         wins)."""
         try:
             await self._poll_once()
-        except LOST_REDIS as exc:
+        except LOST_CONNECTION as exc:
             logger.debug("worker %s: a poll pass lost Redis", self.worker_id, exc_info=True)
             self.outage.start(exc)
             await asyncio.sleep(POLL_RETRY_S)
