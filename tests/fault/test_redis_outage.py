@@ -9,6 +9,8 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -54,6 +56,39 @@ def no_traceback(text: str) -> None:
     assert "Traceback" not in text, text
 
 
+@dataclass(slots=True)
+class Ridden:
+    """What `crawlq wait`, `crawlq status --watch` and the workers did while a fault ran mid-batch."""
+
+    wait_code: int
+    wait_err: str
+    watch_err: str
+    exits: list[tuple[int, int]]
+
+
+def ride_out(
+    server: EmbeddedServer, site: ThreadedTargetSite, tmp_path: Path, batch: str, *, n: int, delay_ms: int,
+    concurrency: int, fault: Callable[[], None],
+) -> Ridden:  # fmt: skip
+    """Submit `n` URLs of `delay_ms` to two supervised workers (retry window 20 s) with `wait` and
+    `status --watch` running, run `fault` once a few URLs are done, then let `wait` see the batch through."""
+    env = fault_env(server.url, redis_retry_window_s=20)
+    path = write_urls(tmp_path / "urls.txt", [site.url(f"/delay?ms={delay_ms}&i={i}") for i in range(n)])
+    r = sync_redis(server.url)
+    with Workers(env, tmp_path, 2, "--concurrency", str(concurrency), supervise=True) as pool:
+        assert submit(env, path, batch)["queued"] == n
+        waiter = spawn(["wait", batch, "--timeout", "120"], env)
+        watcher = spawn(["status", "--watch", "--interval", "0.5"], env)
+        assert wait_until(lambda: counter(r, batch, "done") >= n // 10, 30), tail_logs(tmp_path)
+        connected(r, batch, watcher)
+        fault()
+        _, wait_err = waiter.communicate(timeout=90)
+        assert watcher.poll() is None, watcher.communicate()[1]
+        watcher.send_signal(signal.SIGINT)
+        _, watch_err = watcher.communicate(timeout=20)
+        return Ridden(waiter.returncode, wait_err, watch_err, list(pool.exits))
+
+
 @pytest.mark.timeout(150)
 def test_wait_watch_and_workers_ride_out_an_outage(
     server: EmbeddedServer, site: ThreadedTargetSite, tmp_path: Path
@@ -62,24 +97,13 @@ def test_wait_watch_and_workers_ride_out_an_outage(
     one "unreachable since" line, go on, and `wait` exits 0 at completion; every worker logs the outage and
     the recovery and none exits; exactly once for N = 300."""
     n, batch = 300, "outage"
-    env = fault_env(server.url, redis_retry_window_s=20)
-    path = write_urls(tmp_path / "urls.txt", [site.url(f"/delay?ms=150&i={i}") for i in range(n)])
-    r = sync_redis(server.url)
-    with Workers(env, tmp_path, 2, "--concurrency", "5", supervise=True) as pool:
-        assert submit(env, path, batch)["queued"] == n
-        waiter = spawn(["wait", batch, "--timeout", "120"], env)
-        watcher = spawn(["status", "--watch", "--interval", "0.5"], env)
-        assert wait_until(lambda: counter(r, batch, "done") >= 30, 30), tail_logs(tmp_path)
-        connected(r, batch, watcher)
-        server.restart(down_s=4)
-        _, wait_err = waiter.communicate(timeout=90)
-        assert watcher.poll() is None, watcher.communicate()[1]
-        watcher.send_signal(signal.SIGINT)
-        _, watch_err = watcher.communicate(timeout=20)
-        exits = list(pool.exits)
+    ridden = ride_out(
+        server, site, tmp_path, batch, n=n, delay_ms=150, concurrency=5, fault=lambda: server.restart(down_s=4)
+    )
+    wait_err, watch_err, exits = ridden.wait_err, ridden.watch_err, ridden.exits
     assert_exactly_once(server.url, batch, n)
     print(f"\n[outage] wait said: {[line for line in wait_err.splitlines() if 'Redis' in line]}")
-    assert waiter.returncode == 0, wait_err
+    assert ridden.wait_code == 0, wait_err
     for err in (wait_err, watch_err):
         no_traceback(err)
         assert sum("unreachable since" in line for line in err.splitlines()) == 1, err
@@ -184,34 +208,25 @@ def test_workers_ride_out_connections_the_server_drops(
     every 0.01 s for 6 s mid-batch. No worker exits, `crawlq wait` and `status --watch` go on without a
     traceback and `wait` exits 0 at completion; exactly once for N = 400. A dropped connection that the next
     try mends is not reported as an outage, so the logs stay short."""
-    n, batch = 400, "dropped"
-    env = fault_env(server.url, redis_retry_window_s=20)
-    path = write_urls(tmp_path / "urls.txt", [site.url(f"/delay?ms=40&i={i}") for i in range(n)])
-    r = sync_redis(server.url)
-    with Workers(env, tmp_path, 2, "--concurrency", "10", supervise=True) as pool:
-        assert submit(env, path, batch)["queued"] == n
-        waiter = spawn(["wait", batch, "--timeout", "120"], env)
-        watcher = spawn(["status", "--watch", "--interval", "0.5"], env)
-        assert wait_until(lambda: counter(r, batch, "done") >= 20, 30), tail_logs(tmp_path)
-        connected(r, batch, watcher)
+    n, batch, killed = 400, "dropped", [0]
+
+    def storm() -> None:
         killer = redis.Redis.from_url(server.url, single_connection_client=True)
-        killed, ends = 0, time.monotonic() + 6
+        ends = time.monotonic() + 6
         while time.monotonic() < ends:
             for kind in ("normal", "pubsub"):
-                killed += int(killer.execute_command("CLIENT", "KILL", "TYPE", kind, "SKIPME", "yes"))
+                killed[0] += int(killer.execute_command("CLIENT", "KILL", "TYPE", kind, "SKIPME", "yes"))
             time.sleep(0.01)
         killer.close()
-        _, wait_err = waiter.communicate(timeout=90)
-        assert watcher.poll() is None, watcher.communicate()[1]
-        watcher.send_signal(signal.SIGINT)
-        _, watch_err = watcher.communicate(timeout=20)
-        exits = list(pool.exits)
+
+    ridden = ride_out(server, site, tmp_path, batch, n=n, delay_ms=40, concurrency=10, fault=storm)
+    wait_err, watch_err, exits = ridden.wait_err, ridden.watch_err, ridden.exits
     logs = [log.read_text() for log in sorted(tmp_path.glob("worker-*.log"))]
     reported = [text.count("unreachable since") for text in logs]
-    print(f"\n[dropped] {killed} connections dropped; outages the workers reported: {reported}")
-    assert killed > 0
+    print(f"\n[dropped] {killed[0]} connections dropped; outages the workers reported: {reported}")
+    assert killed[0] > 0
     assert exits == [], tail_logs(tmp_path)
-    assert waiter.returncode == 0, wait_err
+    assert ridden.wait_code == 0, wait_err
     for err in (wait_err, watch_err):
         no_traceback(err)
         assert err.count("unreachable since") <= 2, err  # a dropped connection is not an outage
