@@ -35,7 +35,12 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=0, help="override the profile's number of rounds")
     parser.add_argument("--no-install", action="store_true", help="never pip-install missing optional peers")
     parser.add_argument(
-        "--profile-worker", action="store_true", help="after the rounds, py-spy one crawlq worker in a throughput run"
+        "--profile-worker",
+        nargs="?",
+        const="throughput",
+        default="",
+        choices=["throughput", "latency"],
+        help="after the rounds, py-spy the crawlq workers in one more run of that shape (default throughput)",
     )
     parser.add_argument(
         "--content", choices=["on", "off"], default="on", help="content extraction in every crawlq run (default on)"
@@ -117,7 +122,7 @@ async def _run(args: argparse.Namespace, profile: Profile, peers: dict[str, bool
 
             bench.round = 0
             try:
-                extra["worker_profile"] = await profiling.run(bench)
+                extra["worker_profile"] = await profiling.run(bench, args.profile_worker)
             except Exception as exc:
                 traceback.print_exc()
                 extra["worker_profile"] = {"error": f"{type(exc).__name__}: {exc}"}

@@ -1,4 +1,5 @@
-"""`--profile-worker`: one extra crawlq throughput run (not in the rounds) with py-spy sampling both workers.
+"""`--profile-worker [throughput|latency]`: one extra crawlq run of that part's shape (not in the rounds) with
+py-spy sampling both workers: instant pages, or the latency part's /delay pages (2 workers x 50 in flight).
 
 Only on-CPU samples are kept (no `--idle`), so the shares are shares of the workers' CPU. Writes
 `worker-profile.raw` (py-spy's collapsed stacks) and `worker-profile.txt` (CPU by component, then the top
@@ -19,8 +20,8 @@ from typing import Any
 
 from bench.cluster import crawlq_settings, own_server, running_cluster, timed_batch
 from bench.context import Bench
-from bench.parts.throughput import CONCURRENCY, WORKERS
-from bench.workload import fast_urls, run_tag
+from bench.parts import latency, throughput
+from bench.workload import delay_urls, delays_ms, fast_urls, run_tag
 
 __all__ = ["components", "run", "top_functions"]
 
@@ -100,17 +101,24 @@ def components(raw: str) -> list[list[Any]]:
     return [[name, count, round(100 * count / total, 1)] for name, count in counts.most_common()]
 
 
-async def run(bench: Bench) -> dict[str, Any]:
+def _batch_urls(bench: Bench, shape: str) -> list[str]:
+    if shape == "latency":
+        return delay_urls(bench.target.base, delays_ms(bench.profile.latency_urls), run_tag())
+    return fast_urls(bench.target.base, bench.profile.throughput_urls, run_tag())
+
+
+async def run(bench: Bench, shape: str = "throughput") -> dict[str, Any]:
     py_spy = _py_spy()
     if py_spy is None:
         return {"skipped": "py-spy is not installed and could not be installed"}
     raw_path = bench.out_dir / "worker-profile.raw"
-    count = bench.profile.throughput_urls
-    settings = crawlq_settings(CONCURRENCY, WORKERS)
+    part = latency if shape == "latency" else throughput
+    concurrency, workers = part.CONCURRENCY, part.WORKERS
+    settings = crawlq_settings(concurrency, workers)
     warmup = fast_urls(bench.target.base, 400, run_tag())
     async with (
         own_server() as server,
-        running_cluster(settings, WORKERS, server, bench.log_dir("profile"), warmup) as cluster,
+        running_cluster(settings, workers, server, bench.log_dir("profile"), warmup) as cluster,
     ):
         spies = []
         for number, process in enumerate(cluster.processes):
@@ -124,7 +132,7 @@ async def run(bench: Bench) -> dict[str, Any]:
                 return {"skipped": f"py-spy exited: {error}"}
         rates = []
         for _ in range(BATCHES):
-            batch = await timed_batch(cluster, fast_urls(bench.target.base, count, run_tag()), {})
+            batch = await timed_batch(cluster, _batch_urls(bench, shape), {})
             rates.append(batch.pages_per_s)
         for _, spy in spies:
             spy.send_signal(signal.SIGINT)
@@ -138,8 +146,8 @@ async def run(bench: Bench) -> dict[str, Any]:
     result["components"] = components(raw)
     result["pages_per_s_while_profiled"] = [round(rate, 1) for rate in rates]
     lines = [
-        f"py-spy {RATE_HZ} Hz, on-CPU samples of all {WORKERS} workers (concurrency {CONCURRENCY}), "
-        f"{BATCHES} batches of {count} URLs at {', '.join(f'{rate:.0f}' for rate in rates)} pages/s",
+        f"py-spy {RATE_HZ} Hz, on-CPU samples of all {workers} workers (concurrency {concurrency}), {shape} shape, "
+        f"{BATCHES} batches at {', '.join(f'{rate:.0f}' for rate in rates)} pages/s",
         "",
         "workers' CPU by component:",
     ]

@@ -157,6 +157,13 @@ TARGETS = (
     Target("7 Redis commands per URL", "rediscost", "crawlq commands/URL", 6, False),
     Target("7 (info) pages/s per Redis core", "rediscost", "crawlq pages/s per Redis core (CPU)", 50_000, True, True),
     Target("9 latency CPU/page: workers / bare", "latency", "crawlq workers / bare aiohttp cpu/page", 1.3, False),
+    Target(
+        "9 latency CPU/page: workers / bare, same shape",
+        "latency",
+        "crawlq workers / bare aiohttp same shape cpu/page",
+        1.3,
+        False,
+    ),
     Target("9 slow servers: worker % of a core", "slowservers", "waiting worker cpu % of a core", 5, False),
 )
 

@@ -95,6 +95,18 @@ def test_bracketed_takes_the_mean_of_the_runs_around_another() -> None:
     assert both.row()["pages_per_s"] == 500.0
 
 
+def test_the_latency_parts_same_shape_baseline_is_the_mean_of_the_runs_around_crawlq() -> None:
+    from bench.parts.latency import _mean_of
+
+    row = {"mode": "bare aiohttp 2 x Semaphore(50)", "urls": 6000}
+    before = {**row, "wall_s": 6.0, "cpu_s": 1.5, "client_cpu_ms_per_page": 0.25}
+    after = {**row, "wall_s": 6.2, "cpu_s": 2.1, "client_cpu_ms_per_page": 0.35}
+    both = _mean_of(before, after)
+    assert both["mode"] == row["mode"] and both["urls"] == 6000
+    assert (both["wall_s"], both["cpu_s"], both["client_cpu_ms_per_page"]) == (6.1, 1.8, 0.3)
+    assert (both["client_cpu_ms_per_page_before"], both["client_cpu_ms_per_page_after"]) == (0.25, 0.35)
+
+
 def test_instruction_counts_are_read_from_cachegrind_and_taken_per_url(tmp_path: Path) -> None:
     from bench.instructions import marginal, total_instructions
 
