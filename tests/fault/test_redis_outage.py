@@ -70,23 +70,31 @@ def ride_out(
     server: EmbeddedServer, site: ThreadedTargetSite, tmp_path: Path, batch: str, *, n: int, delay_ms: int,
     concurrency: int, fault: Callable[[], None],
 ) -> Ridden:  # fmt: skip
-    """Submit `n` URLs of `delay_ms` to two supervised workers (retry window 20 s) with `wait` and
-    `status --watch` running, run `fault` once a few URLs are done, then let `wait` see the batch through."""
+    """Submit `n` URLs of `delay_ms`, start `wait` and `status --watch` and see them connected, then start two
+    supervised workers (retry window 20 s), run `fault` once a few URLs are done, and let `wait` see the batch
+    through. The workers start last: a batch that finished before `wait` subscribed would test nothing (and on
+    a busy machine a CLI can take longer to start than a small batch takes to run)."""
     env = fault_env(server.url, redis_retry_window_s=20)
     path = write_urls(tmp_path / "urls.txt", [site.url(f"/delay?ms={delay_ms}&i={i}") for i in range(n)])
     r = sync_redis(server.url)
-    with Workers(env, tmp_path, 2, "--concurrency", str(concurrency), supervise=True) as pool:
-        assert submit(env, path, batch)["queued"] == n
-        waiter = spawn(["wait", batch, "--timeout", "120"], env)
-        watcher = spawn(["status", "--watch", "--interval", "0.5"], env)
-        assert wait_until(lambda: counter(r, batch, "done") >= n // 10, 30), tail_logs(tmp_path)
+    assert submit(env, path, batch)["queued"] == n
+    waiter = spawn(["wait", batch, "--timeout", "120"], env)
+    watcher = spawn(["status", "--watch", "--interval", "0.5"], env)
+    try:
         connected(r, batch, watcher)
-        fault()
-        _, wait_err = waiter.communicate(timeout=90)
-        assert watcher.poll() is None, watcher.communicate()[1]
-        watcher.send_signal(signal.SIGINT)
-        _, watch_err = watcher.communicate(timeout=20)
-        return Ridden(waiter.returncode, wait_err, watch_err, list(pool.exits))
+        with Workers(env, tmp_path, 2, "--concurrency", str(concurrency), supervise=True) as pool:
+            assert wait_until(lambda: counter(r, batch, "done") >= n // 10, 30), tail_logs(tmp_path)
+            fault()
+            _, wait_err = waiter.communicate(timeout=90)
+            assert watcher.poll() is None, watcher.communicate()[1]
+            watcher.send_signal(signal.SIGINT)
+            _, watch_err = watcher.communicate(timeout=20)
+            return Ridden(waiter.returncode, wait_err, watch_err, list(pool.exits))
+    finally:
+        for process in (waiter, watcher):
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
 
 
 @pytest.mark.timeout(150)
