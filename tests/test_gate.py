@@ -228,6 +228,40 @@ async def test_waiting_for_a_full_host_sends_no_redis_commands(redis: ArqRedis, 
         assert time.monotonic() - released_at < 0.5  # woken by the release, not by a poll
 
 
+def _scanned(gate: HostGate, host: str) -> int:
+    """The waiters of `host` whose future is not done, counted by a scan of the queue."""
+    return sum(1 for waiter in gate._hosts[host].waiters if not waiter.future.done())
+
+
+async def test_the_count_of_waiting_urls_follows_grants_cancels_and_deadlines(
+    redis: ArqRedis, settings: Settings
+) -> None:
+    """`stalled()` and the lease asks read a kept count of a host's waiting URLs, not a scan: it must stay
+    equal to the scan whichever way a wait ends (granted, cancelled, its deadline passed)."""
+    async with gates(redis, settings, 1) as (gate,):
+        leases = [await take(gate, "count.test", 2) for _ in range(2)]
+        forever = [asyncio.create_task(gate.acquire("count.test", 2, 0.0)) for _ in range(6)]
+        soon = [asyncio.create_task(gate.acquire("count.test", 2, 0.0, time.monotonic() + 0.3)) for _ in range(3)]
+        await asyncio.sleep(0.1)
+        state = gate._hosts["count.test"]
+        assert state.live_waiters() == _scanned(gate, "count.test") == 9
+        forever[1].cancel()
+        forever[4].cancel()
+        await asyncio.gather(forever[1], forever[4], return_exceptions=True)
+        assert state.live_waiters() == _scanned(gate, "count.test") == 7
+        expired = await asyncio.wait_for(asyncio.gather(*soon), timeout=3)  # the sweep lets them go
+        assert all(grant.lease is None for grant in expired)
+        assert state.live_waiters() == _scanned(gate, "count.test") == 4
+        for lease in leases:
+            gate.release("count.test", lease, GateOutcome.OK)  # each goes to the first live waiter
+        granted = await asyncio.wait_for(asyncio.gather(forever[0], forever[2]), timeout=2)
+        assert [grant.lease for grant in granted] == leases
+        assert state.live_waiters() == _scanned(gate, "count.test") == 2
+        gate.abandon_waiters()
+        await asyncio.gather(forever[3], forever[5])
+        assert state.live_waiters() == _scanned(gate, "count.test") == 0
+
+
 async def test_a_freed_lease_goes_to_a_local_waiter_without_redis(redis: ArqRedis, settings: Settings) -> None:
     async with gates(redis, settings, 1) as (gate,):
         lease = await take(gate, "local.test", 1)

@@ -106,11 +106,26 @@ class _Host:
     wait_s: float = 0.0  #: the last known wait (for a caller whose deadline comes first)
     timer: asyncio.TimerHandle | None = None
     recovering: int = 0  #: after a cooldown, this many successes go to Redis one by one (they ease the penalty)
+    live: int = 0  #: waiters whose future is not done (kept by `wait`, `resolve` and `left`)
 
     def live_waiters(self) -> int:
-        """How many URLs wait here (a scan of the queue: for `stalled()`, `_asks`)."""
-        self.has_waiters()
-        return sum(1 for waiter in self.waiters if not waiter.future.done())
+        """How many URLs wait here (for `stalled()`, `_asks`): a count kept as waiters come and go, not a
+        scan of the queue (the claim loop asks after every finished URL, with hundreds of URLs waiting)."""
+        return self.live
+
+    def wait(self, waiter: _Waiter) -> None:
+        """Queue `waiter` (see `_queue`)."""
+        _queue(self.waiters, waiter)
+        self.live += 1
+
+    def resolve(self, waiter: _Waiter, grant: Grant) -> None:
+        """Give a waiter whose future is not done its grant."""
+        waiter.future.set_result(grant)
+        self.live -= 1
+
+    def left(self) -> None:
+        """A waiter's future was cancelled (its URL's task was)."""
+        self.live -= 1
 
     def has_waiters(self) -> bool:
         """Whether a URL waits here: the first live waiter is at the head once the done ones are dropped
@@ -128,7 +143,7 @@ class _Host:
         while self.waiters:
             waiter = self.waiters.popleft()
             if not waiter.future.done():
-                waiter.future.set_result(grant)
+                self.resolve(waiter, grant)
                 return True
         return False
 
@@ -252,12 +267,14 @@ class HostGate:
             return Grant(None, state.blocked_until - now)
         future: asyncio.Future[Grant] = asyncio.get_running_loop().create_future()
         self._ranked = self._ranked or priority != 0
-        _queue(state.waiters, _Waiter(future, until, priority))
+        state.wait(_Waiter(future, until, priority))
         self._want(state)
         try:
             return await future
         except asyncio.CancelledError:
-            if future.done() and not future.cancelled() and future.result().lease is not None:
+            if future.cancelled():
+                state.left()
+            elif future.done() and future.result().lease is not None:
                 self.release(host, future.result().lease or "", GateOutcome.OTHER)
             raise
 
@@ -351,7 +368,7 @@ class HostGate:
         limit = time.monotonic() + wait_s
         for waiter in list(state.waiters):  # a caller whose deadline comes first gets the known wait now
             if not waiter.future.done() and waiter.deadline < limit:
-                waiter.future.set_result(Grant(None, wait_s))
+                state.resolve(waiter, Grant(None, wait_s))
 
     async def _listen(self) -> None:
         """Wake messages (a host we wait for freed a slot) and cooldown announcements; reconnects."""
@@ -407,7 +424,7 @@ class HostGate:
                     self._give_back(state, state.idle.pop(0), GateOutcome.OTHER, 0)
                 for waiter in state.waiters:
                     if waiter.deadline <= now and not waiter.future.done():
-                        waiter.future.set_result(Grant(None, state.wait_s))
+                        state.resolve(waiter, Grant(None, state.wait_s))
 
     async def _run(self) -> None:
         with contextlib.suppress(TimeoutError):  # not wait_for: on 3.11 it may swallow a cancel at close
