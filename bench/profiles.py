@@ -33,7 +33,8 @@ class Profile:
     throughput_urls: int  #: distinct /fast URLs of target 1
     latency_urls: int  #: /delay URLs of target 2
     latency_bare_urls: int  #: /delay URLs for bare aiohttp Semaphore(10) beside target 2
-    latency_cpu_urls: int  #: /delay URLs of the latency part's CPU batch (issue 9's CPU per page)
+    latency_cpu_urls: int  #: /delay URLs of each of the latency part's CPU batches (issue 9's CPU per page)
+    latency_cpu_pairs: int  #: CPU batches, alternated with the same-shape bare baseline (bench/parts/latency.py)
     submit_urls: int  #: URLs in the file given to `crawlq submit` (target 3)
     scaleout_urls_per_worker: int  #: /delay?ms=100 URLs per worker (target 4, weak scaling)
     memory_urls: int  #: /fast URLs crawled by one worker while its RSS is sampled (target 5)
@@ -67,6 +68,7 @@ SMOKE = Profile(
     latency_urls=300,
     latency_bare_urls=100,
     latency_cpu_urls=300,
+    latency_cpu_pairs=2,
     submit_urls=10_000,
     scaleout_urls_per_worker=60,
     memory_urls=5_000,
@@ -100,6 +102,7 @@ FULL = Profile(
     latency_urls=2_000,
     latency_bare_urls=2_000,
     latency_cpu_urls=6_000,
+    latency_cpu_pairs=3,
     submit_urls=100_000,
     scaleout_urls_per_worker=600,
     memory_urls=100_000,

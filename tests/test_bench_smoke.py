@@ -95,16 +95,16 @@ def test_bracketed_takes_the_mean_of_the_runs_around_another() -> None:
     assert both.row()["pages_per_s"] == 500.0
 
 
-def test_the_latency_parts_same_shape_baseline_is_the_mean_of_the_runs_around_crawlq() -> None:
-    from bench.parts.latency import _mean_of
+def test_the_latency_parts_same_shape_ratio_sets_each_crawlq_batch_against_the_baseline_runs_around_it() -> None:
+    from bench.parts.latency import _alternated
 
-    row = {"mode": "bare aiohttp 2 x Semaphore(50)", "urls": 6000}
-    before = {**row, "wall_s": 6.0, "cpu_s": 1.5, "client_cpu_ms_per_page": 0.25}
-    after = {**row, "wall_s": 6.2, "cpu_s": 2.1, "client_cpu_ms_per_page": 0.35}
-    both = _mean_of(before, after)
-    assert both["mode"] == row["mode"] and both["urls"] == 6000
-    assert (both["wall_s"], both["cpu_s"], both["client_cpu_ms_per_page"]) == (6.1, 1.8, 0.3)
-    assert (both["client_cpu_ms_per_page_before"], both["client_cpu_ms_per_page_after"]) == (0.25, 0.35)
+    crawlq = [{"workers_cpu_ms_per_page": cpu} for cpu in (0.40, 0.60, 0.45)]
+    bare = [{"client_cpu_ms_per_page": cpu} for cpu in (0.30, 0.34, 0.46, 0.30)]
+    figures = _alternated(crawlq, bare)
+    # 0.40 / 0.32, 0.60 / 0.40, 0.45 / 0.38: a drift of the machine falls on both sides of each ratio
+    assert figures == {"crawlq": 0.45, "bare": 0.32, "ratio": 1.25}
+    with pytest.raises(ValueError, match="need 4 baseline runs"):
+        _alternated(crawlq, bare[:3])
 
 
 def test_instruction_counts_are_read_from_cachegrind_and_taken_per_url(tmp_path: Path) -> None:

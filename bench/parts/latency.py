@@ -2,14 +2,17 @@
 timed from submit start to batch complete, against the ideal sum(delay) / 100. In the same round,
 bare aiohttp with Semaphore(10) against its ideal sum(delay) / 10.
 
-CPU per page is taken on a second and longer batch in the same cluster (`latency_cpu_urls`, 6,000 in the
-full profile: ~6 s; over a 2 s batch it moved by 20 % between rounds): the workers', Redis's and the
+CPU per page is taken on longer batches in the same cluster (`latency_cpu_urls`, 6,000 in the full
+profile: ~6 s; over a 2 s batch it moved by 20 % between rounds): the workers', Redis's and the
 producer's. Issue 9's target: crawlq workers' CPU per page <= 1.3 x the bare loop's with the same pages in
 flight. Two baselines run on the same delays:
-- bare aiohttp with Semaphore(100): one event loop with crawlq's 2 x 50 pages in flight;
-- the same shape as crawlq: two bare processes with Semaphore(50) each, at once, on halves of the delays,
-  once before the crawlq cluster starts and once after it (the mean: CPU per page on this VM drifts by
-  10-20 % within minutes, as the throughput part's bracketed bare loop also shows).
+- the same shape as crawlq: two bare processes with Semaphore(50) each, at once, on halves of the delays.
+  CPU per page on this VM drifts by 10-20 % within a minute (two bare runs a minute apart: 0.294 and
+  0.352 ms), so crawlq's CPU batches (`latency_cpu_pairs`) alternate with runs of this baseline: one
+  before the first batch, one after each. Each batch is divided by the mean of the two runs around it,
+  and the figure is the median of these ratios;
+- bare aiohttp with Semaphore(100): one event loop with crawlq's 2 x 50 pages in flight, run once after
+  the cluster and set against the median crawlq batch.
 An event loop's CPU per page falls as more pages share each wake-up (Semaphore(10) costs ~1.8 x
 Semaphore(100) per page here), so one loop with 100 in flight is the harder baseline for 2 x 50 workers.
 
@@ -21,9 +24,10 @@ to the batch seen complete); the three add up to the wall time.
 from __future__ import annotations
 
 import asyncio
+import statistics
 from typing import Any
 
-from bench.cluster import batch_phases, crawlq_settings, own_server, running_cluster, timed_batch
+from bench.cluster import BatchRun, batch_phases, crawlq_settings, own_server, running_cluster, timed_batch
 from bench.context import Bench, PartRound
 from bench.procs import CpuMeter, cpu_ms_per_page
 from bench.workload import delay_urls, delays_ms, fast_urls, greedy_makespan_s, run_tag
@@ -42,7 +46,8 @@ async def run(bench: Bench) -> PartRound:
     slots = WORKERS * CONCURRENCY
     settings = crawlq_settings(CONCURRENCY, WORKERS)
     warmup = fast_urls(base, 200, run_tag())
-    shape_before = await _bare_same_shape(bench, cpu_delays)
+    shapes = [await _bare_same_shape(bench, cpu_delays)]
+    cpu_batches: list[BatchRun] = []
     async with (
         own_server() as server,
         running_cluster(settings, WORKERS, server, bench.log_dir("latency"), warmup) as cluster,
@@ -50,7 +55,10 @@ async def run(bench: Bench) -> PartRound:
         groups = {"redis": [server.pid or 0], "target": [bench.target.pid]}
         batch = await timed_batch(cluster, delay_urls(base, delays, run_tag()), groups)
         phases = await batch_phases(cluster, batch)
-        cpu_batch = await timed_batch(cluster, delay_urls(base, cpu_delays, run_tag()), groups)
+        for number in range(bench.profile.latency_cpu_pairs):
+            cpu_batches.append(await timed_batch(cluster, delay_urls(base, cpu_delays, run_tag()), groups))
+            if number < bench.profile.latency_cpu_pairs - 1:
+                shapes.append(await _bare_same_shape(bench, cpu_delays))  # the workers idle meanwhile
     ideal = sum(delays) / 1000 / slots
     part.rows.append(
         {
@@ -65,18 +73,23 @@ async def run(bench: Bench) -> PartRound:
             **phases,
         }
     )
-    cpu_row = {
-        "mode": f"crawlq {WORKERS} workers x {CONCURRENCY}, CPU batch",
-        "urls": len(cpu_delays),
-        "wall_s": round(cpu_batch.wall_s, 3),
-        "cpu_s": cpu_batch.cpu_s["workers"],
-        **cpu_ms_per_page({g: v for g, v in cpu_batch.cpu_s.items() if g != "target"}, len(cpu_delays)),
-    }
-    part.rows.append(cpu_row)
+    cpu_rows = [
+        {
+            "mode": f"crawlq {WORKERS} workers x {CONCURRENCY}, CPU batch {number + 1}",
+            "urls": len(cpu_delays),
+            "wall_s": round(cpu_batch.wall_s, 3),
+            "cpu_s": cpu_batch.cpu_s["workers"],
+            **cpu_ms_per_page({g: v for g, v in cpu_batch.cpu_s.items() if g != "target"}, len(cpu_delays)),
+        }
+        for number, cpu_batch in enumerate(cpu_batches)
+    ]
+    part.rows += cpu_rows
     same_in_flight = await _bare_same_in_flight(bench, cpu_delays, slots)
-    shape_after = await _bare_same_shape(bench, cpu_delays)
-    same_shape = _mean_of(shape_before, shape_after)
-    part.rows += [same_in_flight, same_shape]
+    shapes.append(await _bare_same_shape(bench, cpu_delays))
+    alternated = _alternated(cpu_rows, shapes)
+    for number, shape in enumerate(shapes):  # one row each (the report merges rows of one mode over rounds)
+        shape["mode"] += f", {'before batch 1' if number == 0 else f'after batch {number}'}"
+    part.rows += [same_in_flight, *shapes]
     bare_delays = delays_ms(bench.profile.latency_bare_urls)
     urls = delay_urls(base, bare_delays, run_tag())
     meter = CpuMeter({"target": [bench.target.pid]}).start()
@@ -96,16 +109,13 @@ async def run(bench: Bench) -> PartRound:
             **cpu_ms_per_page({"client": result["cpu_s"]}, len(bare_delays)),
         }
     )
-    crawlq_cpu, bare_cpu = cpu_row["workers_cpu_ms_per_page"], same_in_flight["client_cpu_ms_per_page"]
-    shape_cpu = same_shape["client_cpu_ms_per_page"]
+    crawlq_cpu, bare_cpu = alternated["crawlq"], same_in_flight["client_cpu_ms_per_page"]
     part.figures["crawlq workers cpu_ms/page"] = crawlq_cpu
-    part.figures["crawlq redis cpu_ms/page"] = cpu_row["redis_cpu_ms_per_page"]
+    part.figures["crawlq redis cpu_ms/page"] = statistics.median(row["redis_cpu_ms_per_page"] for row in cpu_rows)
     part.figures[f"bare aiohttp Semaphore({slots}) cpu_ms/page"] = bare_cpu
     part.figures["crawlq workers / bare aiohttp cpu/page"] = round(crawlq_cpu / bare_cpu, 3) if bare_cpu else 0.0
-    part.figures[f"bare aiohttp {WORKERS} x Semaphore({CONCURRENCY}) cpu_ms/page"] = shape_cpu
-    part.figures["crawlq workers / bare aiohttp same shape cpu/page"] = (
-        round(crawlq_cpu / shape_cpu, 3) if shape_cpu else 0.0
-    )
+    part.figures[f"bare aiohttp {WORKERS} x Semaphore({CONCURRENCY}) cpu_ms/page"] = alternated["bare"]
+    part.figures["crawlq workers / bare aiohttp same shape cpu/page"] = alternated["ratio"]
     part.figures["crawlq wall/ideal"] = part.rows[0]["wall/ideal"]
     part.figures["crawlq wall_s"] = part.rows[0]["wall_s"]
     part.figures["crawlq first_fetch_s"] = phases["first_fetch_s"]
@@ -128,15 +138,21 @@ async def _bare_same_in_flight(bench: Bench, delays: list[int], slots: int) -> d
     }
 
 
-def _mean_of(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
-    """One row for a baseline run before and after crawlq's: the mean of each measured figure, and both CPU
-    figures."""
-    row = dict(before)
-    for key in ("wall_s", "cpu_s", "client_cpu_ms_per_page"):
-        row[key] = round((before[key] + after[key]) / 2, 4)
-    row["client_cpu_ms_per_page_before"] = before["client_cpu_ms_per_page"]
-    row["client_cpu_ms_per_page_after"] = after["client_cpu_ms_per_page"]
-    return row
+def _alternated(crawlq_rows: list[dict[str, Any]], shapes: list[dict[str, Any]]) -> dict[str, float]:
+    """crawlq's CPU batches set against the same-shape baseline runs that alternate with them (one more run
+    than batches: before the first batch and after each): each batch over the mean of the runs just before
+    and after it. Medians of crawlq's CPU per page, of the baseline's, and of the ratios."""
+    if len(shapes) != len(crawlq_rows) + 1:
+        raise ValueError(f"{len(crawlq_rows)} crawlq batches need {len(crawlq_rows) + 1} baseline runs around them")
+    crawlq = [row["workers_cpu_ms_per_page"] for row in crawlq_rows]
+    bare = [row["client_cpu_ms_per_page"] for row in shapes]
+    around = [(bare[number] + bare[number + 1]) / 2 for number in range(len(crawlq))]
+    ratios = [cpu / base for cpu, base in zip(crawlq, around, strict=True) if base]
+    return {
+        "crawlq": round(statistics.median(crawlq), 4),
+        "bare": round(statistics.median(bare), 4),
+        "ratio": round(statistics.median(ratios), 3) if ratios else 0.0,
+    }
 
 
 async def _bare_same_shape(bench: Bench, delays: list[int]) -> dict[str, Any]:
