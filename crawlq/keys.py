@@ -17,6 +17,8 @@ Per batch (all expire `result_ttl_s` after the last write of a submit or the com
   crawlq:b:{batch}:found     hash  url id -> "depth,parent url id" of each URL added by link following
   crawlq:b:{batch}:parents   set   url ids of the pages whose links were added (a page refetched adds none)
   crawlq:body:{sha256}       string a gzip body (CRAWLQ_STORE_BODIES=redis), with its own TTL
+  crawlq:enqueued:{job id}   string the reply of one enqueue.lua call (added,duplicates,jobs), named by its first
+                                   job id and kept `job_expires_s`: the call sent again answers the same
 Global:
   crawlq:batches             zset  batch -> created_at ms (recent batches, for `status`)
   crawlq:active              set   batches not yet complete (the reconciler's work list)
@@ -69,6 +71,7 @@ __all__ = [
     "batch_parents",
     "batch_options",
     "body",
+    "enqueue_reply",
     "batch_jobs",
     "batch_meta",
     "batch_results",
@@ -141,6 +144,11 @@ def batch_parents(batch: str) -> str:
 
 def body(sha256: str) -> str:
     return f"crawlq:body:{sha256}"
+
+
+def enqueue_reply(call: str) -> str:
+    """The reply of one enqueue.lua call, named by the call's first job id (a replayed call reads it)."""
+    return f"crawlq:enqueued:{call}"
 
 
 def batch_events(batch: str) -> str:

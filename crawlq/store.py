@@ -136,13 +136,17 @@ class Store:
     ) -> EnqueueOutcome:
         """Register the entries of `chunks` in `batch` and enqueue one job per chunk that has new URLs.
 
+        The call is idempotent: sent again with the same arguments (redis-py's retry after a dropped
+        connection lost the reply) it answers what its first run did (`keys.enqueue_reply`).
+
         :param expect_batch: an earlier call of the same submit wrote the batch: raise `BatchLost` instead of
             writing anything if its counters are gone (an evicting or flushed Redis)."""
         now = now_ms()
+        job_ids = [new_job_id(batch) for _ in chunks]
         args: list[Any] = [batch, now, self.settings.result_ttl_s, self.settings.job_expires_s * 1000]
         args += [token, SUBMIT_LEASE_MS, len(chunks), "1" if expect_batch else "0"]
-        for chunk in chunks:
-            args += [new_job_id(batch), job_payload(batch, list(chunk), now), run_at_ms or now]
+        for job_id, chunk in zip(job_ids, chunks, strict=True):
+            args += [job_id, job_payload(batch, list(chunk), now), run_at_ms or now]
         args.append(keys.ARQ_JOB_PREFIX)
         script_keys = [
             keys.batch_meta(batch),
@@ -155,6 +159,7 @@ class Store:
             keys.wake(self.settings.queue_name),
             keys.batch_queue(batch),
             keys.SCHED,
+            keys.enqueue_reply(job_ids[0] if job_ids else new_job_id(batch)),  # the call's own name
         ]
         added, duplicates, jobs = await self._enqueue(keys=script_keys, args=args)
         if int(added) == -2:

@@ -279,7 +279,10 @@ def submit(
         raise click.UsageError("give a FILE (or - for stdin), or --sitemap/--sitemap-from-robots, not both")
 
     async def body() -> dict[str, object]:
-        async with await Client.connect(_settings(ctx)) as client:
+        settings = _settings(ctx)
+        async with await Client.connect(
+            settings, outage=_riding(settings), start_window_s=SUBMIT_START_WINDOW_S
+        ) as client:
             report = await client.submit(
                 lines.read(),
                 batch or new_batch_id(),
@@ -325,7 +328,7 @@ async def _submit_sitemaps(
         urls = await sitemap_urls(settings, sitemaps, origins)
     except SitemapError as exc:
         raise click.UsageError(str(exc)) from None
-    async with await Client.connect(settings) as client:
+    async with await Client.connect(settings, outage=_riding(settings), start_window_s=SUBMIT_START_WINDOW_S) as client:
         report = await client.submit(urls, batch or new_batch_id(), on_invalid=_report_invalid, options=options)
         return report.as_dict()
 
@@ -333,6 +336,15 @@ async def _submit_sitemaps(
 # ---------------------------------------------------------------- wait / stats / results / status
 def _say(line: str) -> None:
     click.echo(f"crawlq: {line}", err=True)
+
+
+SUBMIT_START_WINDOW_S = 2.0  #: a submit's first command retries a dropped connection this long, no more
+
+
+def _riding(settings: Settings) -> Outage:
+    """A submit's view of a Redis outage: its calls (each idempotent, see `Store.enqueue`) are sent again
+    within `redis_retry_window_s`, with one line when an outage starts and one when it ends."""
+    return Outage(describe(settings.redis_url), settings.redis_retry_window_s, _say)
 
 
 NO_WORKER_CHECK_S = 5.0  #: how often `wait` looks for live workers (heartbeats)

@@ -75,6 +75,10 @@ class _Stranded:
             raise BatchLost(self.batch, reason)
 
 
+def _silent(line: str) -> None:
+    """An outage report that says nothing (a client's start: its failure is the sentence)."""
+
+
 class Client:
     def __init__(self, redis: ArqRedis, settings: Settings) -> None:
         self.redis = redis
@@ -83,11 +87,31 @@ class Client:
         self.control = BatchControl(self.store)
 
     @classmethod
-    async def connect(cls, settings: Settings, *, check_eviction: bool = True, outage: Outage | None = None) -> Client:
+    async def connect(
+        cls,
+        settings: Settings,
+        *,
+        check_eviction: bool = True,
+        outage: Outage | None = None,
+        start_window_s: float | None = None,
+    ) -> Client:
         """Raises `crawlq.errors.RedisUnavailable` (one sentence) when Redis cannot be reached, and
         `crawlq.errors.EvictingRedis` when it evicts keys (`check_eviction`; a reader may skip it).
-        With `outage` (a long-lived client such as the API's), commands retry within its window."""
-        redis = await connect(settings, outage=outage)
+        With `outage` (a long-lived client such as the API's, or `crawlq submit`), commands retry within its
+        window. `start_window_s` bounds the retries of the first command instead, counted from when it was
+        sent, silently: a dropped connection is mended, but a command run by hand against a stopped Redis
+        says so within that time."""
+        if outage is None or start_window_s is None:
+            redis = await connect(settings, outage=outage)
+        else:
+            window, report = outage.window_s, outage.report
+            outage.window_s, outage.report = min(window, start_window_s), _silent
+            outage.timed_from_now()
+            try:
+                redis = await connect(settings, outage=outage)
+            finally:
+                outage.recovered()  # silent: the start's failures are not an outage of the commands after it
+                outage.window_s, outage.report = window, report
         if check_eviction:
             try:
                 await check_eviction_policy(redis, settings)

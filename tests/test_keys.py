@@ -21,6 +21,7 @@ BUILT = [
     (keys.batch_parents, "b1", "crawlq:b:b1:parents"),
     (keys.batch_events, "b1", "crawlq:events:b1"),
     (keys.body, "ab12", "crawlq:body:ab12"),
+    (keys.enqueue_reply, "b1:0a1b", "crawlq:enqueued:b1:0a1b"),
     (keys.host_state, "a.test:80", "crawlq:host:a.test:80"),
     (keys.host_leases, "a.test:80", "crawlq:host:a.test:80:leases"),
     (keys.host_waiters, "a.test:80", "crawlq:host:a.test:80:waiters"),

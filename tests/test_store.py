@@ -34,6 +34,31 @@ async def test_enqueue_dedupes_within_and_across_calls(redis: ArqRedis, settings
     assert (await store.stats("b1")).total == 10
 
 
+async def test_an_enqueue_call_replayed_after_a_lost_reply_answers_as_the_first(
+    redis: ArqRedis, settings: Settings
+) -> None:
+    """A client that lost the connection after sending an enqueue call sends it again (redis-py's retry, the
+    API's and `crawlq submit`'s outage window): the second run of the same call must answer what the first
+    did, so the submit reports its URLs as queued, not as duplicates, and must write nothing more."""
+    store = Store(redis, settings)
+    script = store._enqueue
+    replies = []
+
+    async def sent_twice(*, keys: list[str], args: list[object]) -> object:
+        replies.append(await script(keys=keys, args=args))  # the reply that the dropped connection lost
+        return await script(keys=keys, args=args)
+
+    store._enqueue = sent_twice  # type: ignore[assignment]
+    batch = entries([f"http://a.test/{i}" for i in range(10)])
+    outcome = await store.enqueue("replayed", [batch[:6], batch[6:]], token="t")
+    assert (outcome.added, outcome.duplicates, outcome.jobs) == (10, 0, 2)
+    assert [int(value) for value in replies[0]] == [10, 0, 2]
+    assert (await store.stats("replayed")).total == 10
+    assert await redis.zcard(settings.queue_name) == 2
+    later = await store.enqueue("replayed", [batch[4:]], token="t")  # a new call is a new call: duplicates
+    assert (later.added, later.duplicates, later.jobs) == (0, 6, 0)
+
+
 async def test_a_submit_whose_counters_vanished_writes_nothing_more(redis: ArqRedis, settings: Settings) -> None:
     """An evicting (or flushed) Redis dropped the batch's counters between two calls of one submit: the next
     call refuses to re-create the batch smaller (which would let it complete with URLs missing)."""

@@ -1,6 +1,6 @@
 -- Register URLs in a batch and enqueue the arq jobs that carry them, one chunk at a time, atomically.
 -- KEYS: 1 meta, 2 urls, 3 jobs, 4 arq queue, 5 submitters, 6 batches zset, 7 active set, 8 wake channel,
---       9 the batch's ready queue, 10 sched zset (batch -> priority)
+--       9 the batch's ready queue, 10 sched zset (batch -> priority), 11 this call's reply (crawlq/keys.py)
 -- ARGV: 1 batch, 2 now_ms, 3 ttl_s, 4 job_ttl_ms, 5 token, 6 lease_ms, 7 nchunks,
 --       8 expect_batch ('1': an earlier call of this submit wrote the batch, so its counters must exist),
 --       then per chunk: job_id, payload, score (the URLs are read from the arq payload, msgpack:
@@ -14,6 +14,13 @@ local job_prefix = ARGV[#ARGV]
 -- Returns {added, duplicates, jobs}, or {-1, 0, 0} when the batch's counters vanished during the submit
 -- (an evicting or flushed Redis): nothing is written, so the batch is not silently re-created smaller;
 -- {-2, 0, 0} when the batch was cancelled.
+-- A call sent again after its reply was lost (a dropped connection: the client's retry sends the same call)
+-- answers what its first run did, and writes nothing more.
+local replay = redis.call('GET', KEYS[11])
+if replay then
+  local a, d, j = string.match(replay, '^(%d+),(%d+),(%d+)$')
+  return {tonumber(a), tonumber(d), tonumber(j)}
+end
 if ARGV[8] == '1' and redis.call('EXISTS', KEYS[1]) == 0 then return {-1, 0, 0} end
 if redis.call('HEXISTS', KEYS[1], 'cancelled_at') == 1 then return {-2, 0, 0} end
 local added, dups, jobs = 0, 0, 0
@@ -58,4 +65,5 @@ for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ttl) end
 redis.call('EXPIRE', KEYS[9], ttl)
 redis.call('EXPIRE', KEYS[5], ttl)
 if jobs > 0 then redis.call('PUBLISH', KEYS[8], '1') end
+redis.call('SET', KEYS[11], added .. ',' .. dups .. ',' .. jobs, 'PX', job_ttl)
 return {added, dups, jobs}

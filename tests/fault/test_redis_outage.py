@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import orjson
 import pytest
 import redis
 
@@ -244,3 +245,66 @@ def test_workers_ride_out_connections_the_server_drops(
     assert max(reported) <= 10, tail_logs(tmp_path)  # two lines per dropped connection: ~100 each
     assert not any("crawl failed" in text for text in logs), tail_logs(tmp_path, 60)  # no job lost to a drop
     assert_exactly_once(server.url, batch, n)
+
+
+@pytest.mark.timeout(150)
+def test_a_submit_rides_out_connections_the_server_drops(
+    server: EmbeddedServer, site: ThreadedTargetSite, tmp_path: Path
+) -> None:
+    """`crawlq submit` of 10,000 URLs while Redis drops every normal client connection every 0.01 s: it goes on
+    within the retry window and reports every URL queued and none a duplicate; the workers then crawl each
+    exactly once. (A reply lost after its call ran is rare here; tests/test_store.py replays such a call.)"""
+    n, batch, killed = 10_000, "dropped-submit", [0]
+    env = fault_env(server.url, redis_retry_window_s=20)
+    path = write_urls(tmp_path / "urls.txt", [site.url(f"/fast?i={i}") for i in range(n)])
+    calm = threading.Event()
+
+    def storm() -> None:
+        killer = redis.Redis.from_url(server.url, single_connection_client=True)
+        while not calm.is_set():
+            killed[0] += int(killer.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"))
+            time.sleep(0.01)
+        killer.close()
+
+    stormer = threading.Thread(target=storm)
+    stormer.start()
+    try:
+        result = run_cli(["submit", str(path), "--batch", batch, "--json"], env, timeout=120)
+    finally:
+        calm.set()
+        stormer.join()
+    print(f"\n[dropped submit] {killed[0]} connections dropped during the submit")
+    assert killed[0] > 0
+    no_traceback(result.stderr)
+    assert result.returncode == 0, result.stderr
+    report = orjson.loads(result.stdout)
+    assert (report["queued"], report["duplicates"], report["invalid"]) == (n, 0, 0), report
+    r = sync_redis(server.url)
+    with Workers(env, tmp_path, 2, "--concurrency", "20"):
+        assert wait_until(lambda: counter(r, batch, "done") >= n, 120), tail_logs(tmp_path)
+    assert_exactly_once(server.url, batch, n)
+
+
+@pytest.mark.timeout(60)
+def test_a_submit_outlived_by_an_outage_ends_with_one_sentence_naming_what_was_queued(
+    server: EmbeddedServer, tmp_path: Path
+) -> None:
+    """The server stops for good mid-submit (300,000 URLs), window 3 s: `crawlq submit` says once that Redis is
+    unreachable, then, past the window, exits 1 with one sentence: how many URLs were queued, and that
+    `--batch` queues only the rest. No traceback."""
+    env = fault_env(server.url, redis_retry_window_s=3)
+    path = write_urls(tmp_path / "urls.txt", [f"http://127.0.0.1:9/p?i={i}" for i in range(300_000)])
+    started = time.monotonic()
+    submitting = spawn(["submit", str(path), "--batch", "cut"], env)
+    r = sync_redis(server.url)
+    assert wait_until(lambda: counter(r, "cut", "total") > 0, 20), "the submit queued nothing"
+    server.stop(kill=True)
+    _, err = submitting.communicate(timeout=40)
+    elapsed = time.monotonic() - started
+    print(f"\n[submit outage] exit {submitting.returncode} after {elapsed:.1f} s: {err.strip()}")
+    no_traceback(err)
+    assert submitting.returncode == 1, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 2 and "unreachable since" in lines[0], err
+    assert "during the submit of batch cut after queuing" in lines[1], err
+    assert "--batch cut queues only the rest" in lines[1], err
