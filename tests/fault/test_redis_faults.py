@@ -156,15 +156,16 @@ def queued_urls(r: redis.Redis, batch: str) -> tuple[int, int]:
 
 @pytest.mark.timeout(90)
 def test_06_redis_down_during_submit(server: EmbeddedServer, site: ThreadedTargetSite, tmp_path: Path) -> None:
-    """The server is SIGKILLed (AOF, appendfsync always) while `crawlq submit` enqueues N = 4,000 URLs; it is
-    started again, and the same submit runs again.
+    """The server is SIGKILLed (AOF, appendfsync always) while `crawlq submit` enqueues N = 4,000 URLs, and stays
+    down past the submit's retry window (2 s); it is started again, and the same submit runs again.
 
-    Invariants: the interrupted submit exits 1 with one sentence (no traceback) and Redis kept 0 < K < N of its
-    URLs; the re-run queues N - K and counts K duplicates; then total == N, the manifest holds N URLs, the
-    batch's jobs carry exactly N URLs and every one of those jobs is in the queue with its payload.
+    Invariants: the interrupted submit exits 1 with the outage's line and one sentence (no traceback) and Redis
+    kept 0 < K < N of its URLs; the re-run queues N - K and counts K duplicates; then total == N, the manifest
+    holds N URLs, the batch's jobs carry exactly N URLs and every one of those jobs is in the queue with its
+    payload.
     """
     n, batch = 4000, "interrupted"
-    env = fault_env(server.url)
+    env = fault_env(server.url, redis_retry_window_s=2)
     path = write_urls(tmp_path / "urls.txt", [site.url(f"/page/{i}") for i in range(n)])
     first, kept = interrupted_submit(server, env, path, batch)
     print(f"\n[item 6] interrupted submit: exit {first.returncode}, Redis kept {kept} of {n} URLs")
@@ -179,20 +180,21 @@ def test_06_redis_down_during_submit(server: EmbeddedServer, site: ThreadedTarge
     assert carried == n
     assert queued == r.hlen(keys.batch_jobs(batch)) == r.zcard(QUEUE)
     lines = first.stderr.strip().splitlines()
-    assert "Traceback" not in first.stderr and len(lines) == 1, f"not one sentence ({len(lines)} lines): {lines[-1]}"
+    assert "Traceback" not in first.stderr and len(lines) == 2, f"not two lines ({len(lines)}): {lines}"
+    assert "unreachable since" in lines[0] and "--batch interrupted queues only the rest" in lines[1], lines
 
 
 @pytest.mark.timeout(120)
 def test_06b_interrupted_submit_then_resubmit_completes(
     server: EmbeddedServer, site: ThreadedTargetSite, tmp_path: Path
 ) -> None:
-    """As item 6 with N = 2,000, then the same submit again while 3 workers crawl the batch.
+    """As item 6 with N = 2,000 (retry window 2 s), then the same submit again while 3 workers crawl the batch.
 
     Invariants: all N URLs are recorded within 30 s, and the batch completes within 5 s of the last one (the
     failed submit holds nothing open); exactly once for N = 2,000.
     """
     n, batch = 2000, "interrupted-crawl"
-    env = fault_env(server.url)
+    env = fault_env(server.url, redis_retry_window_s=2)
     path = write_urls(tmp_path / "urls.txt", [site.url(f"/page/{i}") for i in range(n)])
     first, kept = interrupted_submit(server, env, path, batch)
     assert first.returncode == 1 and 0 < kept < n, first.stderr
