@@ -10,6 +10,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import redis
+
+from crawlq import keys
 from crawlq_local.processes import WORKER_COMMAND, spawn, stop
 from tests.conftest import FAST
 
@@ -45,6 +48,20 @@ def workers(env: dict[str, str], count: int, log_dir: Path, *extra: str) -> Iter
         yield procs
     finally:
         stop(procs)
+
+
+def beating(env: dict[str, str], procs: list[subprocess.Popen[bytes]], timeout_s: float = 30) -> bool:
+    """Wait until each worker process in `procs` has published its heartbeat (its id is `host:pid:...`): it has
+    started and polls. A fixed sleep is not enough on a loaded machine."""
+    r = redis.Redis.from_url(env["CRAWLQ_REDIS_URL"])
+
+    def beats(pid: int) -> bool:
+        return any(True for _ in r.scan_iter(match=keys.worker(f"*:{pid}:*"), count=1000))
+
+    try:
+        return wait_until(lambda: all(beats(proc.pid) for proc in procs), timeout_s, interval=0.1)
+    finally:
+        r.close()
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:

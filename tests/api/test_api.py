@@ -24,7 +24,7 @@ from producer.client import Client
 from producer.submit import chunk_size_for
 from tests import factories
 from tests.api.conftest import READ_TOKEN
-from tests.helpers import workers
+from tests.helpers import beating, workers
 
 
 def test_tokens_are_required_except_on_public_paths(api: httpx.Client) -> None:
@@ -115,8 +115,8 @@ def test_wait_s_deadline_answers_with_what_is_complete(
     api: httpx.Client, site: ThreadedTargetSite, env: dict[str, str], tmp_path: Path
 ) -> None:
     urls = [site.url(f"/page/{i}") for i in range(4)] + [site.url(f"/delay?ms=8000&i={i}") for i in range(2)]
-    with workers(env, 1, tmp_path):
-        time.sleep(1)  # the worker is up
+    with workers(env, 1, tmp_path) as procs:
+        assert beating(env, procs)  # the worker is up and polls
         started = time.monotonic()
         answer = api.post("/batches", json={"urls": urls, "wait_s": 2})
         elapsed_s = time.monotonic() - started
