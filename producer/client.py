@@ -20,12 +20,12 @@ from redis.asyncio.client import PubSub
 from crawlq import keys
 from crawlq.connection import connect, describe, result_of
 from crawlq.control import BatchControl, ControlOutcome
-from crawlq.errors import BatchLost, UnknownBatch
+from crawlq.errors import BatchLost, RedisUnavailable, UnknownBatch
 from crawlq.heartbeats import Heartbeat, live_workers
 from crawlq.memory import check_eviction_policy
 from crawlq.models import BatchStats, UrlResult, now_ms
 from crawlq.options import BatchOptions
-from crawlq.outage import REDIS_DOWN, Outage
+from crawlq.outage import LOST_CONNECTION, REDIS_DOWN, Outage
 from crawlq.settings import Settings
 from crawlq.store import Store
 from producer.cluster import ClusterStatus, HostState, QueueUrls, per_host_note, queue_urls, read_hosts
@@ -79,6 +79,27 @@ def _silent(line: str) -> None:
     """An outage report that says nothing (a client's start: its failure is the sentence)."""
 
 
+async def _connect_within(settings: Settings, outage: Outage, start_window_s: float) -> ArqRedis:
+    """`connect` with `outage`, whose first commands retry for `start_window_s` from now, silently. arq's
+    `create_pool` pings on a connection taken from the pool before `retry_checkouts` wraps it, so a
+    connection dropped while it is greeted fails the whole call: that is tried again within the same time."""
+    window, report = outage.window_s, outage.report
+    outage.window_s, outage.report = min(window, start_window_s), _silent
+    outage.timed_from_now()
+    deadline = time.monotonic() + start_window_s
+    try:
+        while True:
+            try:
+                return await connect(settings, outage=outage)
+            except RedisUnavailable as exc:
+                if not isinstance(exc.__cause__, LOST_CONNECTION) or time.monotonic() >= deadline:
+                    raise
+            await asyncio.sleep(0.1)
+    finally:
+        outage.recovered()  # silent: the start's failures are not an outage of the commands after it
+        outage.window_s, outage.report = window, report
+
+
 class Client:
     def __init__(self, redis: ArqRedis, settings: Settings) -> None:
         self.redis = redis
@@ -104,14 +125,7 @@ class Client:
         if outage is None or start_window_s is None:
             redis = await connect(settings, outage=outage)
         else:
-            window, report = outage.window_s, outage.report
-            outage.window_s, outage.report = min(window, start_window_s), _silent
-            outage.timed_from_now()
-            try:
-                redis = await connect(settings, outage=outage)
-            finally:
-                outage.recovered()  # silent: the start's failures are not an outage of the commands after it
-                outage.window_s, outage.report = window, report
+            redis = await _connect_within(settings, outage, start_window_s)
         if check_eviction:
             try:
                 await check_eviction_policy(redis, settings)

@@ -308,3 +308,33 @@ def test_a_submit_outlived_by_an_outage_ends_with_one_sentence_naming_what_was_q
     assert len(lines) == 2 and "unreachable since" in lines[0], err
     assert "during the submit of batch cut after queuing" in lines[1], err
     assert "--batch cut queues only the rest" in lines[1], err
+
+
+@pytest.mark.timeout(120)
+def test_a_submit_starts_while_the_server_drops_connections(server: EmbeddedServer, tmp_path: Path) -> None:
+    """Twenty small `crawlq submit`s, one after another, while Redis drops every normal connection every 2 ms:
+    each starts and exits 0. arq pings a new connection before crawlq's retry wraps the pool, so a connection
+    dropped while it was greeted failed the submit at once (4 of 30 such starts, by hand, before)."""
+    env = fault_env(server.url, redis_retry_window_s=20)
+    path = write_urls(tmp_path / "urls.txt", [f"http://127.0.0.1:9/p?i={i}" for i in range(50)])
+    calm, killed = threading.Event(), [0]
+
+    def storm() -> None:
+        killer = redis.Redis.from_url(server.url, single_connection_client=True)
+        while not calm.is_set():
+            killed[0] += int(killer.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"))
+            time.sleep(0.002)
+        killer.close()
+
+    stormer = threading.Thread(target=storm)
+    stormer.start()
+    try:
+        results = [run_cli(["submit", str(path), "--batch", f"start-{i}", "--json"], env) for i in range(20)]
+    finally:
+        calm.set()
+        stormer.join()
+    print(f"\n[submit starts] {killed[0]} connections dropped over 20 submits")
+    assert killed[0] > 0
+    failed = [result.stderr.strip() for result in results if result.returncode != 0]
+    assert not failed, failed
+    assert all(orjson.loads(result.stdout)["queued"] == 50 for result in results)
