@@ -67,12 +67,6 @@ class Outage:
                 f"{self.window_s:g} s"
             )
 
-    def timed_from_now(self) -> None:
-        """Count the window from now rather than from the first failure: for a client's first command, so
-        that a Redis that never answers is given up on `window_s` after the command began, however long
-        each try takes (a TLS handshake that gets no answer waits out its connect timeout)."""
-        self.since, self._since_wall = time.monotonic(), time.time()
-
     def expired(self) -> bool:
         return self.since is not None and time.monotonic() - self.since > self.window_s
 

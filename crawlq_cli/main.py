@@ -271,7 +271,6 @@ def submit(
       crawlq submit --sitemap https://example.com/sitemap_index.xml
       crawlq submit --sitemap-from-robots https://example.com --follow
     """
-    from producer.client import Client
     from producer.submit import count_invalid, new_batch_id
 
     options = options_from(flags)
@@ -279,10 +278,7 @@ def submit(
         raise click.UsageError("give a FILE (or - for stdin), or --sitemap/--sitemap-from-robots, not both")
 
     async def body() -> dict[str, object]:
-        settings = _settings(ctx)
-        async with await Client.connect(
-            settings, outage=_riding(settings), start_window_s=SUBMIT_START_WINDOW_S
-        ) as client:
+        async with await _submit_client(_settings(ctx)) as client:
             report = await client.submit(
                 lines.read(),
                 batch or new_batch_id(),
@@ -320,7 +316,6 @@ async def _submit_sitemaps(
     settings: Settings, sitemaps: tuple[str, ...], origins: tuple[str, ...], batch: str | None, options: BatchOptions
 ) -> dict[str, object]:
     """Read the sitemaps (a sitemap that cannot be read: one sentence, exit 2) and submit their URLs."""
-    from producer.client import Client
     from producer.sitemaps import SitemapError, sitemap_urls
     from producer.submit import new_batch_id
 
@@ -328,7 +323,7 @@ async def _submit_sitemaps(
         urls = await sitemap_urls(settings, sitemaps, origins)
     except SitemapError as exc:
         raise click.UsageError(str(exc)) from None
-    async with await Client.connect(settings, outage=_riding(settings), start_window_s=SUBMIT_START_WINDOW_S) as client:
+    async with await _submit_client(settings) as client:
         report = await client.submit(urls, batch or new_batch_id(), on_invalid=_report_invalid, options=options)
         return report.as_dict()
 
@@ -341,10 +336,14 @@ def _say(line: str) -> None:
 SUBMIT_START_WINDOW_S = 2.0  #: a submit's first command retries a dropped connection this long, no more
 
 
-def _riding(settings: Settings) -> Outage:
-    """A submit's view of a Redis outage: its calls (each idempotent, see `Store.enqueue`) are sent again
-    within `redis_retry_window_s`, with one line when an outage starts and one when it ends."""
-    return Outage(describe(settings.redis_url), settings.redis_retry_window_s, _say)
+async def _submit_client(settings: Settings) -> Client:
+    """A submit's client: its calls (each idempotent, see `Store.enqueue`) are sent again within
+    `redis_retry_window_s`, with one line when an outage starts and one when it ends; its first command only
+    within `SUBMIT_START_WINDOW_S`."""
+    from producer.client import Client
+
+    outage = Outage(describe(settings.redis_url), settings.redis_retry_window_s, _say)
+    return await Client.connect(settings, outage=outage, start_window_s=SUBMIT_START_WINDOW_S)
 
 
 NO_WORKER_CHECK_S = 5.0  #: how often `wait` looks for live workers (heartbeats)

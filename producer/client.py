@@ -80,12 +80,12 @@ def _silent(line: str) -> None:
 
 
 async def _connect_within(settings: Settings, outage: Outage, start_window_s: float) -> ArqRedis:
-    """`connect` with `outage`, whose first commands retry for `start_window_s` from now, silently. arq's
-    `create_pool` pings on a connection taken from the pool before `retry_checkouts` wraps it, so a
-    connection dropped while it is greeted fails the whole call: that is tried again within the same time."""
+    """`connect` with `outage`, tried again for `start_window_s` from now while it fails for want of a
+    connection, silently. Each try gives up at its first failure (the outage's window is 0 meanwhile): arq's
+    `create_pool` pings on a connection taken from the pool before `retry_checkouts` wraps it, so only a
+    whole new try mends a connection dropped while it was greeted."""
     window, report = outage.window_s, outage.report
-    outage.window_s, outage.report = min(window, start_window_s), _silent
-    outage.timed_from_now()
+    outage.window_s, outage.report = 0.0, _silent
     deadline = time.monotonic() + start_window_s
     try:
         while True:

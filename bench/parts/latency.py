@@ -55,10 +55,9 @@ async def run(bench: Bench) -> PartRound:
         groups = {"redis": [server.pid or 0], "target": [bench.target.pid]}
         batch = await timed_batch(cluster, delay_urls(base, delays, run_tag()), groups)
         phases = await batch_phases(cluster, batch)
-        for number in range(bench.profile.latency_cpu_pairs):
+        for _ in range(bench.profile.latency_cpu_pairs):
             cpu_batches.append(await timed_batch(cluster, delay_urls(base, cpu_delays, run_tag()), groups))
-            if number < bench.profile.latency_cpu_pairs - 1:
-                shapes.append(await _bare_same_shape(bench, cpu_delays))  # the workers idle meanwhile
+            shapes.append(await _bare_same_shape(bench, cpu_delays))  # the workers idle meanwhile
     ideal = sum(delays) / 1000 / slots
     part.rows.append(
         {
@@ -85,7 +84,6 @@ async def run(bench: Bench) -> PartRound:
     ]
     part.rows += cpu_rows
     same_in_flight = await _bare_same_in_flight(bench, cpu_delays, slots)
-    shapes.append(await _bare_same_shape(bench, cpu_delays))
     alternated = _alternated(cpu_rows, shapes)
     for number, shape in enumerate(shapes):  # one row each (the report merges rows of one mode over rounds)
         shape["mode"] += f", {'before batch 1' if number == 0 else f'after batch {number}'}"

@@ -9,7 +9,8 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,6 +56,29 @@ def connected(r: redis.Redis, batch: str, watcher: subprocess.Popen[str], timeou
 
 def no_traceback(text: str) -> None:
     assert "Traceback" not in text, text
+
+
+@contextmanager
+def dropping_connections(redis_url: str, every_s: float, kinds: tuple[str, ...] = ("normal",)) -> Iterator[list[int]]:
+    """Redis drops every client connection of `kinds` (`CLIENT KILL TYPE`, as a proxy or a failover does)
+    every `every_s` while the block runs; yields a one-item list counting the connections dropped."""
+    killed, calm = [0], threading.Event()
+
+    def storm() -> None:
+        killer = redis.Redis.from_url(redis_url, single_connection_client=True)
+        while not calm.is_set():
+            for kind in kinds:
+                killed[0] += int(killer.execute_command("CLIENT", "KILL", "TYPE", kind, "SKIPME", "yes"))
+            time.sleep(every_s)
+        killer.close()
+
+    stormer = threading.Thread(target=storm)
+    stormer.start()
+    try:
+        yield killed
+    finally:
+        calm.set()
+        stormer.join()
 
 
 @dataclass(slots=True)
@@ -220,13 +244,9 @@ def test_workers_ride_out_connections_the_server_drops(
     n, batch, killed = 400, "dropped", [0]
 
     def storm() -> None:
-        killer = redis.Redis.from_url(server.url, single_connection_client=True)
-        ends = time.monotonic() + 6
-        while time.monotonic() < ends:
-            for kind in ("normal", "pubsub"):
-                killed[0] += int(killer.execute_command("CLIENT", "KILL", "TYPE", kind, "SKIPME", "yes"))
-            time.sleep(0.01)
-        killer.close()
+        with dropping_connections(server.url, 0.01, ("normal", "pubsub")) as dropped:
+            time.sleep(6)
+        killed[0] = dropped[0]
 
     ridden = ride_out(server, site, tmp_path, batch, n=n, delay_ms=40, concurrency=10, fault=storm)
     wait_err, watch_err, exits = ridden.wait_err, ridden.watch_err, ridden.exits
@@ -254,25 +274,11 @@ def test_a_submit_rides_out_connections_the_server_drops(
     """`crawlq submit` of 10,000 URLs while Redis drops every normal client connection every 0.01 s: it goes on
     within the retry window and reports every URL queued and none a duplicate; the workers then crawl each
     exactly once. (A reply lost after its call ran is rare here; tests/test_store.py replays such a call.)"""
-    n, batch, killed = 10_000, "dropped-submit", [0]
+    n, batch = 10_000, "dropped-submit"
     env = fault_env(server.url, redis_retry_window_s=20)
     path = write_urls(tmp_path / "urls.txt", [site.url(f"/fast?i={i}") for i in range(n)])
-    calm = threading.Event()
-
-    def storm() -> None:
-        killer = redis.Redis.from_url(server.url, single_connection_client=True)
-        while not calm.is_set():
-            killed[0] += int(killer.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"))
-            time.sleep(0.01)
-        killer.close()
-
-    stormer = threading.Thread(target=storm)
-    stormer.start()
-    try:
+    with dropping_connections(server.url, 0.01) as killed:
         result = run_cli(["submit", str(path), "--batch", batch, "--json"], env, timeout=120)
-    finally:
-        calm.set()
-        stormer.join()
     print(f"\n[dropped submit] {killed[0]} connections dropped during the submit")
     assert killed[0] > 0
     no_traceback(result.stderr)
@@ -317,22 +323,8 @@ def test_a_submit_starts_while_the_server_drops_connections(server: EmbeddedServ
     dropped while it was greeted failed the submit at once (4 of 30 such starts, by hand, before)."""
     env = fault_env(server.url, redis_retry_window_s=20)
     path = write_urls(tmp_path / "urls.txt", [f"http://127.0.0.1:9/p?i={i}" for i in range(50)])
-    calm, killed = threading.Event(), [0]
-
-    def storm() -> None:
-        killer = redis.Redis.from_url(server.url, single_connection_client=True)
-        while not calm.is_set():
-            killed[0] += int(killer.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"))
-            time.sleep(0.002)
-        killer.close()
-
-    stormer = threading.Thread(target=storm)
-    stormer.start()
-    try:
+    with dropping_connections(server.url, 0.002) as killed:
         results = [run_cli(["submit", str(path), "--batch", f"start-{i}", "--json"], env) for i in range(20)]
-    finally:
-        calm.set()
-        stormer.join()
     print(f"\n[submit starts] {killed[0]} connections dropped over 20 submits")
     assert killed[0] > 0
     failed = [result.stderr.strip() for result in results if result.returncode != 0]
